@@ -1,0 +1,54 @@
+# Whisper: one Go module, one binary per role. `make help` lists the targets.
+SHELL := /usr/bin/env bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+BIN := $(CURDIR)/.tmp/bin
+BUF_VERSION := v1.75.0
+BUF := $(BIN)/buf
+GO_TEST_FLAGS ?=
+
+export WHISPER_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
+export WHISPER_TEST_REDIS_URL ?= redis://127.0.0.1:6379/0
+
+.PHONY: help
+help: ## Show this help
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(BUF):
+	GOBIN=$(BIN) go install github.com/bufbuild/buf/cmd/buf@$(BUF_VERSION)
+
+.PHONY: generate
+generate: $(BUF) ## Regenerate code from protos
+	rm -rf internal/gen/whisper
+	$(BUF) generate
+
+.PHONY: lint
+lint: $(BUF) ## gofmt, go vet and buf lint
+	@out=$$(gofmt -l $$(git ls-files '*.go' | grep -v '^internal/gen/')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+	$(BUF) lint
+
+.PHONY: check-generated
+check-generated: generate ## Fail when committed generated code is stale
+	@git diff --exit-code --stat -- internal/gen || \
+	  { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
+	@test -z "$$(git status --porcelain -- internal/gen)" || \
+	  { echo "untracked generated files: run 'make generate' and commit"; git status --short -- internal/gen; exit 1; }
+
+.PHONY: test
+test: check-generated lint ## Run every check and test (needs PostgreSQL and Redis)
+	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: build
+build: ## Build the binaries into .tmp/bin
+	go build -o $(BIN)/ ./cmd/...
+
+.PHONY: run
+run: ## Run the whole platform on embedded defaults (whisper dev)
+	go run ./cmd/whisper dev
+
+.PHONY: bench
+bench: build ## Run the benchmarks (see README)
+	go test -run '^$$' -bench . -benchmem ./...
