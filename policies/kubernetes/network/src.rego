@@ -108,6 +108,25 @@ selects_some_workload(ns) if {
 	selects(input, t.labels)
 }
 
+# Operators create pods that no manifest templates (Strimzi brokers, CNPG
+# instances). A policy selecting them by the operator's own labels counts as
+# selecting something when a custom resource of that operator is in the
+# namespace. Keyed by API group; the value is the label-key prefix the
+# operator puts on its pods.
+operator_label_prefixes := {
+	"kafka.strimzi.io": "strimzi.io/",
+	"postgresql.cnpg.io": "cnpg.io/",
+}
+
+selects_some_workload(ns) if {
+	some api_version, _ in object.get(data.inventory, ["namespace", ns], {})
+	prefix := operator_label_prefixes[split(api_version, "/")[0]]
+	some key in selector_keys(lib.at(input, ["spec", "podSelector"], {}))
+	startswith(key, prefix)
+}
+
+selector_keys(selector) := {k | some k, _ in lib.get(selector, "matchLabels", {})} | {e.key | some e in lib.get(selector, "matchExpressions", [])}
+
 # --- inventory-missing ----------------------------------------------------------
 
 warn contains lib.violation("inventory-missing", msg) if {

@@ -134,3 +134,17 @@ test_no_context_rules_without_inventory if {
 	}
 	{v | some v in network.warn} == set() with input as {"kind": "ConfigMap", "metadata": {"name": "c"}}
 }
+
+test_policy_selecting_operator_pods_passes if {
+	kafka := {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "Kafka", "metadata": {"name": "whisper", "namespace": "whisper"}}
+	brokers := netpol("brokers", {"podSelector": {"matchLabels": {"strimzi.io/cluster": "whisper"}}})
+	denies(brokers, [brokers, kafka]) == set()
+
+	# without the operator's resource, or selecting by other labels, it dangles
+	denies(brokers, [brokers]) == {"netpol-dangling"}
+	other := netpol("other", {"podSelector": {"matchExpressions": [{"key": "app", "operator": "Exists"}]}})
+	denies(other, [other, kafka]) == {"netpol-dangling"}
+	pg := {"apiVersion": "postgresql.cnpg.io/v1", "kind": "Cluster", "metadata": {"name": "pg", "namespace": "whisper"}}
+	instances := netpol("pg", {"podSelector": {"matchExpressions": [{"key": "cnpg.io/cluster", "operator": "In", "values": ["pg"]}]}})
+	denies(instances, [instances, pg]) == set()
+}
