@@ -123,7 +123,7 @@ func (a *Authenticator) ResolveWriteKey(ctx context.Context, key string) (worksp
 	}
 	ws, err = lookup(ctx, a, a.writeKeys, &a.writeKeyCalls, key, a.store.LookupWriteKey)
 	if err != nil && !errors.Is(err, ErrUnknownCredential) {
-		return "", fmt.Errorf("look up write key: %w", err)
+		return "", fmt.Errorf("resolve write key: %w", err)
 	}
 	return ws, err
 }
@@ -149,7 +149,7 @@ func (a *Authenticator) ResolveAPIToken(ctx context.Context, token string) (*Pri
 			return nil, err
 		}
 		if err != nil {
-			return nil, fmt.Errorf("look up API token: %w", err)
+			return nil, fmt.Errorf("resolve API token: %w", err)
 		}
 	}
 	return &Principal{WorkspaceID: ref.workspaceID, CredentialID: ref.tokenID}, nil
@@ -159,6 +159,14 @@ func (a *Authenticator) ResolveAPIToken(ctx context.Context, token string) (*Pri
 func lookup[V any](ctx context.Context, a *Authenticator, c *cache[V], calls *singleflight.Group, secret string, fetch func(context.Context, []byte) (V, error)) (V, error) {
 	v, err, _ := calls.Do(secret, func() (any, error) {
 		gen := c.generation()
+		// A flight that ended between our cache miss and Do has filled
+		// the cache: use that rather than asking again.
+		if v, cached, known := c.get(secret, a.now()); cached {
+			if !known {
+				return nil, ErrUnknownCredential
+			}
+			return v, nil
+		}
 		hash := sha256.Sum256([]byte(secret))
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), lookupTimeout)
 		defer cancel()

@@ -32,8 +32,11 @@ type Handler struct {
 var _ workspacev1connect.WorkspaceServiceHandler = (*Handler)(nil)
 
 // NewHandler returns a Handler over store that makes revocations take
-// effect at once in cache.
+// effect at once in cache (nil when this process caches no credentials).
 func NewHandler(store *Store, cache CredentialCache, logger *slog.Logger) *Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
 	return &Handler{store: store, cache: cache, logger: logger}
 }
 
@@ -178,7 +181,9 @@ func (h *Handler) revokeCredential(ctx context.Context, kind credentialKind, wor
 	}
 	// The store has committed: from here on no lookup can find the
 	// secret, so dropping it from the cache cannot race a refill.
-	h.cache.Forget(c.hash)
+	if h.cache != nil {
+		h.cache.Forget(c.hash)
+	}
 	h.logger.InfoContext(ctx, "revoked "+kind.noun, "workspace_id", id, "credential_id", c.ID, "prefix", c.Prefix, "principal", p)
 	return credentialToProto(c), nil
 }
