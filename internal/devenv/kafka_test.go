@@ -1,13 +1,16 @@
 package devenv
 
 import (
+	"context"
 	"errors"
 	"net"
+	"os/exec"
 	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -88,6 +91,7 @@ func TestKafkaBadAddress(t *testing.T) {
 				broker.Close()
 				t.Fatalf("startKafka(%q) succeeded, want an error", tt.addr)
 			}
+			t.Logf("error: %v", err)
 			if !strings.Contains(err.Error(), "WHISPER_DEV_KAFKA_ADDR") {
 				t.Errorf("startKafka(%q) error = %q, want it to name WHISPER_DEV_KAFKA_ADDR", tt.addr, err)
 			}
@@ -110,6 +114,7 @@ func TestStartKafkaAddressInUse(t *testing.T) {
 		env.Close()
 		t.Fatalf("second Start on %s succeeded, want an error", addr)
 	}
+	t.Logf("error: %v", err)
 	for _, want := range []string{addr, "already in use", "WHISPER_DEV_KAFKA_ADDR"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("Start error = %q, want it to contain %q", err, want)
@@ -120,4 +125,30 @@ func TestStartKafkaAddressInUse(t *testing.T) {
 	}
 	// The first broker must be unharmed.
 	produceConsume(t, first.ListenAddrs())
+}
+
+// kcat (librdkafka) is the tool developers reach for; it must list and read
+// what the services write. Optional: skipped when kcat is not installed.
+func TestKafkaKcat(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat not installed; this optional check needs it (apt-get install kcat)")
+	}
+	broker, err := startKafka("127.0.0.1:0", testLogger(t))
+	if err != nil {
+		t.Fatalf("startKafka: %v", err)
+	}
+	defer broker.Close()
+	addr := broker.ListenAddrs()[0]
+	produceConsume(t, []string{addr})
+
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, kcat, "-b", addr, "-C", "-t", "whisper.events", "-o", "beginning", "-e", "-q", "-f", "%k=%s\n").CombinedOutput()
+	if err != nil {
+		t.Fatalf("kcat -C: %v\n%s", err, out)
+	}
+	if got, want := string(out), "ws1/user1=hello\n"; got != want {
+		t.Errorf("kcat read %q, want %q", got, want)
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os/user"
+	"strings"
 	"syscall"
 	"time"
 
@@ -62,14 +63,23 @@ func resolvePostgres(ctx context.Context, cfg Config, opts startOptions, logger 
 			return postgresDB{}, fmt.Errorf("postgres: looking for a server on %s: %w", opts.localServerAddr, ctxErr)
 		}
 		localErr = fmt.Errorf("no usable server on %s: %w", opts.localServerAddr, err)
-		logger.Info("no usable local PostgreSQL server, trying a throwaway cluster", "addr", opts.localServerAddr, "reason", err)
+		level := slog.LevelInfo
+		if !isConnRefused(err) {
+			// A server is there but would not have us: the developer
+			// may well expect their data there, so say so loudly.
+			level = slog.LevelWarn
+		}
+		logger.Log(ctx, level, "no usable local PostgreSQL server, trying a throwaway cluster", "addr", opts.localServerAddr, "reason", err)
 	}
 
 	// Step 3: a private cluster from local binaries.
 	bins, err := findPostgresBinaries()
 	if err != nil {
-		// Step 4: nothing left; say what was tried and what to do.
-		return postgresDB{}, fmt.Errorf("%w (%w)", errNoPostgres, errors.Join(localErr, err))
+		// Step 4: nothing left; say what to do, then what was tried.
+		if localErr != nil {
+			return postgresDB{}, fmt.Errorf("%w; tried: %w; %w", errNoPostgres, localErr, err)
+		}
+		return postgresDB{}, fmt.Errorf("%w; tried: %w", errNoPostgres, err)
 	}
 	cluster, err := startCluster(ctx, bins, cfg.DataDir, logger)
 	if err != nil {
@@ -168,13 +178,16 @@ func withDatabase(dbURL, db string) string {
 	return u.String()
 }
 
-// redactURL hides a password in a URL meant for logs and errors. A
-// keyword/value connection string cannot be redacted reliably, so it is
-// not shown at all.
+// redactURL hides a password in a URL meant for logs and errors. Strings
+// that are not valid URLs cannot be redacted reliably, so they are not
+// shown at all.
 func redactURL(dbURL string) string {
-	u, err := url.Parse(dbURL)
-	if err != nil || u.Scheme == "" {
+	if !strings.Contains(dbURL, "://") {
 		return "(keyword/value connection string)"
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		return "(malformed URL)"
 	}
 	return u.Redacted()
 }

@@ -175,6 +175,7 @@ func TestPostgresExplicitUnreachable(t *testing.T) {
 				env.Close()
 				t.Fatalf("Start succeeded, want an error")
 			}
+			t.Logf("error: %v", err)
 			if !strings.Contains(err.Error(), "WHISPER_DATABASE_URL") {
 				t.Errorf("Start error = %q, want it to name WHISPER_DATABASE_URL", err)
 			}
@@ -299,7 +300,36 @@ func TestPostgresThrowawayClusterUnreachableDataDir(t *testing.T) {
 		env.Close()
 		t.Fatalf("start succeeded, want an error about %s", private)
 	}
+	t.Logf("error: %v", err)
 	for _, want := range []string{"cannot enter " + private, "chmod o+x"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("start error = %q, want it to contain %q", err, want)
+		}
+	}
+}
+
+// With no server and no binaries, the error says what to install.
+func TestPostgresNothingFound(t *testing.T) {
+	closed, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", t.TempDir())
+	saved := binaryGlobs
+	binaryGlobs = []string{filepath.Join(t.TempDir(), "*", "bin")}
+	t.Cleanup(func() { binaryGlobs = saved })
+
+	localAddr := fmt.Sprintf("127.0.0.1:%d", closed)
+	env, err := start(t.Context(), Config{KafkaAddr: "127.0.0.1:0", Logger: testLogger(t)}, startOptions{localServerAddr: localAddr})
+	if err == nil {
+		env.Close()
+		t.Fatal("start succeeded, want an error")
+	}
+	t.Logf("error: %v", err)
+	if !errors.Is(err, errNoPostgres) {
+		t.Errorf("start error = %v, want errNoPostgres", err)
+	}
+	for _, want := range []string{"WHISPER_DATABASE_URL", "apt-get install postgresql", localAddr} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("start error = %q, want it to contain %q", err, want)
 		}
