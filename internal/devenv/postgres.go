@@ -111,8 +111,9 @@ func useLocalServer(ctx context.Context, addr string, logger *slog.Logger) (stri
 			return withDatabase(adminURL, devDatabase), nil
 		}
 		errs = append(errs, fmt.Errorf("as role %s: %w", role, err))
-		if ctx.Err() != nil || isConnRefused(err) {
-			// Nobody listens: other roles will not fare better.
+		if ctx.Err() != nil || isConnRefused(err) || errors.Is(err, context.DeadlineExceeded) {
+			// Nobody listens, or nobody answers: other roles will not
+			// fare better, and each try would cost the full timeout.
 			break
 		}
 		logger.Debug("local PostgreSQL server refused a role", "role", role, "err", err)

@@ -11,7 +11,8 @@ import (
 
 // sysProcAttr puts the server in its own process group, so that a Ctrl-C
 // in the terminal reaches only whisper, which then stops the server after
-// the services have let go of it; and runs it as as, when set.
+// the services have let go of it. A non-nil as names the account to run
+// the server as.
 func sysProcAttr(as *runAs) *syscall.SysProcAttr {
 	attr := &syscall.SysProcAttr{Setpgid: true}
 	if as != nil {
