@@ -14,7 +14,7 @@ production if data.environment == "production"
 
 name := text(input, ["metadata", "name"])
 
-violation(rule, msg) := {"msg": msg, "rule": rule}
+finding(rule, msg) := {"msg": msg, "rule": rule}
 
 # list reads an array field that may be missing or null.
 list(o, path) := v if {
@@ -35,14 +35,14 @@ project if {
 	input.kind == "AppProject"
 }
 
-deny contains violation("appproject-wildcard-source-repos", msg) if {
+deny contains finding("appproject-wildcard-source-repos", msg) if {
 	project
 	some repo in list(input, ["spec", "sourceRepos"])
 	contains(repo, "*")
 	msg := sprintf("AppProject %q must list its source repositories, not %q", [name, repo])
 }
 
-deny contains violation("appproject-wildcard-destinations", msg) if {
+deny contains finding("appproject-wildcard-destinations", msg) if {
 	project
 	some destination in list(input, ["spec", "destinations"])
 	some field in ["server", "namespace", "name"]
@@ -50,7 +50,7 @@ deny contains violation("appproject-wildcard-destinations", msg) if {
 	msg := sprintf("AppProject %q must list its destinations, not %s %q", [name, field, destination[field]])
 }
 
-deny contains violation("appproject-wildcard-cluster-resources", msg) if {
+deny contains finding("appproject-wildcard-cluster-resources", msg) if {
 	project
 	some entry in list(input, ["spec", "clusterResourceWhitelist"])
 	some field in ["group", "kind"]
@@ -75,7 +75,7 @@ app_spec := object.get(input, "spec", {}) if application
 
 app_spec := object.get(input, ["spec", "template", "spec"], {}) if application_set
 
-deny contains violation("application-default-project", msg) if {
+deny contains finding("application-default-project", msg) if {
 	text(app_spec, ["project"]) in {"", "default"}
 	msg := sprintf("%s %q must use a dedicated AppProject, not \"default\"", [input.kind, name])
 }
@@ -110,7 +110,7 @@ pinned(revision) if regex.match(`^([0-9a-f]{40}|[0-9a-f]{64})$`, revision)
 
 templated(revision) if contains(revision, "{{")
 
-deny contains violation("targetrevision-pinned", msg) if {
+deny contains finding("targetrevision-pinned", msg) if {
 	production
 	some source in sources
 	not pinned(source.revision)
@@ -118,7 +118,7 @@ deny contains violation("targetrevision-pinned", msg) if {
 	msg := sprintf("%s %q: %s must pin targetRevision in production to a version tag or a full commit SHA, not %q", [input.kind, name, source.where, source.revision])
 }
 
-warn contains violation("targetrevision-templated", msg) if {
+warn contains finding("targetrevision-templated", msg) if {
 	production
 	some source in sources
 	templated(source.revision)
@@ -144,7 +144,7 @@ has_finalizer if {
 	startswith(f, concat("", [finalizer, "/"]))
 }
 
-warn contains violation("application-finalizer", msg) if {
+warn contains finding("application-finalizer", msg) if {
 	app_finalizers
 	not has_finalizer
 	msg := sprintf("%s %q should set the %s finalizer so deleting the app deletes what it deployed", [input.kind, name, finalizer])

@@ -57,7 +57,7 @@ prod_denies(doc) := result if {
 	result := {v.rule | some v in argocd.deny} with input as doc with data.environment as "production"
 }
 
-warns(doc) := result if {
+warned(doc) := result if {
 	result := {v.rule | some v in argocd.warn} with input as doc with data.environment as "production"
 }
 
@@ -83,7 +83,7 @@ test_bad_cases_denied if {
 test_good_objects_pass if {
 	every doc in [project({}), app({}), appset({}, [{"list": {"elements": [{"name": "ingest"}]}}])] {
 		prod_denies(doc) == set()
-		warns(doc) == set()
+		warned(doc) == set()
 	}
 
 	# other API groups with the same kind are not Argo CD objects
@@ -136,14 +136,14 @@ test_applicationset_revisions_checked if {
 test_templated_revision_warns if {
 	doc := appset({"source": {"targetRevision": "{{.values.revision}}"}}, [])
 	prod_denies(doc) == set()
-	warns(doc) == {"targetrevision-templated"}
+	warned(doc) == {"targetrevision-templated"}
 }
 
 test_finalizer_warning if {
 	bare := object.remove(app({}), {"metadata"})
-	warns(object.union(bare, {"metadata": {"name": "ingest"}})) == {"application-finalizer"}
-	warns(object.union(bare, {"metadata": {"name": "ingest", "finalizers": ["other"]}})) == {"application-finalizer"}
-	warns(object.union(bare, {"metadata": {"name": "ingest", "finalizers": ["resources-finalizer.argocd.argoproj.io/background"]}})) == set()
+	warned(object.union(bare, {"metadata": {"name": "ingest"}})) == {"application-finalizer"}
+	warned(object.union(bare, {"metadata": {"name": "ingest", "finalizers": ["other"]}})) == {"application-finalizer"}
+	warned(object.union(bare, {"metadata": {"name": "ingest", "finalizers": ["resources-finalizer.argocd.argoproj.io/background"]}})) == set()
 	set_without := json.remove(appset({}, []), ["spec/template/metadata/finalizers"])
-	warns(set_without) == {"application-finalizer"}
+	warned(set_without) == {"application-finalizer"}
 }

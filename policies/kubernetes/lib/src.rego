@@ -23,8 +23,8 @@ pod_bearing_kinds := template_kinds | {"Pod", "CronJob", "PodTemplate"}
 # Kinds whose pods run (a PodTemplate is only a template).
 workload_kinds := pod_bearing_kinds - {"PodTemplate"}
 
-# violation is the object every deny/warn rule emits.
-violation(rule, msg) := {"msg": msg, "rule": rule}
+# finding is the object every deny/warn rule emits.
+finding(rule, msg) := {"msg": msg, "rule": rule}
 
 # get reads key k of o, treating a missing key, a null value and a
 # non-object o alike: all give the default d.

@@ -37,7 +37,7 @@ selects(p, labels) if lib.selector_matches(lib.at(p, ["spec", "podSelector"], {}
 
 # --- netpol-default-deny --------------------------------------------------------
 
-deny contains lib.violation("netpol-default-deny", msg) if {
+deny contains lib.finding("netpol-default-deny", msg) if {
 	lib.has_inventory
 	input.kind == "Namespace"
 	ns := lib.name_of(input)
@@ -60,7 +60,7 @@ is_workload if {
 
 workload_labels := lib.pod_labels(input) if is_workload
 
-deny contains lib.violation("netpol-workload-selected", msg) if {
+deny contains lib.finding("netpol-workload-selected", msg) if {
 	lib.has_inventory
 	is_workload
 	ns := lib.namespace_of(input)
@@ -75,7 +75,7 @@ workload_selected(ns) if {
 
 # A pod selected only by policies without any rule can neither receive nor
 # send traffic: usually a missing allow policy.
-warn contains lib.violation("netpol-workload-isolated", msg) if {
+warn contains lib.finding("netpol-workload-isolated", msg) if {
 	lib.has_inventory
 	is_workload
 	ns := lib.namespace_of(input)
@@ -93,7 +93,7 @@ workload_allowed(ns) if {
 
 # --- netpol-dangling ------------------------------------------------------------
 
-deny contains lib.violation("netpol-dangling", msg) if {
+deny contains lib.finding("netpol-dangling", msg) if {
 	lib.has_inventory
 	input.kind == "NetworkPolicy"
 	selector := lib.at(input, ["spec", "podSelector"], {})
@@ -129,7 +129,7 @@ selector_keys(selector) := {k | some k, _ in lib.get(selector, "matchLabels", {}
 
 # --- inventory-missing ----------------------------------------------------------
 
-warn contains lib.violation("inventory-missing", msg) if {
+warn contains lib.finding("inventory-missing", msg) if {
 	not lib.has_inventory
 	context_kind
 	msg := sprintf("%s %q: NetworkPolicy coverage not checked because data.inventory is missing (run platformctl check)", [input.kind, lib.name_of(input)])

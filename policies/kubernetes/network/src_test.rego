@@ -46,7 +46,7 @@ denies(doc, docs) := result if {
 	result := {v.rule | some v in network.deny} with input as doc with data.inventory as inventory(docs)
 }
 
-warns(doc, docs) := result if {
+warned(doc, docs) := result if {
 	result := {v.rule | some v in network.warn} with input as doc with data.inventory as inventory(docs)
 }
 
@@ -105,8 +105,8 @@ test_workload_not_selected_denied if {
 }
 
 test_workload_only_default_deny_warned if {
-	warns(ingest, [ingest, default_deny]) == {"netpol-workload-isolated"}
-	warns(ingest, [ingest, default_deny, allow_ingest]) == set()
+	warned(ingest, [ingest, default_deny]) == {"netpol-workload-isolated"}
+	warned(ingest, [ingest, default_deny, allow_ingest]) == set()
 }
 
 # --- netpol-dangling ------------------------------------------------------------

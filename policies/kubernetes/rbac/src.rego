@@ -19,20 +19,20 @@ role := sprintf("%s %q", [input.kind, lib.name_of(input)])
 
 # --- wildcards in rules ---------------------------------------------------------
 
-deny contains lib.violation("rbac-wildcard-verbs", msg) if {
+deny contains lib.finding("rbac-wildcard-verbs", msg) if {
 	some rule in rules
 	"*" in lib.get(rule, "verbs", [])
 	msg := sprintf("%s must not grant verbs [\"*\"]: list the verbs it needs", [role])
 }
 
-deny contains lib.violation("rbac-wildcard-resources", msg) if {
+deny contains lib.finding("rbac-wildcard-resources", msg) if {
 	some rule in rules
 	some resource in lib.get(rule, "resources", [])
 	contains(resource, "*")
 	msg := sprintf("%s must not grant resources %q: list the resources it needs", [role, resource])
 }
 
-deny contains lib.violation("rbac-wildcard-apigroups", msg) if {
+deny contains lib.finding("rbac-wildcard-apigroups", msg) if {
 	some rule in rules
 	"*" in lib.get(rule, "apiGroups", [])
 	msg := sprintf("%s must not grant apiGroups [\"*\"]: list the API groups it needs", [role])
@@ -51,7 +51,7 @@ grants(rule, group, resource, verb) if {
 	v in {verb, "*"}
 }
 
-deny contains lib.violation("rbac-secrets-read", msg) if {
+deny contains lib.finding("rbac-secrets-read", msg) if {
 	some rule in rules
 	some verb in ["get", "list", "watch"]
 	grants(rule, "", "secrets", verb)
@@ -61,7 +61,7 @@ deny contains lib.violation("rbac-secrets-read", msg) if {
 # create is what exec/attach need; get is included because API servers
 # before the AuthorizePodWebsocketUpgradeCreatePermission feature (1.35)
 # also accept a websocket upgrade authorized by get.
-deny contains lib.violation("rbac-pod-exec", msg) if {
+deny contains lib.finding("rbac-pod-exec", msg) if {
 	some rule in rules
 	some resource in ["pods/exec", "pods/attach"]
 	some verb in ["create", "get"]
@@ -69,7 +69,7 @@ deny contains lib.violation("rbac-pod-exec", msg) if {
 	msg := sprintf("%s must not grant %q on %s", [role, verb, resource])
 }
 
-deny contains lib.violation("rbac-escalation-verbs", msg) if {
+deny contains lib.finding("rbac-escalation-verbs", msg) if {
 	some rule in rules
 	some verb in lib.get(rule, "verbs", [])
 	verb in {"escalate", "bind", "impersonate"}
@@ -80,7 +80,7 @@ deny contains lib.violation("rbac-escalation-verbs", msg) if {
 
 binding := sprintf("%s %q", [input.kind, lib.name_of(input)]) if input.kind in binding_kinds
 
-deny contains lib.violation("rbac-cluster-admin-binding", msg) if {
+deny contains lib.finding("rbac-cluster-admin-binding", msg) if {
 	input.kind in binding_kinds
 	input.roleRef.kind == "ClusterRole"
 	input.roleRef.name == "cluster-admin"
@@ -89,7 +89,7 @@ deny contains lib.violation("rbac-cluster-admin-binding", msg) if {
 
 forbidden_subjects := {"system:anonymous", "system:unauthenticated"}
 
-deny contains lib.violation("rbac-forbidden-subject", msg) if {
+deny contains lib.finding("rbac-forbidden-subject", msg) if {
 	input.kind in binding_kinds
 	some subject in lib.get(input, "subjects", [])
 	subject.kind in {"User", "Group"}
@@ -97,7 +97,7 @@ deny contains lib.violation("rbac-forbidden-subject", msg) if {
 	msg := sprintf("%s must not bind %s %q", [binding, subject.kind, subject.name])
 }
 
-deny contains lib.violation("rbac-forbidden-subject", msg) if {
+deny contains lib.finding("rbac-forbidden-subject", msg) if {
 	input.kind in binding_kinds
 	some subject in lib.get(input, "subjects", [])
 	some field in ["name", "namespace"]
@@ -107,7 +107,7 @@ deny contains lib.violation("rbac-forbidden-subject", msg) if {
 
 broad_groups := {"system:authenticated", "system:serviceaccounts"}
 
-warn contains lib.violation("rbac-broad-subject", msg) if {
+warn contains lib.finding("rbac-broad-subject", msg) if {
 	input.kind in binding_kinds
 	some subject in lib.get(input, "subjects", [])
 	subject.kind == "Group"
@@ -117,13 +117,13 @@ warn contains lib.violation("rbac-broad-subject", msg) if {
 
 # --- service account tokens -----------------------------------------------------
 
-deny contains lib.violation("sa-automount-token", msg) if {
+deny contains lib.finding("sa-automount-token", msg) if {
 	input.kind == "ServiceAccount"
 	lib.get(input, "automountServiceAccountToken", null) != false
 	msg := sprintf("ServiceAccount %q must set automountServiceAccountToken: false (pods that call the API opt in themselves)", [lib.name_of(input)])
 }
 
-deny contains lib.violation("pod-automount-token", msg) if {
+deny contains lib.finding("pod-automount-token", msg) if {
 	input.kind in lib.pod_bearing_kinds
 	lib.get(lib.pod_spec(input), "automountServiceAccountToken", null) == true
 	msg := sprintf("%s %q must not set automountServiceAccountToken: true in its pod spec", [input.kind, lib.name_of(input)])
@@ -133,14 +133,14 @@ deny contains lib.violation("pod-automount-token", msg) if {
 # The "default" service account is never in our manifests (so the rule above
 # cannot reach it) and mounts a token unless told otherwise: deny. A named
 # account is held to automountServiceAccountToken: false above: warn only.
-deny contains lib.violation("pod-automount-token", msg) if {
+deny contains lib.finding("pod-automount-token", msg) if {
 	input.kind in lib.pod_bearing_kinds
 	lib.get(lib.pod_spec(input), "automountServiceAccountToken", null) == null
 	service_account_name == "default"
 	msg := sprintf("%s %q runs as the default service account and must set automountServiceAccountToken: false in its pod spec", [input.kind, lib.name_of(input)])
 }
 
-warn contains lib.violation("pod-automount-token-unset", msg) if {
+warn contains lib.finding("pod-automount-token-unset", msg) if {
 	input.kind in lib.pod_bearing_kinds
 	lib.get(lib.pod_spec(input), "automountServiceAccountToken", null) == null
 	service_account_name != "default"

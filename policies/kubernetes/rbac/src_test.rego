@@ -23,11 +23,11 @@ deployment(pod_spec) := {
 	"spec": {"template": {"spec": object.union({"containers": [{"name": "app", "image": "x:1"}]}, pod_spec)}},
 }
 
-deny_rules(doc) := result if {
+denied(doc) := result if {
 	result := {v.rule | some v in rbac.deny} with input as doc
 }
 
-warn_rules(doc) := result if {
+warned(doc) := result if {
 	result := {v.rule | some v in rbac.warn} with input as doc
 }
 
@@ -61,7 +61,7 @@ bad_cases := [
 ]
 
 test_bad_cases_denied if {
-	failures := [[i, c.rule] | some i, c in bad_cases; not c.rule in deny_rules(c.doc)]
+	failures := [[i, c.rule] | some i, c in bad_cases; not c.rule in denied(c.doc)]
 	print("bad cases not denied:", failures)
 	failures == []
 }
@@ -83,16 +83,16 @@ good_docs := [
 ]
 
 test_good_docs_pass if {
-	failures := [[i, deny_rules(doc)] | some i, doc in good_docs; count(deny_rules(doc)) > 0]
+	failures := [[i, denied(doc)] | some i, doc in good_docs; count(denied(doc)) > 0]
 	print("good docs denied:", failures)
 	failures == []
 }
 
 test_warnings if {
-	warn_rules(binding({"kind": "ClusterRole", "name": "view"}, [{"kind": "Group", "name": "system:authenticated"}])) == {"rbac-broad-subject"}
-	warn_rules(deployment({"serviceAccountName": "ingest"})) == {"pod-automount-token-unset"}
-	warn_rules(deployment({"serviceAccountName": "ingest", "automountServiceAccountToken": false})) == set()
-	warn_rules(binding({"name": "r"}, [sa_subject])) == set()
+	warned(binding({"kind": "ClusterRole", "name": "view"}, [{"kind": "Group", "name": "system:authenticated"}])) == {"rbac-broad-subject"}
+	warned(deployment({"serviceAccountName": "ingest"})) == {"pod-automount-token-unset"}
+	warned(deployment({"serviceAccountName": "ingest", "automountServiceAccountToken": false})) == set()
+	warned(binding({"name": "r"}, [sa_subject])) == set()
 }
 
 test_messages_name_the_object if {

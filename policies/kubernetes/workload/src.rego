@@ -30,20 +30,20 @@ sized_containers := [c |
 
 # --- resources ------------------------------------------------------------------
 
-deny contains lib.violation("resources-requests", msg) if {
+deny contains lib.finding("resources-requests", msg) if {
 	some c in sized_containers
 	some r in ["cpu", "memory"]
 	lib.at(c, ["resources", "requests", r], null) == null
 	msg := sprintf("%s: container %q must set resources.requests.%s", [resource, c.name, r])
 }
 
-deny contains lib.violation("resources-memory-limit", msg) if {
+deny contains lib.finding("resources-memory-limit", msg) if {
 	some c in sized_containers
 	lib.at(c, ["resources", "limits", "memory"], null) == null
 	msg := sprintf("%s: container %q must set resources.limits.memory", [resource, c.name])
 }
 
-warn contains lib.violation("resources-cpu-limit", msg) if {
+warn contains lib.finding("resources-cpu-limit", msg) if {
 	some c in sized_containers
 	lib.at(c, ["resources", "limits", "cpu"], null) == null
 	msg := sprintf("%s: container %q has no resources.limits.cpu", [resource, c.name])
@@ -60,7 +60,7 @@ long_running if {
 	lib.get(spec, "restartPolicy", "Always") == "Always"
 }
 
-deny contains lib.violation("probes", msg) if {
+deny contains lib.finding("probes", msg) if {
 	long_running
 	some c in lib.get(spec, "containers", [])
 	some probe in ["livenessProbe", "readinessProbe"]
@@ -84,20 +84,20 @@ image_tag(image) := tag if {
 
 has_digest(image) if regex.match(`@sha256:[0-9a-f]{64}$`, image)
 
-deny contains lib.violation("image-tag", msg) if {
+deny contains lib.finding("image-tag", msg) if {
 	some c in lib.containers(spec)
 	image_tag(c.image) == "latest"
 	msg := sprintf("%s: container %q must not use the latest tag (%s)", [resource, c.name, c.image])
 }
 
-deny contains lib.violation("image-tag", msg) if {
+deny contains lib.finding("image-tag", msg) if {
 	some c in lib.containers(spec)
 	not image_tag(c.image)
 	not has_digest(c.image)
 	msg := sprintf("%s: container %q must name an image tag or digest (%s)", [resource, c.name, c.image])
 }
 
-deny contains lib.violation("image-digest", msg) if {
+deny contains lib.finding("image-digest", msg) if {
 	production
 	some c in lib.containers(spec)
 	not has_digest(c.image)
@@ -108,7 +108,7 @@ deny contains lib.violation("image-digest", msg) if {
 
 scaled_kinds := {"Deployment", "StatefulSet"}
 
-deny contains lib.violation("hpa-required", msg) if {
+deny contains lib.finding("hpa-required", msg) if {
 	production
 	lib.has_inventory
 	input.kind in scaled_kinds
@@ -122,7 +122,7 @@ has_hpa if {
 	lib.at(hpa, ["spec", "scaleTargetRef", "name"], "") == lib.name_of(input)
 }
 
-deny contains lib.violation("pdb-required", msg) if {
+deny contains lib.finding("pdb-required", msg) if {
 	production
 	lib.has_inventory
 	input.kind in scaled_kinds
@@ -137,7 +137,7 @@ has_pdb if {
 	lib.selector_matches(selector, lib.pod_labels(input))
 }
 
-warn contains lib.violation("inventory-missing", msg) if {
+warn contains lib.finding("inventory-missing", msg) if {
 	production
 	not lib.has_inventory
 	input.kind in scaled_kinds

@@ -54,7 +54,7 @@ denies(doc) := result if {
 	result := {v.rule | some v in workload.deny} with input as doc
 }
 
-warns(doc) := result if {
+warned(doc) := result if {
 	result := {v.rule | some v in workload.warn} with input as doc
 }
 
@@ -64,7 +64,7 @@ prod_denies(doc, docs) := result if {
 
 test_good_deployment_passes if {
 	denies(deployment(good_container)) == set()
-	warns(deployment(good_container)) == set()
+	warned(deployment(good_container)) == set()
 	prod_denies(deployment(good_container), [hpa, pdb]) == set()
 }
 
@@ -113,7 +113,7 @@ test_good_docs_pass if {
 test_cpu_limit_is_a_warning if {
 	doc := resources({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"memory": "1Gi"}})
 	denies(doc) == set()
-	warns(doc) == {"resources-cpu-limit"}
+	warned(doc) == {"resources-cpu-limit"}
 }
 
 test_digest_required_in_production_only if {

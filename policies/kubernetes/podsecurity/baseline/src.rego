@@ -21,11 +21,11 @@ sc(c) := lib.get(c, "securityContext", {})
 
 # --- windowsHostProcess ------------------------------------------------------
 
-deny contains lib.violation("windowsHostProcess", "pod must not set securityContext.windowsOptions.hostProcess=true") if {
+deny contains lib.finding("windowsHostProcess", "pod must not set securityContext.windowsOptions.hostProcess=true") if {
 	lib.at(pod_sc, ["windowsOptions", "hostProcess"], false) == true
 }
 
-deny contains lib.violation("windowsHostProcess", msg) if {
+deny contains lib.finding("windowsHostProcess", msg) if {
 	some c in lib.containers(spec)
 	lib.at(sc(c), ["windowsOptions", "hostProcess"], false) == true
 	msg := sprintf("container %q must not set securityContext.windowsOptions.hostProcess=true", [c.name])
@@ -33,7 +33,7 @@ deny contains lib.violation("windowsHostProcess", msg) if {
 
 # --- hostNamespaces -----------------------------------------------------------
 
-deny contains lib.violation("hostNamespaces", msg) if {
+deny contains lib.finding("hostNamespaces", msg) if {
 	some field in ["hostNetwork", "hostPID", "hostIPC"]
 	lib.get(spec, field, false) == true
 	msg := sprintf("pod must not set spec.%s=true", [field])
@@ -41,7 +41,7 @@ deny contains lib.violation("hostNamespaces", msg) if {
 
 # --- privileged -----------------------------------------------------------------
 
-deny contains lib.violation("privileged", msg) if {
+deny contains lib.finding("privileged", msg) if {
 	some c in lib.containers(spec)
 	lib.get(sc(c), "privileged", false) == true
 	msg := sprintf("container %q must not set securityContext.privileged=true", [c.name])
@@ -65,7 +65,7 @@ allowed_capabilities := {
 	"SYS_CHROOT",
 }
 
-deny contains lib.violation("capabilities_baseline", msg) if {
+deny contains lib.finding("capabilities_baseline", msg) if {
 	some c in lib.containers(spec)
 	some capability in lib.at(sc(c), ["capabilities", "add"], [])
 	not capability in allowed_capabilities
@@ -74,7 +74,7 @@ deny contains lib.violation("capabilities_baseline", msg) if {
 
 # --- hostPathVolumes ------------------------------------------------------------
 
-deny contains lib.violation("hostPathVolumes", msg) if {
+deny contains lib.finding("hostPathVolumes", msg) if {
 	some volume in lib.get(spec, "volumes", [])
 	lib.get(volume, "hostPath", null) != null
 	msg := sprintf("volume %q must not use hostPath", [volume.name])
@@ -82,7 +82,7 @@ deny contains lib.violation("hostPathVolumes", msg) if {
 
 # --- hostPorts ------------------------------------------------------------------
 
-deny contains lib.violation("hostPorts", msg) if {
+deny contains lib.finding("hostPorts", msg) if {
 	some c in lib.containers(spec)
 	some port in lib.get(c, "ports", [])
 	lib.get(port, "hostPort", 0) != 0
@@ -95,14 +95,14 @@ allowed_apparmor_types := {"RuntimeDefault", "Localhost"}
 
 apparmor_annotation_prefix := "container.apparmor.security.beta.kubernetes.io/"
 
-deny contains lib.violation("appArmorProfile", msg) if {
+deny contains lib.finding("appArmorProfile", msg) if {
 	profile := lib.get(pod_sc, "appArmorProfile", null)
 	profile != null
 	not lib.get(profile, "type", "") in allowed_apparmor_types
 	msg := sprintf("pod must not set securityContext.appArmorProfile.type to %q", [lib.get(profile, "type", "")])
 }
 
-deny contains lib.violation("appArmorProfile", msg) if {
+deny contains lib.finding("appArmorProfile", msg) if {
 	some c in lib.containers(spec)
 	profile := lib.get(sc(c), "appArmorProfile", null)
 	profile != null
@@ -110,7 +110,7 @@ deny contains lib.violation("appArmorProfile", msg) if {
 	msg := sprintf("container %q must not set securityContext.appArmorProfile.type to %q", [c.name, lib.get(profile, "type", "")])
 }
 
-deny contains lib.violation("appArmorProfile", msg) if {
+deny contains lib.finding("appArmorProfile", msg) if {
 	some key, value in lib.get(metadata, "annotations", {})
 	startswith(key, apparmor_annotation_prefix)
 	not allowed_apparmor_annotation(value)
@@ -127,11 +127,11 @@ allowed_apparmor_annotation(value) if startswith(value, "localhost/")
 
 allowed_selinux_types := {"", "container_t", "container_init_t", "container_kvm_t", "container_engine_t"}
 
-deny contains lib.violation("seLinuxOptions", sprintf("pod %s", [problem])) if {
+deny contains lib.finding("seLinuxOptions", sprintf("pod %s", [problem])) if {
 	some problem in selinux_problems(lib.get(pod_sc, "seLinuxOptions", null))
 }
 
-deny contains lib.violation("seLinuxOptions", sprintf("container %q %s", [c.name, problem])) if {
+deny contains lib.finding("seLinuxOptions", sprintf("container %q %s", [c.name, problem])) if {
 	some c in lib.containers(spec)
 	some problem in selinux_problems(lib.get(sc(c), "seLinuxOptions", null))
 }
@@ -152,7 +152,7 @@ selinux_problem(options) := {p |
 
 # --- procMount ------------------------------------------------------------------
 
-deny contains lib.violation("procMount", msg) if {
+deny contains lib.finding("procMount", msg) if {
 	some c in lib.containers(spec)
 	mount := lib.get(sc(c), "procMount", null)
 	mount != null
@@ -164,14 +164,14 @@ deny contains lib.violation("procMount", msg) if {
 
 valid_seccomp_types := {"RuntimeDefault", "Localhost"}
 
-deny contains lib.violation("seccompProfile_baseline", msg) if {
+deny contains lib.finding("seccompProfile_baseline", msg) if {
 	profile := lib.get(pod_sc, "seccompProfile", null)
 	profile != null
 	not lib.get(profile, "type", "") in valid_seccomp_types
 	msg := sprintf("pod must not set securityContext.seccompProfile.type to %q", [lib.get(profile, "type", "")])
 }
 
-deny contains lib.violation("seccompProfile_baseline", msg) if {
+deny contains lib.finding("seccompProfile_baseline", msg) if {
 	some c in lib.containers(spec)
 	profile := lib.get(sc(c), "seccompProfile", null)
 	profile != null
@@ -195,7 +195,7 @@ allowed_sysctls := {
 	"net.ipv4.tcp_keepalive_probes",
 }
 
-deny contains lib.violation("sysctls", msg) if {
+deny contains lib.finding("sysctls", msg) if {
 	some sysctl in lib.get(pod_sc, "sysctls", [])
 	name := lib.get(sysctl, "name", "")
 	not name in allowed_sysctls
@@ -204,13 +204,13 @@ deny contains lib.violation("sysctls", msg) if {
 
 # --- warnings: annotations that no longer do what they say ----------------------
 
-warn contains lib.violation("appArmorAnnotationDeprecated", msg) if {
+warn contains lib.finding("appArmorAnnotationDeprecated", msg) if {
 	some key, _ in lib.get(metadata, "annotations", {})
 	startswith(key, apparmor_annotation_prefix)
 	msg := sprintf("annotation %s is deprecated since Kubernetes 1.30: set securityContext.appArmorProfile instead", [key])
 }
 
-warn contains lib.violation("seccompAnnotationIgnored", msg) if {
+warn contains lib.finding("seccompAnnotationIgnored", msg) if {
 	some key, _ in lib.get(metadata, "annotations", {})
 	seccomp_annotation(key)
 	msg := sprintf("annotation %s is ignored since Kubernetes 1.27: set securityContext.seccompProfile instead", [key])

@@ -47,7 +47,7 @@ allowed_volume_types := {
 	"secret",
 }
 
-deny contains lib.violation("restrictedVolumes", msg) if {
+deny contains lib.finding("restrictedVolumes", msg) if {
 	some volume in lib.get(spec, "volumes", [])
 	not allowed_volume(volume)
 	found := [t | some t, source in volume; t != "name"; source != null]
@@ -61,7 +61,7 @@ allowed_volume(volume) if {
 
 # --- allowPrivilegeEscalation ---------------------------------------------------
 
-deny contains lib.violation("allowPrivilegeEscalation", msg) if {
+deny contains lib.finding("allowPrivilegeEscalation", msg) if {
 	linux
 	some c in lib.containers(spec)
 	lib.get(sc(c), "allowPrivilegeEscalation", null) != false
@@ -72,17 +72,17 @@ deny contains lib.violation("allowPrivilegeEscalation", msg) if {
 
 pod_run_as_non_root := lib.get(pod_sc, "runAsNonRoot", null)
 
-deny contains lib.violation("runAsNonRoot", "pod must not set securityContext.runAsNonRoot=false") if {
+deny contains lib.finding("runAsNonRoot", "pod must not set securityContext.runAsNonRoot=false") if {
 	pod_run_as_non_root == false
 }
 
-deny contains lib.violation("runAsNonRoot", msg) if {
+deny contains lib.finding("runAsNonRoot", msg) if {
 	some c in lib.containers(spec)
 	lib.get(sc(c), "runAsNonRoot", null) == false
 	msg := sprintf("container %q must not set securityContext.runAsNonRoot=false", [c.name])
 }
 
-deny contains lib.violation("runAsNonRoot", msg) if {
+deny contains lib.finding("runAsNonRoot", msg) if {
 	pod_run_as_non_root != true
 	some c in lib.containers(spec)
 	lib.get(sc(c), "runAsNonRoot", null) == null
@@ -91,11 +91,11 @@ deny contains lib.violation("runAsNonRoot", msg) if {
 
 # --- runAsUser ------------------------------------------------------------------
 
-deny contains lib.violation("runAsUser", "pod must not set securityContext.runAsUser=0") if {
+deny contains lib.finding("runAsUser", "pod must not set securityContext.runAsUser=0") if {
 	lib.get(pod_sc, "runAsUser", null) == 0
 }
 
-deny contains lib.violation("runAsUser", msg) if {
+deny contains lib.finding("runAsUser", msg) if {
 	some c in lib.containers(spec)
 	lib.get(sc(c), "runAsUser", null) == 0
 	msg := sprintf("container %q must not set securityContext.runAsUser=0", [c.name])
@@ -109,14 +109,14 @@ pod_seccomp := lib.get(pod_sc, "seccompProfile", null)
 
 pod_seccomp_valid if lib.get(pod_seccomp, "type", "") in valid_seccomp_types
 
-deny contains lib.violation("seccompProfile_restricted", msg) if {
+deny contains lib.finding("seccompProfile_restricted", msg) if {
 	linux
 	pod_seccomp != null
 	not pod_seccomp_valid
 	msg := sprintf("pod must not set securityContext.seccompProfile.type to %q", [lib.get(pod_seccomp, "type", "")])
 }
 
-deny contains lib.violation("seccompProfile_restricted", msg) if {
+deny contains lib.finding("seccompProfile_restricted", msg) if {
 	linux
 	some c in lib.containers(spec)
 	profile := lib.get(sc(c), "seccompProfile", null)
@@ -125,7 +125,7 @@ deny contains lib.violation("seccompProfile_restricted", msg) if {
 	msg := sprintf("container %q must not set securityContext.seccompProfile.type to %q", [c.name, lib.get(profile, "type", "")])
 }
 
-deny contains lib.violation("seccompProfile_restricted", msg) if {
+deny contains lib.finding("seccompProfile_restricted", msg) if {
 	linux
 	not pod_seccomp_valid
 	some c in lib.containers(spec)
@@ -135,14 +135,14 @@ deny contains lib.violation("seccompProfile_restricted", msg) if {
 
 # --- capabilities_restricted ----------------------------------------------------
 
-deny contains lib.violation("capabilities_restricted", msg) if {
+deny contains lib.finding("capabilities_restricted", msg) if {
 	linux
 	some c in lib.containers(spec)
 	not "ALL" in lib.at(sc(c), ["capabilities", "drop"], [])
 	msg := sprintf("container %q must set securityContext.capabilities.drop=[\"ALL\"]", [c.name])
 }
 
-deny contains lib.violation("capabilities_restricted", msg) if {
+deny contains lib.finding("capabilities_restricted", msg) if {
 	linux
 	some c in lib.containers(spec)
 	some capability in lib.at(sc(c), ["capabilities", "add"], [])
@@ -154,7 +154,7 @@ deny contains lib.violation("capabilities_restricted", msg) if {
 
 # Not part of the standard: a hardening recommendation that the restricted
 # profile leaves out.
-warn contains lib.violation("readOnlyRootFilesystem", msg) if {
+warn contains lib.finding("readOnlyRootFilesystem", msg) if {
 	linux
 	some c in lib.get(spec, "containers", [])
 	lib.get(sc(c), "readOnlyRootFilesystem", false) != true
