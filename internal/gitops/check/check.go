@@ -89,7 +89,8 @@ type Checker struct {
 	engine  *policy.Engine
 	decoder *manifest.Decoder
 	waivers waiver.Set
-	// waiverProblems are reported once, not per environment.
+	// waiverFile is set when a waivers file exists; its problems are
+	// reported once per run, not once per environment.
 	waiverFile string
 }
 

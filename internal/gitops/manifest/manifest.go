@@ -22,7 +22,8 @@ type Document struct {
 	// File is the path of the source file, relative to the repository root
 	// when known, as given otherwise.
 	File string
-	// Index is the 0-based position of the document inside File.
+	// Index is the 0-based position of the document inside File, counting
+	// documents with content (comment-only documents are not counted).
 	Index int
 	// Line is the 1-based line in File where the document's content starts.
 	Line int

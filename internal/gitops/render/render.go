@@ -188,7 +188,7 @@ func (s *sources) claim(kind, namespace, name string) (manifest.Document, bool) 
 	}
 	for key, d := range s.generated {
 		k, n, _ := strings.Cut(key, "/")
-		if k == kind && strings.HasPrefix(name, n) {
+		if k == kind && strings.Contains(name, n) {
 			return d, true
 		}
 	}
