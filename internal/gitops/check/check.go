@@ -322,7 +322,29 @@ func dedupe(docs []manifest.Document) []manifest.Document {
 // Decode strictly decodes every document into its Go type, or validates it
 // against a CRD schema, and warns about kinds nothing can validate.
 func (c *Checker) Decode(env string, docs []manifest.Document) []finding.Finding {
-	return DecodeWith(c.decoder, c.opts.Schemas, env, docs)
+	fs := DecodeWith(c.decoder, c.opts.Schemas, env, docs)
+	pointAtFields(c.opts.Root, fs)
+	return fs
+}
+
+// pointAtFields moves the line of findings that name one field from the top
+// of the object to the field itself, when the field is in the source file.
+func pointAtFields(root string, fs []finding.Finding) {
+	sources := map[string][]byte{}
+	for i, f := range fs {
+		path, ok := manifest.ErrorFieldPath(f.Message)
+		if !ok || f.File == "" {
+			continue
+		}
+		src, seen := sources[f.File]
+		if !seen {
+			src, _ = os.ReadFile(filepath.Join(root, filepath.FromSlash(f.File)))
+			sources[f.File] = src
+		}
+		if line, ok := manifest.FieldLine(src, f.Index, path); ok {
+			fs[i].Line = line
+		}
+	}
 }
 
 // DecodeWith is Decode for callers without a Checker.

@@ -227,6 +227,11 @@ func TestCheckDecodeErrorMessageNamesFieldFileAndIndex(t *testing.T) {
 	if !strings.Contains(r.stdout, want) {
 		t.Errorf("text output lacks\n%s\ngot:\n%s", want, r.stdout)
 	}
+	// The annotation points at the misspelt line itself.
+	r = run(t, "check", "--root", root, "--env", "dev", "--format", "github")
+	if want := "::error file=environments/base/workload.yaml,line=11,title=platformctl.decode/strict::"; !strings.Contains(r.stdout, want) {
+		t.Errorf("github output lacks %q:\n%s", want, r.stdout)
+	}
 }
 
 func TestWaivers(t *testing.T) {

@@ -111,3 +111,27 @@ func TestStrictDecode(t *testing.T) {
 		t.Error("decoder claims to know Widget")
 	}
 }
+
+func TestFieldLine(t *testing.T) {
+	src := []byte("kind: ConfigMap\n---\n# the deployment\nkind: Deployment\nspec:\n  replicas: 2\n  template:\n    spec:\n      containers:\n      - name: a\n        imag: x\n      - name: b\n        securityContext:\n          bogus: true\n")
+	tests := []struct {
+		path string
+		line int
+		ok   bool
+	}{
+		{"spec.replicas", 6, true},
+		{"spec.template.spec.containers[0].imag", 11, true},
+		{"spec.template.spec.containers[1].securityContext.bogus", 14, true},
+		{"spec.template.spec.containers[2].name", 0, false},
+		{"spec.missing", 0, false},
+	}
+	for _, tt := range tests {
+		line, ok := manifest.FieldLine(src, 1, tt.path)
+		if line != tt.line || ok != tt.ok {
+			t.Errorf("FieldLine(%q) = %d, %v; want %d, %v", tt.path, line, ok, tt.line, tt.ok)
+		}
+	}
+	if path, ok := manifest.ErrorFieldPath(`apps/v1 Deployment: unknown field "spec.replica"; unknown field "x"`); !ok || path != "spec.replica" {
+		t.Errorf("ErrorFieldPath = %q, %v", path, ok)
+	}
+}

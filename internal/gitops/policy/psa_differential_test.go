@@ -262,6 +262,94 @@ func variants() []variant {
 		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "h", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: "C:\\"}}})
 	})
 	add("os=linux explicit", func(p *corev1.Pod) { p.Spec.OS = &corev1.PodOS{Name: corev1.Linux} })
+	add("windows pod, runAsUser=0", func(p *corev1.Pod) {
+		p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+		p.Spec.SecurityContext.RunAsUser = ptr(int64(0))
+	})
+	add("windows pod, runAsNonRoot=false", func(p *corev1.Pod) {
+		p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+		p.Spec.SecurityContext.RunAsNonRoot = ptr(false)
+	})
+	add("windows pod, volume nfs", func(p *corev1.Pod) {
+		p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+		p.Spec.Volumes = append(p.Spec.Volumes, corev1.Volume{Name: "n", VolumeSource: corev1.VolumeSource{NFS: &corev1.NFSVolumeSource{Server: "s", Path: "/"}}})
+	})
+	add("windows pod, allowPrivilegeEscalation=nil", func(p *corev1.Pod) {
+		p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+		csc(p).AllowPrivilegeEscalation = nil
+	})
+
+	// Every container kind must satisfy the restricted checks.
+	initLike := func(name string, edit func(c *corev1.Container)) {
+		add("initContainer "+name, func(p *corev1.Pod) {
+			c := p.Spec.Containers[0].DeepCopy()
+			c.Name = "init"
+			edit(c)
+			p.Spec.InitContainers = []corev1.Container{*c}
+		})
+	}
+	initLike("capabilities.add=SYS_ADMIN", func(c *corev1.Container) { c.SecurityContext.Capabilities.Add = []corev1.Capability{"SYS_ADMIN"} })
+	initLike("capabilities.drop=[]", func(c *corev1.Container) { c.SecurityContext.Capabilities.Drop = nil })
+	initLike("allowPrivilegeEscalation=true", func(c *corev1.Container) { c.SecurityContext.AllowPrivilegeEscalation = ptr(true) })
+	initLike("runAsNonRoot=false", func(c *corev1.Container) { c.SecurityContext.RunAsNonRoot = ptr(false) })
+	initLike("runAsUser=0", func(c *corev1.Container) { c.SecurityContext.RunAsUser = ptr(int64(0)) })
+	initLike("seccomp=Unconfined", func(c *corev1.Container) {
+		c.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeUnconfined}
+	})
+	initLike("procMount=Unmasked", func(c *corev1.Container) { c.SecurityContext.ProcMount = ptr(corev1.UnmaskedProcMount) })
+	initLike("seLinux type=spc_t", func(c *corev1.Container) { c.SecurityContext.SELinuxOptions = &corev1.SELinuxOptions{Type: "spc_t"} })
+	initLike("appArmorProfile=Unconfined", func(c *corev1.Container) {
+		c.SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+	})
+	add("ephemeralContainer capabilities.drop=[]", func(p *corev1.Pod) {
+		p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: "debug", Image: "x:1", SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr(false)}}}}
+	})
+	add("ephemeralContainer hostPort", func(p *corev1.Pod) {
+		p.Spec.EphemeralContainers = []corev1.EphemeralContainer{{EphemeralContainerCommon: corev1.EphemeralContainerCommon{
+			Name: "debug", Image: "x:1", Ports: []corev1.ContainerPort{{ContainerPort: 1, HostPort: 1}},
+			SecurityContext: &corev1.SecurityContext{AllowPrivilegeEscalation: ptr(false), Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}}}}}}
+	})
+
+	// Combinations around precedence.
+	add("pod seccomp=nil, container Localhost", func(p *corev1.Pod) {
+		p.Spec.SecurityContext.SeccompProfile = nil
+		csc(p).SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeLocalhost, LocalhostProfile: ptr("p.json")}
+	})
+	add("pod seccomp=nil, only initContainer sets RuntimeDefault", func(p *corev1.Pod) {
+		p.Spec.SecurityContext.SeccompProfile = nil
+		c := p.Spec.Containers[0].DeepCopy()
+		c.Name = "init"
+		c.SecurityContext.SeccompProfile = &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault}
+		p.Spec.InitContainers = []corev1.Container{*c}
+	})
+	add("pod appArmor Unconfined, container RuntimeDefault", func(p *corev1.Pod) {
+		p.Spec.SecurityContext.AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeUnconfined}
+		csc(p).AppArmorProfile = &corev1.AppArmorProfile{Type: corev1.AppArmorProfileTypeRuntimeDefault}
+	})
+	add("apparmor annotation for unknown container unconfined", func(p *corev1.Pod) {
+		p.Annotations = map[string]string{"container.apparmor.security.beta.kubernetes.io/ghost": "unconfined"}
+	})
+	add("seLinux empty options", func(p *corev1.Pod) { p.Spec.SecurityContext.SELinuxOptions = &corev1.SELinuxOptions{} })
+	add("sysctl with slashes net/ipv4/ip_local_port_range", func(p *corev1.Pod) {
+		p.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "net/ipv4/ip_local_port_range", Value: "1024 65535"}}
+	})
+	add("two sysctls, one unsafe", func(p *corev1.Pod) {
+		p.Spec.SecurityContext.Sysctls = []corev1.Sysctl{{Name: "kernel.shm_rmid_forced", Value: "1"}, {Name: "kernel.sem", Value: "1"}}
+	})
+	add("hostProcess=false on windows", func(p *corev1.Pod) {
+		p.Spec.OS = &corev1.PodOS{Name: corev1.Windows}
+		p.Spec.SecurityContext.WindowsOptions = &corev1.WindowsSecurityContextOptions{HostProcess: ptr(false)}
+	})
+	add("capabilities.add=[NET_BIND_SERVICE] with drop ALL on two containers", func(p *corev1.Pod) {
+		c := p.Spec.Containers[0].DeepCopy()
+		c.Name = "side"
+		c.SecurityContext.Capabilities.Add = []corev1.Capability{"NET_BIND_SERVICE"}
+		p.Spec.Containers = append(p.Spec.Containers, *c)
+	})
+	add("second container without securityContext", func(p *corev1.Pod) {
+		p.Spec.Containers = append(p.Spec.Containers, corev1.Container{Name: "side", Image: "x:1"})
+	})
 	return vs
 }
 
