@@ -10,7 +10,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"sort"
 	"strings"
 
 	"github.com/whisperhq/whisper/internal/gitops/finding"
@@ -41,7 +40,18 @@ type Tree struct {
 	// Children are the Application documents reached from the root.
 	Children []manifest.Document
 	// Reached are the folders the roots sync, for the orphan check.
-	Reached []string
+	Reached []Reach
+}
+
+// Reach is a folder an Application syncs; Recurse mirrors Argo CD's
+// spec.source.directory.recurse (off by default: sub-folders are not synced).
+type Reach struct {
+	Dir     string
+	Recurse bool
+}
+
+func (r Reach) covers(dir string) bool {
+	return dir == r.Dir || (r.Recurse && strings.HasPrefix(dir, r.Dir+"/"))
 }
 
 // Docs returns every document of the tree.
@@ -64,20 +74,25 @@ func isApp(d manifest.Document) bool {
 
 // sourcePaths returns the repository paths an Application syncs
 // (spec.source.path and spec.sources[].path); Helm chart sources have none.
-func sourcePaths(d manifest.Document) []string {
+func sourcePaths(d manifest.Document) []Reach {
 	spec, _ := d.Object["spec"].(map[string]any)
-	var out []string
-	if src, ok := spec["source"].(map[string]any); ok {
-		if p, _ := src["path"].(string); p != "" {
-			out = append(out, p)
+	var out []Reach
+	add := func(src map[string]any) {
+		p, _ := src["path"].(string)
+		if p == "" {
+			return
 		}
+		dir, _ := src["directory"].(map[string]any)
+		rec, _ := dir["recurse"].(bool)
+		out = append(out, Reach{Dir: p, Recurse: rec})
+	}
+	if src, ok := spec["source"].(map[string]any); ok {
+		add(src)
 	}
 	if srcs, ok := spec["sources"].([]any); ok {
 		for _, s := range srcs {
 			if m, ok := s.(map[string]any); ok {
-				if p, _ := m["path"].(string); p != "" {
-					out = append(out, p)
-				}
+				add(m)
 			}
 		}
 	}
@@ -96,6 +111,28 @@ func cleanPath(p string) string {
 
 func (c *Checker) read(rel string) (manifest.Set, error) {
 	return manifest.ReadPaths(c.Root, []string{filepath.Join(c.Root, rel)})
+}
+
+// readDir reads the YAML files of a folder the way Argo CD's directory
+// source does: only the folder itself unless recurse is set.
+func (c *Checker) readDir(rel string, recurse bool) (manifest.Set, error) {
+	if recurse {
+		return c.read(rel)
+	}
+	entries, err := os.ReadDir(filepath.Join(c.Root, rel))
+	if err != nil {
+		return manifest.Set{}, err
+	}
+	var files []string
+	for _, e := range entries {
+		if !e.IsDir() && manifest.IsYAML(e.Name()) {
+			files = append(files, filepath.Join(c.Root, rel, e.Name()))
+		}
+	}
+	if len(files) == 0 {
+		return manifest.Set{}, nil
+	}
+	return manifest.ReadPaths(c.Root, files)
 }
 
 func (c *Checker) isDir(rel string) bool {
@@ -193,8 +230,9 @@ func (c *Checker) Env(env string) (Tree, []finding.Finding, error) {
 		if len(paths) == 0 {
 			continue // a Helm chart or remote source: nothing here to check
 		}
-		for _, p := range paths {
-			p = cleanPath(p)
+		for _, reach := range paths {
+			p := cleanPath(reach.Dir)
+			reach.Dir = p
 			if strings.HasPrefix(p, "..") || path.IsAbs(p) {
 				deny(app, "path-outside", "Application %s points at %q, outside the repository", app.Name(), p)
 				continue
@@ -207,7 +245,7 @@ func (c *Checker) Env(env string) (Tree, []finding.Finding, error) {
 				continue
 			}
 			visited[p] = true
-			tree.Reached = append(tree.Reached, p)
+			tree.Reached = append(tree.Reached, reach)
 			if c.hasKustomization(p) {
 				if c.Render != nil {
 					if _, err := c.Render(p); err != nil {
@@ -216,7 +254,7 @@ func (c *Checker) Env(env string) (Tree, []finding.Finding, error) {
 				}
 				continue
 			}
-			set, err := c.read(p)
+			set, err := c.readDir(p, reach.Recurse)
 			if err != nil {
 				return tree, nil, err
 			}
@@ -238,7 +276,7 @@ func (c *Checker) Env(env string) (Tree, []finding.Finding, error) {
 // Orphans reports Application files under the apps folder that no root of
 // any environment reaches: Argo CD would never sync them, so edits to them
 // would pass review and do nothing.
-func (c *Checker) Orphans(reached []string) ([]finding.Finding, error) {
+func (c *Checker) Orphans(reached []Reach) ([]finding.Finding, error) {
 	if !c.isDir(c.Layout.Apps) {
 		return nil, nil
 	}
@@ -246,7 +284,6 @@ func (c *Checker) Orphans(reached []string) ([]finding.Finding, error) {
 	if err != nil {
 		return nil, err
 	}
-	sort.Strings(reached)
 	var out []finding.Finding
 	for _, d := range set.Docs {
 		if !isApp(d) {
@@ -255,7 +292,7 @@ func (c *Checker) Orphans(reached []string) ([]finding.Finding, error) {
 		dir := path.Dir(d.File)
 		ok := false
 		for _, r := range reached {
-			if dir == r || strings.HasPrefix(dir, r+"/") {
+			if r.covers(dir) {
 				ok = true
 				break
 			}

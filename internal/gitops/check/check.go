@@ -216,7 +216,7 @@ func (c *Checker) Run(ctx context.Context, envs []string, sel finding.Selector) 
 	wg.Wait()
 
 	var all []finding.Finding
-	var reached []string
+	var reached []appofapps.Reach
 	for _, env := range envs {
 		fs, r, err := c.runEnv(ctx, env, cache, aoa, sel)
 		if err != nil {
@@ -260,7 +260,7 @@ func sameSet(a, b []string) bool {
 type envStats struct {
 	docs    int
 	files   map[string]bool
-	reached []string
+	reached []appofapps.Reach
 }
 
 func (c *Checker) runEnv(ctx context.Context, env string, cache *renderCache, aoa *appofapps.Checker, sel finding.Selector) ([]finding.Finding, envStats, error) {
