@@ -116,9 +116,6 @@ func compile(ctx context.Context, modules map[string]*ast.Module) (*Engine, erro
 	if err := storage.WriteOne(ctx, store, storage.AddOp, storage.Path{"inventory"}, map[string]any{}); err != nil {
 		return nil, fmt.Errorf("init store: %w", err)
 	}
-	if err := storage.WriteOne(ctx, store, storage.AddOp, storage.Path{"environment"}, ""); err != nil {
-		return nil, fmt.Errorf("init store: %w", err)
-	}
 	e := &Engine{store: store, workers: runtime.GOMAXPROCS(0)}
 	names := make([]string, 0, len(rulesByPkg))
 	for n := range rulesByPkg {
@@ -216,7 +213,7 @@ func ClusterScoped(apiVersion, kind string) bool { return clusterScoped[kind] }
 
 // Options narrow an evaluation.
 type Options struct {
-	// Env is data.environment.
+	// Env is data.environment; empty leaves it undefined.
 	Env string
 	// Select keeps only matching policies/rules.
 	Select finding.Selector
@@ -240,8 +237,14 @@ func (e *Engine) Evaluate(ctx context.Context, docs []manifest.Document, opts Op
 	if err := storage.WriteOne(ctx, e.store, storage.AddOp, storage.Path{"inventory"}, invVal); err != nil {
 		return nil, fmt.Errorf("write inventory: %w", err)
 	}
-	if err := storage.WriteOne(ctx, e.store, storage.AddOp, storage.Path{"environment"}, ast.String(opts.Env)); err != nil {
-		return nil, fmt.Errorf("write environment: %w", err)
+	// policies/README.md: an absent data.environment means non-production,
+	// so an unnamed environment leaves it undefined rather than "".
+	if opts.Env != "" {
+		if err := storage.WriteOne(ctx, e.store, storage.AddOp, storage.Path{"environment"}, ast.String(opts.Env)); err != nil {
+			return nil, fmt.Errorf("write environment: %w", err)
+		}
+	} else if err := storage.WriteOne(ctx, e.store, storage.RemoveOp, storage.Path{"environment"}, nil); err != nil && !storage.IsNotFound(err) {
+		return nil, fmt.Errorf("clear environment: %w", err)
 	}
 	var pkgs []*pkg
 	for _, p := range e.packages {
