@@ -157,7 +157,11 @@ func runRender(args []string, stdout io.Writer) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	_, err = stdout.Write(res.YAML)
+	out, err := res.YAML()
+	if err != nil {
+		return 0, err
+	}
+	_, err = stdout.Write(out)
 	return 0, err
 }
 
@@ -270,8 +274,13 @@ func runPolicyCheck(ctx context.Context, args []string, stdout io.Writer) (int, 
 		return 0, err
 	}
 	out = append(out, pf...)
-	if data, err := os.ReadFile(filepath.Join(pdir, "waivers.yaml")); err == nil {
-		ws, err := waiver.Parse("waivers.yaml", data, time.Now())
+	wfile := filepath.Join(pdir, "waivers.yaml")
+	if data, err := os.ReadFile(wfile); err == nil {
+		name := wfile
+		if rel, err := filepath.Rel(dir, wfile); err == nil && !strings.HasPrefix(rel, "..") {
+			name = filepath.ToSlash(rel)
+		}
+		ws, err := waiver.Parse(name, data, time.Now())
 		if err != nil {
 			return 0, err
 		}

@@ -103,7 +103,7 @@ func Split(data []byte) []Chunk {
 		first = 0
 	}
 	sc := bufio.NewScanner(bytes.NewReader(data))
-	sc.Buffer(make([]byte, 1024*1024), 64*1024*1024)
+	sc.Buffer(nil, 64<<20) // long lines (embedded JSON) are fine; no big upfront buffer
 	for sc.Scan() {
 		line++
 		text := sc.Text()

@@ -18,6 +18,7 @@ import (
 
 	"sigs.k8s.io/kustomize/api/konfig"
 	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/api/resmap"
 	"sigs.k8s.io/kustomize/api/types"
 	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
@@ -35,8 +36,16 @@ type Result struct {
 	// File/Index/Line point at the source document that declared it when it
 	// can be found, else at the environment folder and the output position.
 	Docs []manifest.Document
-	// YAML is the rendered stream, as `kustomize build` prints it.
-	YAML []byte
+	m    resmap.ResMap
+}
+
+// YAML is the rendered stream, as `kustomize build` prints it. It is built
+// on demand: serialising is a third of a render and check never needs it.
+func (r Result) YAML() ([]byte, error) {
+	if r.m == nil {
+		return nil, nil
+	}
+	return r.m.AsYaml()
 }
 
 // Render builds a kustomization folder (dir, relative to root) from disk.
@@ -72,11 +81,7 @@ func Render(root, dir string) (Result, error) {
 		}
 		docs = append(docs, d)
 	}
-	out, err := m.AsYaml()
-	if err != nil {
-		return Result{}, fmt.Errorf("render %s: %w", dir, err)
-	}
-	return Result{Docs: docs, YAML: out}, nil
+	return Result{Docs: docs, m: m}, nil
 }
 
 // sources are the resource documents a kustomization tree declares, in the

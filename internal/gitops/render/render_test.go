@@ -47,8 +47,12 @@ func TestSourcePositions(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
 	}
-	if !strings.Contains(string(res.YAML), "type: ClusterIP") {
-		t.Errorf("patch not applied:\n%s", res.YAML)
+	out, err := res.YAML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), "type: ClusterIP") {
+		t.Errorf("patch not applied:\n%s", out)
 	}
 }
 
