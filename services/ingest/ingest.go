@@ -1,0 +1,275 @@
+// Package ingest is the ingestion target: it accepts product events over the
+// Segment-compatible HTTP API and the Connect IngestService, and writes them
+// to the whisper.events topic.
+//
+// The contract with clients is durability: a 200 (or an OK RPC) is sent only
+// after the broker acknowledged every record of the request, with an
+// idempotent producer and acks from all in-sync replicas. A request is all or
+// nothing for validation: one bad item refuses the whole batch, naming it,
+// and nothing of it is produced. A request that fails at the broker may have
+// been partly written; the client's retry is then absorbed by the message-id
+// dedup window, so nothing acknowledged is lost and nothing is doubled.
+package ingest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/whisperhq/whisper/internal/kafka"
+)
+
+// WriteKeyResolver finds the workspace of a write key. It returns an error
+// for an unknown or revoked key.
+type WriteKeyResolver interface {
+	ResolveWriteKey(ctx context.Context, key string) (workspaceID string, err error)
+}
+
+// ErrUnavailable means the broker could not take the events now; the client
+// should retry later.
+var ErrUnavailable = errors.New("event broker unavailable")
+
+// Options are the dependencies of the service.
+type Options struct {
+	// Producer writes to whisper.events; see kafka.NewClient.
+	Producer *kgo.Client
+	// Redis keeps the dedup window; nil disables dedup.
+	Redis      *redis.Client
+	WriteKeys  WriteKeyResolver
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	// AckTimeout bounds the wait for the broker's acknowledgement; 10 s
+	// when zero.
+	AckTimeout time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Service accepts events.
+type Service struct {
+	producer *kgo.Client
+	dedup    *dedup
+	flights  *flights
+	keys     WriteKeyResolver
+	metrics  *metrics
+	logger     *slog.Logger
+	now        func() time.Time
+	ackTimeout time.Duration
+}
+
+// New returns the service.
+func New(o Options) *Service {
+	s := &Service{
+		producer: o.Producer,
+		keys:     o.WriteKeys,
+		flights:  newFlights(),
+		metrics:  newMetrics(o.Registerer, o.Producer),
+		logger:   o.Logger,
+		now:        o.Now,
+		ackTimeout: o.AckTimeout,
+	}
+	if s.ackTimeout <= 0 {
+		s.ackTimeout = 10 * time.Second
+	}
+	if o.Redis != nil {
+		s.dedup = &dedup{rdb: o.Redis}
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	return s
+}
+
+// accept produces the calls of req for workspace ws and returns their
+// message ids, once every record is acknowledged.
+func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]string, error) {
+	receivedAt := s.now().UTC()
+	ids := make([]string, len(req.calls))
+	// skip[i]: the call's record must not be produced (already produced, or
+	// an earlier call of this request carries the same id).
+	skip := make([]bool, len(req.calls))
+	var clientIDs []string
+	var clientIdx []int
+	firstOf := make(map[string]struct{}, len(req.calls))
+	for i := range req.calls {
+		id := req.calls[i].messageID
+		if id == "" {
+			ids[i] = uuid.Must(uuid.NewV7()).String()
+			continue
+		}
+		ids[i] = id
+		if _, dup := firstOf[id]; dup {
+			skip[i] = true
+			continue
+		}
+		firstOf[id] = struct{}{}
+		clientIDs = append(clientIDs, id)
+		clientIdx = append(clientIdx, i)
+	}
+	if s.dedup != nil && len(clientIDs) > 0 {
+		seen, err := s.dedup.seen(ctx, ws, clientIDs)
+		if err != nil {
+			// Dedup is an optimisation over at-least-once delivery:
+			// without Redis, produce rather than refuse.
+			s.metrics.dedupErrors.Inc()
+			s.logger.WarnContext(ctx, "dedup lookup failed; producing without it", "err", err)
+		}
+		for j, yes := range seen {
+			if yes {
+				skip[clientIdx[j]] = true
+			}
+		}
+	}
+	// A retry may arrive while this process still waits on the broker for
+	// the first attempt: claim the ids, waiting out any earlier flight.
+	var claimIDs []string
+	var claimIdx []int
+	for _, i := range clientIdx {
+		if !skip[i] {
+			claimIDs = append(claimIDs, ids[i])
+			claimIdx = append(claimIdx, i)
+		}
+	}
+	produced, claimed, err := s.flights.claim(ctx, ws, claimIDs, s.ackTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: an earlier attempt of these events is still unanswered", ErrUnavailable)
+	}
+	for k, yes := range produced {
+		if yes {
+			skip[claimIdx[k]] = true
+		}
+	}
+
+	records := make([]*kgo.Record, 0, len(req.calls))
+	callOf := make([]int, 0, len(req.calls)) // callOf[j]: the call of records[j]
+	for i := range req.calls {
+		if skip[i] {
+			s.metrics.deduplicated.Inc()
+			continue
+		}
+		c := &req.calls[i]
+		ev, err := req.toEvent(c, ws, receivedAt, ids[i])
+		if err == nil {
+			var value []byte
+			if value, err = proto.Marshal(ev); err == nil {
+				records = append(records, &kgo.Record{Topic: kafka.TopicEvents, Key: kafka.Key(ws, c.user()), Value: value})
+				callOf = append(callOf, i)
+				continue
+			}
+		}
+		s.flights.release(ws, claimed, nil)
+		return nil, fmt.Errorf("build event %d: %w", i, err)
+	}
+	// Generated ids are never sent again, so only the client's are kept in
+	// the dedup window.
+	clientID := make([]string, len(records))
+	for j, i := range callOf {
+		if req.calls[i].messageID != "" {
+			clientID[j] = ids[i]
+		}
+	}
+	if err := s.produce(ctx, ws, records, clientID); err != nil {
+		return nil, err
+	}
+	s.metrics.batchSize.Observe(float64(len(req.calls)))
+	for i := range req.calls {
+		s.metrics.accepted.WithLabelValues(api, callTypeNames[req.calls[i].typ]).Inc()
+	}
+	return ids, nil
+}
+
+// produce writes records and waits, at most the ack timeout, for the
+// broker's answer on each. clientID[j] is the client's message id of
+// records[j], claimed by the caller, or empty. Whenever the answers come,
+// even after the caller gave up, the acknowledged ids are marked in the
+// dedup window and every claim is released with its outcome.
+func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record, clientID []string) error {
+	if len(records) == 0 {
+		return nil
+	}
+	// A client hanging up must not cancel records already handed over: that
+	// would only turn a success into a partial write.
+	ctx = context.WithoutCancel(ctx)
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		ok       = make([]bool, len(records))
+	)
+	wg.Add(len(records))
+	for i, r := range records {
+		s.producer.TryProduce(ctx, r, func(_ *kgo.Record, err error) {
+			defer wg.Done()
+			if err != nil {
+				mu.Lock()
+				if firstErr == nil {
+					firstErr = err
+				}
+				mu.Unlock()
+				cause := "broker"
+				if errors.Is(err, kgo.ErrMaxBuffered) {
+					cause = "buffer_full"
+				}
+				s.metrics.produceFails.WithLabelValues(cause).Inc()
+				return
+			}
+			ok[i] = true
+		})
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		wg.Wait()
+		n := 0
+		var acked []string
+		for j, yes := range ok {
+			if yes {
+				n++
+				if clientID[j] != "" {
+					acked = append(acked, clientID[j])
+				}
+			}
+		}
+		s.metrics.acked.Add(float64(n))
+		if s.dedup != nil {
+			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			if err := s.dedup.mark(markCtx, ws, acked); err != nil {
+				s.metrics.dedupErrors.Inc()
+				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(acked))
+			}
+			cancel()
+		}
+		s.flights.release(ws, clientID, ok)
+	}()
+	timer := time.NewTimer(s.ackTimeout)
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		// An idempotent producer cannot give up on a request the broker may
+		// have received, so a broker that stops answering would hold the
+		// caller forever. Answer "unavailable" instead; should the records
+		// land later, they are marked then and a retry is deduplicated.
+		s.metrics.produceFails.WithLabelValues("ack_timeout").Add(float64(len(records)))
+		return fmt.Errorf("%w: no broker acknowledgement within %v", ErrUnavailable, s.ackTimeout)
+	}
+	if firstErr != nil {
+		n := 0
+		for _, yes := range ok {
+			if !yes {
+				n++
+			}
+		}
+		return fmt.Errorf("%w: %d of %d records not written: %v", ErrUnavailable, n, len(records), firstErr)
+	}
+	return nil
+}
