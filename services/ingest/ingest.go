@@ -56,11 +56,11 @@ type Options struct {
 
 // Service accepts events.
 type Service struct {
-	producer *kgo.Client
-	dedup    *dedup
-	flights  *flights
-	keys     WriteKeyResolver
-	metrics  *metrics
+	producer   *kgo.Client
+	dedup      *dedup
+	flights    *flights
+	keys       WriteKeyResolver
+	metrics    *metrics
 	logger     *slog.Logger
 	now        func() time.Time
 	ackTimeout time.Duration
@@ -69,11 +69,11 @@ type Service struct {
 // New returns the service.
 func New(o Options) *Service {
 	s := &Service{
-		producer: o.Producer,
-		keys:     o.WriteKeys,
-		flights:  newFlights(),
-		metrics:  newMetrics(o.Registerer, o.Producer),
-		logger:   o.Logger,
+		producer:   o.Producer,
+		keys:       o.WriteKeys,
+		flights:    newFlights(),
+		metrics:    newMetrics(o.Registerer, o.Producer),
+		logger:     o.Logger,
 		now:        o.Now,
 		ackTimeout: o.AckTimeout,
 	}

@@ -116,9 +116,9 @@ func TestDecodeBatch(t *testing.T) {
 func TestCorrectedTime(t *testing.T) {
 	base := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	tests := []struct {
-		name                         string
+		name                        string
 		timestamp, sentAt, received time.Time
-		want                         time.Time
+		want                        time.Time
 	}{
 		{"no timestamp", time.Time{}, base, base.Add(time.Hour), base.Add(time.Hour)},
 		{"no sentAt", base, time.Time{}, base.Add(time.Hour), base},
