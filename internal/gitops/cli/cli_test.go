@@ -561,6 +561,16 @@ func TestDiff(t *testing.T) {
 		t.Errorf("--env dev reported other environments")
 	}
 
+	// Repository-wide findings are listed once, not per environment.
+	gitopstest.Write(t, root, gitopstest.Files{"gitops/apps/old/legacy.yaml": gitopstest.App("legacy", "environments/dev", "platform")})
+	r = run(t, "diff", "--root", root, "--base", "HEAD")
+	if got := strings.Count(r.stdout, "`platformctl.appofapps/orphan`"); got != 1 || !strings.Contains(r.stdout, "### All environments") {
+		t.Errorf("orphan listed %d times:\n%s", got, r.stdout)
+	}
+	if err := os.RemoveAll(filepath.Join(root, "gitops/apps/old")); err != nil {
+		t.Fatal(err)
+	}
+
 	// Resolving it again shows the findings as resolved.
 	gitopstest.Git(t, root, "add", "-A")
 	gitopstest.Git(t, root, "commit", "-q", "-m", "break")

@@ -152,7 +152,16 @@ func Write(ctx context.Context, w io.Writer, opts Options) error {
 			if baseCheckErr != nil {
 				fmt.Fprintf(&b, "Policy results at the base could not be computed (%v); all current results are listed as new.\n\n", baseCheckErr)
 			}
-			writeFindings(&b, env, baseFindings, headFindings)
+			writeFindings(&b, forEnv(baseFindings, env), forEnv(headFindings, env))
+		}
+	}
+	// Findings about the repository rather than one environment (orphan
+	// Applications, waivers) are listed once.
+	if opts.Check != nil {
+		base, head := forEnv(baseFindings, ""), forEnv(headFindings, "")
+		if added, resolved := Changes(base, head); len(added)+len(resolved) > 0 {
+			b.WriteString("### All environments\n\n")
+			writeFindings(&b, base, head)
 		}
 	}
 	_, err = io.WriteString(w, b.String())
@@ -255,15 +264,15 @@ func Changes(base, head []finding.Finding) (added, resolved []finding.Finding) {
 func forEnv(fs []finding.Finding, env string) []finding.Finding {
 	var out []finding.Finding
 	for _, f := range fs {
-		if f.Env == env || f.Env == "" {
+		if f.Env == env {
 			out = append(out, f)
 		}
 	}
 	return out
 }
 
-func writeFindings(b *strings.Builder, env string, base, head []finding.Finding) {
-	added, resolved := Changes(forEnv(base, env), forEnv(head, env))
+func writeFindings(b *strings.Builder, base, head []finding.Finding) {
+	added, resolved := Changes(base, head)
 	finding.Sort(added)
 	finding.Sort(resolved)
 	if len(added)+len(resolved) == 0 {
