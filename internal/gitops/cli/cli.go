@@ -174,11 +174,16 @@ func observabilityGates(root string) []check.Gate {
 }
 
 func newChecker(ctx context.Context, root string) (*check.Checker, error) {
+	return newCheckerWithPolicies(ctx, root, "")
+}
+
+// newCheckerWithPolicies uses policiesDir instead of root/policies when set.
+func newCheckerWithPolicies(ctx context.Context, root, policiesDir string) (*check.Checker, error) {
 	schemas, err := crdschema.New()
 	if err != nil {
 		return nil, err
 	}
-	return check.New(ctx, check.Options{Root: root, Schemas: schemas, Gates: observabilityGates(root)})
+	return check.New(ctx, check.Options{Root: root, PoliciesDir: policiesDir, Schemas: schemas, Gates: observabilityGates(root)})
 }
 
 func exitFor(fs []finding.Finding) int {
@@ -377,7 +382,13 @@ func runDiff(ctx context.Context, args []string, stdout io.Writer) (int, error) 
 		return 0, err
 	}
 	checkTree := func(ctx context.Context, tree string, envs []string) ([]finding.Finding, error) {
-		c, err := newChecker(ctx, tree)
+		// A base from before policies/ existed is judged by today's
+		// policies, so the report still says what the change introduces.
+		pdir := filepath.Join(tree, "policies")
+		if _, err := os.Stat(pdir); err != nil {
+			pdir = filepath.Join(dir, "policies")
+		}
+		c, err := newCheckerWithPolicies(ctx, tree, pdir)
 		if err != nil {
 			return nil, err
 		}
