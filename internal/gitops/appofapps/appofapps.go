@@ -27,7 +27,9 @@ type Layout struct {
 }
 
 // DefaultLayout is the repository's layout (DESIGN.md).
-var DefaultLayout = Layout{Bootstrap: "gitops/bootstrap", Projects: "gitops/projects", Apps: "gitops/apps"}
+func DefaultLayout() Layout {
+	return Layout{Bootstrap: "gitops/bootstrap", Projects: "gitops/projects", Apps: "gitops/apps"}
+}
 
 // Renderer renders a source folder (relative to the root) of a child
 // Application; the check package passes a caching kustomize renderer.

@@ -13,7 +13,7 @@ import (
 func rules(t *testing.T, files gitopstest.Files, env string) ([]string, appofapps.Tree) {
 	t.Helper()
 	root := gitopstest.Repo(t, files)
-	c := &appofapps.Checker{Root: root, Layout: appofapps.DefaultLayout, Render: func(string) ([]manifest.Document, error) { return nil, nil }}
+	c := &appofapps.Checker{Root: root, Layout: appofapps.DefaultLayout(), Render: func(string) ([]manifest.Document, error) { return nil, nil }}
 	tree, fs, err := c.Env(env)
 	if err != nil {
 		t.Fatal(err)
@@ -83,7 +83,7 @@ func TestOrphans(t *testing.T) {
 		"gitops/apps/dev/sub/nested.yaml": gitopstest.App("nested", "environments/dev", "platform"),
 		"gitops/apps/qa/app.yaml":         gitopstest.App("qa", "environments/dev", "platform"),
 	}))
-	c := &appofapps.Checker{Root: root, Layout: appofapps.DefaultLayout}
+	c := &appofapps.Checker{Root: root, Layout: appofapps.DefaultLayout()}
 	fs, err := c.Orphans([]appofapps.Reach{{Dir: "gitops/apps/dev"}, {Dir: "gitops/apps/staging"}, {Dir: "gitops/apps/production"}})
 	if err != nil {
 		t.Fatal(err)

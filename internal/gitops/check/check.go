@@ -25,7 +25,7 @@ import (
 )
 
 // Environments are the environments checked when none is named.
-var Environments = []string{"dev", "staging", "production"}
+func Environments() []string { return []string{"dev", "staging", "production"} }
 
 // Policy names of the built-in gates, as they appear in findings.
 const (
@@ -201,7 +201,7 @@ func (rc *renderCache) get(dir string) (render.Result, error) {
 func (c *Checker) Run(ctx context.Context, envs []string, sel finding.Selector) (Result, error) {
 	res := Result{Files: map[string]bool{}}
 	cache := &renderCache{root: c.opts.Root, m: map[string]*renderEntry{}}
-	aoa := &appofapps.Checker{Root: c.opts.Root, Layout: appofapps.DefaultLayout, Render: func(dir string) ([]manifest.Document, error) {
+	aoa := &appofapps.Checker{Root: c.opts.Root, Layout: appofapps.DefaultLayout(), Render: func(dir string) ([]manifest.Document, error) {
 		r, err := cache.get(dir)
 		return r.Docs, err
 	}}
@@ -230,7 +230,7 @@ func (c *Checker) Run(ctx context.Context, envs []string, sel finding.Selector) 
 		}
 	}
 	// Orphans only make sense against every environment's roots.
-	if sameSet(envs, Environments) {
+	if sameSet(envs, Environments()) {
 		orphans, err := aoa.Orphans(reached)
 		if err != nil {
 			return Result{}, fmt.Errorf("app-of-apps: %w", err)

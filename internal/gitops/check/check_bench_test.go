@@ -35,7 +35,7 @@ func BenchmarkCheckAllEnvironments(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := c.Run(ctx, check.Environments, nil); err != nil {
+		if _, err := c.Run(ctx, check.Environments(), nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -55,7 +55,7 @@ func TestCheckRepository(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	res, err := c.Run(ctx, check.Environments, nil)
+	res, err := c.Run(ctx, check.Environments(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

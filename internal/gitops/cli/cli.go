@@ -211,7 +211,7 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) (int, error)
 		return 0, fmt.Errorf("%w: unknown format %q", errUsage, *format)
 	}
 	if len(envs) == 0 {
-		envs = check.Environments
+		envs = check.Environments()
 	}
 	if err := validEnvs(envs); err != nil {
 		return 0, err
@@ -372,7 +372,7 @@ func runDiff(ctx context.Context, args []string, stdout io.Writer) (int, error) 
 		return 0, fmt.Errorf("%w: diff needs --base GIT_REF and no arguments", errUsage)
 	}
 	if len(envs) == 0 {
-		envs = check.Environments
+		envs = check.Environments()
 	}
 	if err := validEnvs(envs); err != nil {
 		return 0, err

@@ -15,7 +15,7 @@ import (
 )
 
 // Formats lists the accepted --format values.
-var Formats = []string{"text", "json", "junit", "sarif", "github"}
+func Formats() []string { return []string{"text", "json", "junit", "sarif", "github"} }
 
 // Report is everything a format may show.
 type Report struct {
@@ -43,13 +43,13 @@ func Write(w io.Writer, format string, r Report) error {
 	case "github":
 		return writeGitHub(w, r)
 	default:
-		return fmt.Errorf("unknown format %q (want one of %s)", format, strings.Join(Formats, ", "))
+		return fmt.Errorf("unknown format %q (want one of %s)", format, strings.Join(Formats(), ", "))
 	}
 }
 
 // Valid reports whether format is known.
 func Valid(format string) bool {
-	for _, f := range Formats {
+	for _, f := range Formats() {
 		if f == format {
 			return true
 		}

@@ -26,7 +26,7 @@ func TestGitHubEscaping(t *testing.T) {
 }
 
 func TestEmptyReports(t *testing.T) {
-	for _, format := range report.Formats {
+	for _, format := range report.Formats() {
 		t.Run(format, func(t *testing.T) {
 			var b bytes.Buffer
 			if err := report.Write(&b, format, report.Report{Policies: []string{"p"}}); err != nil {
