@@ -1,0 +1,98 @@
+// Command whisper runs the Whisper platform: `whisper serve` runs the
+// targets named by --target against real dependencies, `whisper dev` runs
+// every target on embedded ones.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/services/targets"
+)
+
+const usage = `usage: whisper <command> [flags]
+
+commands:
+  serve   run the targets named by --target (WHISPER_TARGET) against real Kafka, PostgreSQL and Redis
+  dev     run every target on embedded Kafka and Redis and a local PostgreSQL
+
+Every flag has an environment fallback: --http-addr is WHISPER_HTTP_ADDR.
+Run "whisper <command> -h" for its flags.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	cmd := args[0]
+	fs := flag.NewFlagSet("whisper "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg targets.Config
+	cfg.RegisterFlags(fs)
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	logFormat := fs.String("log-format", "json", "json or text")
+	var dev targets.DevConfig
+	switch cmd {
+	case "serve":
+	case "dev":
+		dev.RegisterFlags(fs)
+		if err := fs.Set("log-format", "text"); err != nil {
+			panic(err)
+		}
+	default:
+		fmt.Fprintf(stderr, "whisper: unknown command %q\n\n%s", cmd, usage)
+		return 2
+	}
+	if err := config.Parse(fs, args[1:], os.LookupEnv); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "whisper %s: %v\n", cmd, err)
+		return 2
+	}
+	logger, err := newLogger(stderr, *logLevel, *logFormat)
+	if err != nil {
+		fmt.Fprintf(stderr, "whisper %s: %v\n", cmd, err)
+		return 2
+	}
+	if cmd == "dev" {
+		err = targets.RunDev(ctx, cfg, dev, logger, stdout)
+	} else {
+		err = targets.Run(ctx, cfg, logger, targets.Options{})
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "whisper %s: %v\n", cmd, err)
+		return 1
+	}
+	return 0
+}
+
+func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
+	var l slog.Level
+	if err := l.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %w", err)
+	}
+	opts := &slog.HandlerOptions{Level: l}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not json or text", format)
+}

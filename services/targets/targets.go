@@ -1,0 +1,221 @@
+// Package targets assembles the service targets named by --target into one
+// process, in the manner of Loki and Mimir: one image, every service a
+// target, "all" for a single machine.
+//
+// Every process serves the WorkspaceService (it needs only PostgreSQL, which
+// every target uses to authenticate callers), /metrics, /healthz and /readyz
+// on the one HTTP port; each target adds its own APIs and workers.
+package targets
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"connectrpc.com/authn"
+	"connectrpc.com/connect"
+	"github.com/redis/go-redis/v9"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/whisperhq/whisper/internal/auth"
+	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
+	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
+	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/rpc"
+	"github.com/whisperhq/whisper/internal/telemetry"
+	"github.com/whisperhq/whisper/internal/workspace"
+	"github.com/whisperhq/whisper/services/ingest"
+)
+
+// Target names. Only targets that exist are accepted; the others of the
+// design (profiles, decide, content, deliver) join this list as they land.
+const (
+	All    = "all"
+	Ingest = "ingest"
+)
+
+// Available lists the targets this build can run, in start order.
+var Available = []string{Ingest}
+
+// Config is the configuration of a whisper process.
+type Config struct {
+	Targets     config.StringList
+	HTTP        rpc.Config
+	Kafka       kafka.Config
+	DatabaseURL string
+	RedisURL    string
+	AdminToken  string
+	// IngestAckTimeout bounds how long an ingest request waits for the
+	// broker before answering 503.
+	IngestAckTimeout time.Duration
+	// FlushTimeout bounds the final flush of producers at shutdown.
+	FlushTimeout time.Duration
+}
+
+// RegisterFlags binds c to fs.
+func (c *Config) RegisterFlags(fs *flag.FlagSet) {
+	c.Targets = config.StringList{All}
+	fs.Var(&c.Targets, "target", "comma-separated targets to run: all, or any of "+strings.Join(Available, ", "))
+	c.HTTP.RegisterFlags(fs)
+	c.Kafka.RegisterFlags(fs)
+	fs.StringVar(&c.DatabaseURL, "database-url", "", "PostgreSQL URL (postgres://user:pass@host:5432/db)")
+	fs.StringVar(&c.RedisURL, "redis-url", "redis://127.0.0.1:6379/0", "Redis URL")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token with rights over every workspace (at least 24 characters); empty disables it")
+	fs.DurationVar(&c.IngestAckTimeout, "ingest-ack-timeout", 10*time.Second, "how long an ingest request waits for the broker's acknowledgement before answering 503")
+	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 10*time.Second, "how long producers may take to flush at shutdown")
+}
+
+// Validate reports every setting that cannot work, naming its flag.
+func (c Config) Validate() error {
+	var errs []error
+	if _, err := c.targets(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.HTTP.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Kafka.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if c.DatabaseURL == "" {
+		errs = append(errs, errors.New("--database-url: required (or WHISPER_DATABASE_URL)"))
+	}
+	if _, err := redis.ParseURL(c.RedisURL); err != nil {
+		errs = append(errs, fmt.Errorf("--redis-url: %w", err))
+	}
+	if c.AdminToken != "" && len(c.AdminToken) < 24 {
+		errs = append(errs, fmt.Errorf("--admin-token: must be at least 24 characters, got %d", len(c.AdminToken)))
+	}
+	if c.IngestAckTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--ingest-ack-timeout: must be positive, got %v", c.IngestAckTimeout))
+	}
+	if c.FlushTimeout <= 0 {
+		errs = append(errs, fmt.Errorf("--flush-timeout: must be positive, got %v", c.FlushTimeout))
+	}
+	return errors.Join(errs...)
+}
+
+// targets expands "all" and checks every name.
+func (c Config) targets() ([]string, error) {
+	if len(c.Targets) == 0 {
+		return nil, errors.New("--target: name at least one target")
+	}
+	var out []string
+	for _, t := range c.Targets {
+		switch {
+		case t == All:
+			out = append(out, Available...)
+		case slices.Contains(Available, t):
+			out = append(out, t)
+		default:
+			return nil, fmt.Errorf("--target: unknown target %q; this build has: all, %s", t, strings.Join(Available, ", "))
+		}
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
+}
+
+// Options are the seams of Run for tests and for `whisper dev`.
+type Options struct {
+	// Listener, when set, is served instead of listening on --http-addr.
+	Listener net.Listener
+	// Ready, when set, is called once everything is started and the port
+	// accepts requests.
+	Ready func(addr string)
+}
+
+// Run starts the configured targets and serves until ctx ends. Then it stops
+// accepting requests, lets in-flight ones finish, flushes the producers and
+// returns nil on a clean stop.
+func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	targets, _ := cfg.targets()
+	logger.InfoContext(ctx, "starting", "targets", targets)
+
+	reg := telemetry.NewRegistry()
+	red := telemetry.NewRED(reg)
+	handlerOpts := []connect.HandlerOption{connect.WithInterceptors(red.Interceptor())}
+
+	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
+	if err != nil {
+		return fmt.Errorf("--database-url: %w", err)
+	}
+	defer pool.Close()
+	if err := postgres.Migrate(ctx, pool, workspace.Migrations, logger); err != nil {
+		return err
+	}
+	store := workspace.NewStore(pool)
+	authenticator := auth.NewAuthenticator(store, cfg.AdminToken, 0, logger)
+
+	srv := rpc.NewServer(cfg.HTTP, logger, reg)
+	srv.AddCheck("postgres", pool.Ping)
+	path, h := workspacev1connect.NewWorkspaceServiceHandler(workspace.NewHandler(store, authenticator, logger), handlerOpts...)
+	srv.HandleService(workspacev1connect.WorkspaceServiceName, path, authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...).Wrap(h))
+
+	var producers []*kgo.Client
+	defer func() {
+		for _, p := range producers {
+			p.Close()
+		}
+	}()
+	if slices.Contains(targets, Ingest) {
+		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
+		rdb := redis.NewClient(rdbOpts)
+		defer rdb.Close()
+		srv.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
+
+		producer, err := kafka.NewClient(cfg.Kafka, Ingest, reg)
+		if err != nil {
+			return err
+		}
+		producers = append(producers, producer)
+		if err := kafka.EnsureTopics(ctx, producer, cfg.Kafka, kafka.TopicEvents, kafka.TopicEventsDLQ); err != nil {
+			return fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
+		}
+		srv.AddCheck("kafka", producer.Ping)
+
+		svc := ingest.New(ingest.Options{
+			Producer: producer, Redis: rdb, WriteKeys: authenticator,
+			Registerer: reg, Logger: logger.With("target", Ingest), AckTimeout: cfg.IngestAckTimeout,
+		})
+		for pattern, h := range svc.Routes() {
+			srv.Handle(pattern, red.Route(pattern, h))
+		}
+		path, h := svc.ConnectHandler(handlerOpts...)
+		srv.HandleService(ingestv1connect.IngestServiceName, path, h)
+	}
+
+	ln := opts.Listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
+			return fmt.Errorf("--http-addr %s: %w", cfg.HTTP.Addr, err)
+		}
+	}
+	if opts.Ready != nil {
+		opts.Ready(ln.Addr().String())
+	}
+	serveErr := srv.Serve(ctx, ln)
+
+	// The port is closed and in-flight requests have their answers; what
+	// producers still hold (nothing acknowledged to a client depends on it)
+	// gets a bounded chance to reach the broker.
+	flushCtx, cancel := context.WithTimeout(context.Background(), cfg.FlushTimeout)
+	defer cancel()
+	for _, p := range producers {
+		if err := p.Flush(flushCtx); err != nil {
+			logger.Warn("flush producer at shutdown", "err", err)
+		}
+	}
+	logger.Info("stopped")
+	return serveErr
+}
