@@ -6,6 +6,7 @@ SHELL := /usr/bin/env bash
 BIN := $(CURDIR)/.tmp/bin
 BUF_VERSION := v1.75.0
 BUF := $(BIN)/buf
+PLATFORMCTL := $(BIN)/platformctl
 GO_TEST_FLAGS ?=
 
 export WHISPER_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
@@ -38,8 +39,14 @@ check-generated: generate ## Fail when committed generated code is stale
 	  { echo "untracked generated files: run 'make generate' and commit"; git status --short -- internal/gen; exit 1; }
 
 .PHONY: test
-test: check-generated lint ## Run every check and test (needs PostgreSQL and Redis)
+test: check-generated lint gitops ## Run every check and test (needs PostgreSQL and Redis)
 	go test $(GO_TEST_FLAGS) ./...
+
+.PHONY: gitops
+gitops: ## Rego unit tests and every platformctl gate on all environments
+	go build -o $(PLATFORMCTL) ./cmd/platformctl
+	$(PLATFORMCTL) policy test
+	$(PLATFORMCTL) check
 
 .PHONY: build
 build: ## Build the binaries into .tmp/bin
