@@ -1,0 +1,192 @@
+// Command whisper-load is the ingestion load benchmark behind `make bench`.
+// It starts `whisper dev` (or targets a running instance), sends Segment
+// batches over many connections for a fixed time, then produces the same
+// records straight into the same broker to measure the ceiling, and prints
+// both, their ratio and the targets they are judged against.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/loadgen"
+)
+
+const usage = `usage: whisper-load [flags]
+
+By default whisper-load starts "whisper dev" from --whisper on free ports,
+benchmarks it and stops it. With --url (and --write-key, --brokers) it
+benchmarks a running instance instead. Flags fall back to WHISPER_LOAD_*
+variables: --connections is WHISPER_LOAD_CONNECTIONS.
+
+flags:
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type options struct {
+	whisper, whisperLog         string
+	url, writeKey, workspaceID  string
+	brokers                     config.StringList
+	connections, templates      int
+	warmup, duration, timeout   time.Duration
+	startTimeout                time.Duration
+	linger                      time.Duration
+	jsonOut, check, skipCeiling bool
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("whisper-load", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() { fmt.Fprint(stderr, usage); fs.PrintDefaults() }
+	var kafkaDefaults kafka.Config
+	kafkaDefaults.RegisterFlags(flag.NewFlagSet("", flag.ContinueOnError))
+
+	var o options
+	fs.StringVar(&o.whisper, "whisper", ".tmp/bin/whisper", "whisper binary to start as `whisper dev` (ignored with --url)")
+	fs.StringVar(&o.whisperLog, "whisper-log", "", "file for the output of `whisper dev` (default: a temporary file)")
+	fs.DurationVar(&o.startTimeout, "start-timeout", 90*time.Second, "how long `whisper dev` may take to become ready")
+	fs.StringVar(&o.url, "url", "", "base URL of a running instance (http://host:port); empty starts `whisper dev`")
+	fs.StringVar(&o.writeKey, "write-key", "", "write key of the running instance (with --url)")
+	fs.Var(&o.brokers, "brokers", "Kafka brokers of the running instance, for the ceiling phase (with --url; empty skips it)")
+	fs.StringVar(&o.workspaceID, "workspace-id", "", "workspace of --write-key, to key ceiling records like ingestion (with --url; default: a random id of the same shape)")
+	fs.IntVar(&o.connections, "connections", 32, "concurrent connections, one request in flight each")
+	fs.DurationVar(&o.duration, "duration", 20*time.Second, "measured duration of each phase")
+	fs.DurationVar(&o.warmup, "warmup", 3*time.Second, "warm-up before each phase, left out of the results")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "timeout of one request")
+	fs.IntVar(&o.templates, "templates", 256, "distinct pre-rendered batches (message ids are unique whatever this is)")
+	fs.DurationVar(&o.linger, "kafka-linger", kafkaDefaults.Linger, "producer linger of the ceiling phase, and of `whisper dev` when started here: keep it the ingest target's")
+	fs.BoolVar(&o.skipCeiling, "skip-ceiling", false, "skip the ceiling phase")
+	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of a table")
+	fs.BoolVar(&o.check, "check", false, "exit 3 when a target is missed")
+	lookup := func(name string) (string, bool) {
+		return os.LookupEnv("WHISPER_LOAD_" + strings.TrimPrefix(name, "WHISPER_"))
+	}
+	if err := config.Parse(fs, args, lookup); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintf(stderr, "whisper-load: %v\n", err)
+		return 2
+	}
+	if err := o.validate(); err != nil {
+		fmt.Fprintf(stderr, "whisper-load: %v\n", err)
+		return 2
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, nil))
+	report, err := bench(ctx, o, kafkaDefaults, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "whisper-load: %v\n", err)
+		return 1
+	}
+	if o.jsonOut {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		err = enc.Encode(report)
+	} else {
+		err = report.WriteText(stdout)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "whisper-load: print report: %v\n", err)
+		return 1
+	}
+	if o.check && !report.Passed() {
+		return 3
+	}
+	return 0
+}
+
+func (o options) validate() error {
+	var errs []error
+	if o.url != "" && o.writeKey == "" {
+		errs = append(errs, errors.New("--write-key: required with --url"))
+	}
+	if o.url == "" && o.whisper == "" {
+		errs = append(errs, errors.New("--whisper: required without --url"))
+	}
+	if o.connections < 1 {
+		errs = append(errs, fmt.Errorf("--connections: must be at least 1, got %d", o.connections))
+	}
+	if o.duration <= 0 {
+		errs = append(errs, fmt.Errorf("--duration: must be positive, got %v", o.duration))
+	}
+	if o.warmup < 0 {
+		errs = append(errs, fmt.Errorf("--warmup: must not be negative, got %v", o.warmup))
+	}
+	if o.templates < 1 {
+		errs = append(errs, fmt.Errorf("--templates: must be at least 1, got %d", o.templates))
+	}
+	if o.linger < 0 {
+		errs = append(errs, fmt.Errorf("--kafka-linger: must not be negative, got %v", o.linger))
+	}
+	return errors.Join(errs...)
+}
+
+// bench runs both phases against the instance o names, starting one when
+// it names none.
+func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.Logger) (_ *loadgen.Report, err error) {
+	note := "the load generator runs on this machine; the server at " + o.url
+	if o.url == "" {
+		dev, err := startDev(ctx, devOptions{
+			binary: o.whisper, logPath: o.whisperLog, linger: o.linger, startTimeout: o.startTimeout,
+		}, logger)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, dev.stop()) }()
+		o.url, o.writeKey, o.brokers, o.workspaceID = dev.url, dev.writeKey, dev.brokers, dev.workspaceID
+		note = "load generator, whisper dev and its in-process broker share these CPUs, so the server gets only part of them"
+	}
+	if o.workspaceID == "" {
+		o.workspaceID = uuid.NewString()
+	}
+	bodies, err := loadgen.NewBodies(loadgen.BodiesOptions{Templates: o.templates})
+	if err != nil {
+		return nil, err
+	}
+	report := &loadgen.Report{
+		Machine: loadgen.Machine{CPUs: runtime.NumCPU(), Note: note},
+		Load: loadgen.LoadShape{BatchSize: bodies.BatchSize(), AvgEventBytes: bodies.AvgEventBytes(),
+			Templates: bodies.Templates(), Warmup: o.warmup, Duration: o.duration},
+	}
+	report.Ingest, err = loadgen.RunIngest(ctx, loadgen.IngestConfig{
+		URL: strings.TrimSuffix(o.url, "/"), WriteKey: o.writeKey, Connections: o.connections,
+		Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout, Bodies: bodies, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(o.brokers) > 0 && !o.skipCeiling {
+		kafkaCfg.Brokers = o.brokers
+		kafkaCfg.Linger = o.linger
+		ceiling, err := loadgen.RunCeiling(ctx, loadgen.CeilingConfig{
+			Kafka: kafkaCfg, WorkspaceID: o.workspaceID, InFlight: o.connections * bodies.BatchSize(),
+			Warmup: o.warmup, Duration: o.duration, Bodies: bodies, Logger: logger,
+		})
+		if err != nil {
+			return nil, err
+		}
+		report.Ceiling = &ceiling
+	}
+	report.Judge()
+	return report, nil
+}
