@@ -14,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"sort"
@@ -104,15 +105,13 @@ func (s *Server) serveReady(w http.ResponseWriter, r *http.Request) {
 	for n := range s.checks {
 		names = append(names, n)
 	}
+	checks := maps.Clone(s.checks)
 	s.mu.Unlock()
 	sort.Strings(names)
 	failed := map[string]string{}
 	for _, n := range names {
-		s.mu.Lock()
-		check := s.checks[n]
-		s.mu.Unlock()
 		ctx, cancel := context.WithTimeout(r.Context(), s.cfg.ReadyTimeout)
-		err := check(ctx)
+		err := checks[n](ctx)
 		cancel()
 		if err != nil {
 			failed[n] = err.Error()
