@@ -1,16 +1,16 @@
 package ingest
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"strconv"
 	"time"
 
 	"connectrpc.com/authn"
 	"connectrpc.com/connect"
+	"github.com/go-json-experiment/json/jsontext"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
@@ -99,19 +99,16 @@ func (a *connectAPI) acceptItems(ctx context.Context, r *ingestv1.BatchRequest, 
 	}
 	req.sentAt = timeOrZero(r.GetSentAt())
 	for i, item := range r.GetItems() {
-		prefix := ""
-		if field != "" {
-			prefix = field + "[" + strconv.Itoa(i) + "]."
-		}
+		at := itemRef{list: field, index: i}
 		if size := proto.Size(item); size > MaxEventBytes {
 			return nil, a.reject(reasonTooLarge, connect.CodeResourceExhausted,
-				&TooLargeError{What: fmt.Sprintf("%s (%d bytes)", trimDot(prefix, "event"), size), Limit: MaxEventBytes})
+				&TooLargeError{What: fmt.Sprintf("%s (%d bytes)", cmp.Or(at.String(), "event"), size), Limit: MaxEventBytes})
 		}
-		c, err := itemCall(item, prefix)
+		c, err := itemCall(item, at)
 		if err != nil {
 			return nil, a.reject(reasonInvalid, connect.CodeInvalidArgument, err)
 		}
-		if err := c.validate(prefix); err != nil {
+		if err := c.validate(at); err != nil {
 			return nil, a.reject(reasonInvalid, connect.CodeInvalidArgument, err)
 		}
 		req.calls = append(req.calls, c)
@@ -137,15 +134,8 @@ func (a *connectAPI) reject(reason string, code connect.Code, err error) error {
 	return connect.NewError(code, err)
 }
 
-func trimDot(prefix, otherwise string) string {
-	if prefix == "" {
-		return otherwise
-	}
-	return prefix[:len(prefix)-1]
-}
-
 // itemCall converts one RPC item to the shared call form.
-func itemCall(item *ingestv1.BatchItem, prefix string) (call, error) {
+func itemCall(item *ingestv1.BatchItem, at itemRef) (call, error) {
 	var (
 		c      call
 		common *ingestv1.Common
@@ -157,16 +147,16 @@ func itemCall(item *ingestv1.BatchItem, prefix string) (call, error) {
 		c.event = v.Track.GetEvent()
 		common = v.Track.GetCommon()
 		if c.properties, err = structJSON(v.Track.GetProperties()); err != nil {
-			return call{}, &InputError{Field: prefix + "properties", Msg: err.Error()}
+			return call{}, &InputError{Field: at.field("properties"), Msg: err.Error()}
 		}
 	case *ingestv1.BatchItem_Identify:
 		c.typ = eventv1.EventType_EVENT_TYPE_IDENTIFY
 		common = v.Identify.GetCommon()
 		if c.traits, err = structJSON(v.Identify.GetTraits()); err != nil {
-			return call{}, &InputError{Field: prefix + "traits", Msg: err.Error()}
+			return call{}, &InputError{Field: at.field("traits"), Msg: err.Error()}
 		}
 	default:
-		return call{}, &InputError{Field: trimDot(prefix, "call"), Msg: "must be a track or identify call"}
+		return call{}, &InputError{Field: cmp.Or(at.String(), "call"), Msg: "must be a track or identify call"}
 	}
 	c.messageID = common.GetMessageId()
 	c.userID = common.GetUserId()
@@ -174,16 +164,16 @@ func itemCall(item *ingestv1.BatchItem, prefix string) (call, error) {
 	c.timestamp = timeOrZero(common.GetTimestamp())
 	c.sentAt = timeOrZero(common.GetSentAt())
 	if c.context, err = structJSON(common.GetContext()); err != nil {
-		return call{}, &InputError{Field: prefix + "common.context", Msg: err.Error()}
+		return call{}, &InputError{Field: at.field("common.context"), Msg: err.Error()}
 	}
 	if c.integrations, err = structJSON(common.GetIntegrations()); err != nil {
-		return call{}, &InputError{Field: prefix + "common.integrations", Msg: err.Error()}
+		return call{}, &InputError{Field: at.field("common.integrations"), Msg: err.Error()}
 	}
 	return c, nil
 }
 
 // structJSON encodes a Struct as a JSON object; nil stays nil.
-func structJSON(s *structpb.Struct) (json.RawMessage, error) {
+func structJSON(s *structpb.Struct) (jsontext.Value, error) {
 	if s == nil {
 		return nil, nil
 	}

@@ -1,7 +1,8 @@
 package ingest
 
 import (
-	"encoding/json"
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 	"time"
 
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -36,7 +37,7 @@ func (r *request) toEvent(c *call, ws string, receivedAt time.Time, messageID st
 		Traits:       c.traits,
 		Context:      ctx,
 		Integrations: integrations,
-		ReceivedAt:   timestamppb.New(receivedAt),
+		ReceivedAt:   r.stamp(receivedAt),
 	}
 	sentAt := c.sentAt
 	if sentAt.IsZero() {
@@ -47,9 +48,30 @@ func (r *request) toEvent(c *call, ws string, receivedAt time.Time, messageID st
 		ev.OriginalTimestamp = timestamppb.New(c.timestamp)
 	}
 	if !sentAt.IsZero() {
-		ev.SentAt = timestamppb.New(sentAt)
+		ev.SentAt = r.stamp(sentAt)
 	}
 	return ev, nil
+}
+
+// stamp returns t as a Timestamp, shared by every event of the request that
+// has the same time: receivedAt always, sentAt in a batch. Records are
+// marshalled, never mutated, so sharing is safe and saves allocations.
+func (r *request) stamp(t time.Time) *timestamppb.Timestamp {
+	for _, s := range r.stamps {
+		if s.t.Equal(t) {
+			return s.pb
+		}
+	}
+	pb := timestamppb.New(t)
+	if len(r.stamps) < 2 {
+		r.stamps = append(r.stamps, stampMemo{t, pb})
+	}
+	return pb
+}
+
+type stampMemo struct {
+	t  time.Time
+	pb *timestamppb.Timestamp
 }
 
 // correctedTime is when the event happened by the server's clock:
@@ -66,23 +88,23 @@ func correctedTime(timestamp, sentAt, receivedAt time.Time) time.Time {
 }
 
 // mergeObjects overlays item's top-level keys on batch's. Either may be nil.
-func mergeObjects(batch, item json.RawMessage) (json.RawMessage, error) {
+func mergeObjects(batch, item jsontext.Value) (jsontext.Value, error) {
 	if len(batch) == 0 {
 		return item, nil
 	}
 	if len(item) == 0 {
 		return batch, nil
 	}
-	var merged map[string]json.RawMessage
+	var merged map[string]jsontext.Value
 	if err := json.Unmarshal(batch, &merged); err != nil {
 		return nil, err
 	}
-	var own map[string]json.RawMessage
+	var own map[string]jsontext.Value
 	if err := json.Unmarshal(item, &own); err != nil {
 		return nil, err
 	}
 	for k, v := range own {
 		merged[k] = v
 	}
-	return json.Marshal(merged)
+	return json.Marshal(merged, json.Deterministic(true))
 }

@@ -2,13 +2,15 @@ package ingest
 
 import (
 	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"reflect"
 	"strconv"
+	"strings"
 	"time"
+
+	"github.com/go-json-experiment/json"
+	"github.com/go-json-experiment/json/jsontext"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 )
@@ -60,51 +62,93 @@ type call struct {
 	event, name, category          string
 	groupID, previousID            string
 	// JSON objects as sent, or nil.
-	properties, traits, context, integrations json.RawMessage
+	properties, traits, context, integrations jsontext.Value
 	// The client's clocks; zero when absent.
 	timestamp, sentAt time.Time
 }
 
+// itemRef locates a call in a request for error messages: batch[3] in a
+// Segment batch, items[3] in an RPC batch, nothing for a single call. Field
+// names are built only when an error needs them, off the hot path.
+type itemRef struct {
+	list  string // "batch", "items", or empty for a single call
+	index int
+}
+
+func (r itemRef) String() string {
+	if r.list == "" {
+		return ""
+	}
+	return r.list + "[" + strconv.Itoa(r.index) + "]"
+}
+
+// field names a field of the call: "batch[3].event", or "event".
+func (r itemRef) field(name string) string {
+	if r.list == "" {
+		return name
+	}
+	return r.String() + "." + name
+}
+
 // segmentJSON is the wire form of one call.
 type segmentJSON struct {
-	Type              string          `json:"type"`
-	MessageID         flexString      `json:"messageId"`
-	UserID            flexString      `json:"userId"`
-	AnonymousID       flexString      `json:"anonymousId"`
-	Event             flexString      `json:"event"`
-	Name              flexString      `json:"name"`
-	Category          flexString      `json:"category"`
-	GroupID           flexString      `json:"groupId"`
-	PreviousID        flexString      `json:"previousId"`
-	Properties        json.RawMessage `json:"properties"`
-	Traits            json.RawMessage `json:"traits"`
-	Context           json.RawMessage `json:"context"`
-	Integrations      json.RawMessage `json:"integrations"`
-	Timestamp         string          `json:"timestamp"`
-	OriginalTimestamp string          `json:"originalTimestamp"`
-	SentAt            string          `json:"sentAt"`
-	WriteKey          string          `json:"writeKey"`
+	Type              string         `json:"type"`
+	MessageID         flexString     `json:"messageId"`
+	UserID            flexString     `json:"userId"`
+	AnonymousID       flexString     `json:"anonymousId"`
+	Event             flexString     `json:"event"`
+	Name              flexString     `json:"name"`
+	Category          flexString     `json:"category"`
+	GroupID           flexString     `json:"groupId"`
+	PreviousID        flexString     `json:"previousId"`
+	Properties        jsontext.Value `json:"properties"`
+	Traits            jsontext.Value `json:"traits"`
+	Context           jsontext.Value `json:"context"`
+	Integrations      jsontext.Value `json:"integrations"`
+	Timestamp         string         `json:"timestamp"`
+	OriginalTimestamp string         `json:"originalTimestamp"`
+	SentAt            string         `json:"sentAt"`
+	WriteKey          string         `json:"writeKey"`
 }
 
 // flexString accepts a JSON string or number: SDKs send numeric user ids.
 type flexString string
 
-func (s *flexString) UnmarshalJSON(b []byte) error {
-	switch {
-	case len(b) > 0 && b[0] == '"':
-		var v string
-		if err := json.Unmarshal(b, &v); err != nil {
-			return err
-		}
-		*s = flexString(v)
-	case string(b) == "null":
+func (s *flexString) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return err
+	}
+	switch tok.Kind() {
+	case '"':
+		*s = flexString(tok.String())
+	case '0':
+		*s = flexString(tok.String())
+	case 'n':
 		*s = ""
-	case len(b) > 0 && (b[0] == '-' || (b[0] >= '0' && b[0] <= '9')):
-		*s = flexString(b)
 	default:
-		return &json.UnmarshalTypeError{Value: "value " + string(b[:min(len(b), 1)]), Type: reflect.TypeFor[string]()}
+		return fmt.Errorf("expected a string or a number, got %s", kindName(tok.Kind()))
 	}
 	return nil
+}
+
+// kindName names a JSON kind for error messages.
+func kindName(k jsontext.Kind) string {
+	switch k {
+	case '{':
+		return "an object"
+	case '[':
+		return "an array"
+	case 't', 'f':
+		return "a boolean"
+	case 'n':
+		return "null"
+	case '"':
+		return "a string"
+	case '0':
+		return "a number"
+	}
+	return "nothing"
 }
 
 var callTypes = map[string]eventv1.EventType{
@@ -129,10 +173,11 @@ var callTypeNames = func() map[eventv1.EventType]string {
 // the batch-level fields that apply to every item.
 type request struct {
 	calls        []call
-	context      json.RawMessage
-	integrations json.RawMessage
+	context      jsontext.Value
+	integrations jsontext.Value
 	sentAt       time.Time
 	writeKey     string
+	stamps       []stampMemo // see stamp
 }
 
 // decodeSingle decodes the body of /v1/{track,identify,...}; typ is the
@@ -142,10 +187,10 @@ func decodeSingle(body []byte, typ eventv1.EventType) (*request, error) {
 		return nil, &TooLargeError{What: "event", Limit: MaxEventBytes}
 	}
 	var w segmentJSON
-	if err := strictUnmarshal(body, &w); err != nil {
+	if err := json.Unmarshal(body, &w); err != nil {
 		return nil, jsonInputError("", err)
 	}
-	c, err := w.toCall(typ, "")
+	c, err := w.toCall(typ, itemRef{})
 	if err != nil {
 		return nil, err
 	}
@@ -153,108 +198,124 @@ func decodeSingle(body []byte, typ eventv1.EventType) (*request, error) {
 }
 
 // decodeBatch decodes the body of /v1/batch (and of /v1/import, its alias).
-// It streams the items so each one's size is known exactly, without a second
-// parse of the batch.
+// It streams the batch with a tokenizer, so each item's exact size is known
+// and the body is parsed once.
 func decodeBatch(body []byte) (*request, error) {
 	if len(body) > MaxBatchBytes {
 		return nil, &TooLargeError{What: "batch", Limit: MaxBatchBytes}
 	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := expectDelim(dec, '{'); err != nil {
+	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	if err := expectKind(dec, '{', "", "a JSON object"); err != nil {
 		return nil, err
 	}
 	req := &request{}
 	sawBatch := false
-	for dec.More() {
-		tok, err := dec.Token()
+	for {
+		switch dec.PeekKind() {
+		case '}':
+			dec.ReadToken()
+			if _, err := dec.ReadToken(); err != io.EOF {
+				return nil, &InputError{Msg: "malformed JSON: unexpected data after the object"}
+			}
+			if !sawBatch {
+				return nil, &InputError{Field: "batch", Msg: "required"}
+			}
+			if len(req.calls) == 0 {
+				return nil, &InputError{Field: "batch", Msg: "must hold at least one call"}
+			}
+			return req, nil
+		case 0:
+			_, err := dec.ReadToken()
+			return nil, jsonInputError("", err)
+		}
+		name, err := dec.ReadToken()
 		if err != nil {
 			return nil, jsonInputError("", err)
 		}
-		key, _ := tok.(string)
-		switch key {
+		switch key := name.String(); key {
 		case "batch":
 			sawBatch = true
 			if err := decodeItems(dec, req); err != nil {
 				return nil, err
 			}
-		case "context":
-			if err := decodeObject(dec, &req.context, "context"); err != nil {
-				return nil, err
-			}
-		case "integrations":
-			if err := decodeObject(dec, &req.integrations, "integrations"); err != nil {
-				return nil, err
-			}
-		case "sentAt":
-			var s string
-			if err := dec.Decode(&s); err != nil {
-				return nil, jsonInputError("sentAt", err)
-			}
-			t, err := parseTime("sentAt", s)
+		case "context", "integrations":
+			raw, err := dec.ReadValue()
 			if err != nil {
-				return nil, err
+				return nil, jsonInputError(key, err)
 			}
-			req.sentAt = t
-		case "writeKey":
-			if err := dec.Decode(&req.writeKey); err != nil {
-				return nil, jsonInputError("writeKey", err)
+			obj, ok := objectOrNil(raw.Clone())
+			if !ok {
+				return nil, &InputError{Field: key, Msg: "must be a JSON object"}
+			}
+			if key == "context" {
+				req.context = obj
+			} else {
+				req.integrations = obj
+			}
+		case "sentAt", "writeKey":
+			var v string
+			if err := json.UnmarshalDecode(dec, &v); err != nil {
+				return nil, jsonInputError(key, err)
+			}
+			if key == "writeKey" {
+				req.writeKey = v
+			} else if req.sentAt, err = parseTime(v); err != nil {
+				return nil, &InputError{Field: "sentAt", Msg: err.Error()}
 			}
 		default:
-			var skip json.RawMessage
-			if err := dec.Decode(&skip); err != nil {
+			if err := dec.SkipValue(); err != nil {
 				return nil, jsonInputError(key, err)
 			}
 		}
 	}
-	if _, err := dec.Token(); err != nil {
-		return nil, jsonInputError("", err)
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return nil, &InputError{Msg: "unexpected data after the JSON object"}
-	}
-	if !sawBatch {
-		return nil, &InputError{Field: "batch", Msg: "required"}
-	}
-	if len(req.calls) == 0 {
-		return nil, &InputError{Field: "batch", Msg: "must hold at least one call"}
-	}
-	return req, nil
 }
 
-func decodeItems(dec *json.Decoder, req *request) error {
-	if err := expectDelim(dec, '['); err != nil {
+func decodeItems(dec *jsontext.Decoder, req *request) error {
+	if dec.PeekKind() != '[' {
+		if dec.PeekKind() == 0 {
+			_, err := dec.ReadToken()
+			return jsonInputError("batch", err)
+		}
 		return &InputError{Field: "batch", Msg: "must be an array"}
 	}
-	for i := 0; dec.More(); i++ {
-		field := "batch[" + strconv.Itoa(i) + "]"
-		start := dec.InputOffset()
-		var w segmentJSON
-		if err := dec.Decode(&w); err != nil {
-			return jsonInputError(field, err)
+	dec.ReadToken()
+	for i := 0; ; i++ {
+		switch dec.PeekKind() {
+		case ']':
+			dec.ReadToken()
+			return nil
+		case 0:
+			_, err := dec.ReadToken()
+			return jsonInputError("batch", err)
 		}
-		if dec.InputOffset()-start > MaxEventBytes {
-			return &TooLargeError{What: field, Limit: MaxEventBytes}
+		at := itemRef{list: "batch", index: i}
+		raw, err := dec.ReadValue()
+		if err != nil {
+			return jsonInputError(at.String(), err)
+		}
+		if len(raw) > MaxEventBytes {
+			return &TooLargeError{What: at.String(), Limit: MaxEventBytes}
+		}
+		var w segmentJSON
+		if err := json.Unmarshal(raw, &w); err != nil {
+			return jsonInputError(at.String(), err)
 		}
 		typ, ok := callTypes[w.Type]
 		if !ok {
 			if w.Type == "" {
-				return &InputError{Field: field + ".type", Msg: "required"}
+				return &InputError{Field: at.field("type"), Msg: "required"}
 			}
-			return &InputError{Field: field + ".type", Msg: fmt.Sprintf("unknown call type %q", w.Type)}
+			return &InputError{Field: at.field("type"), Msg: fmt.Sprintf("unknown call type %q", w.Type)}
 		}
-		c, err := w.toCall(typ, field+".")
+		c, err := w.toCall(typ, at)
 		if err != nil {
 			return err
 		}
 		req.calls = append(req.calls, c)
 	}
-	if _, err := dec.Token(); err != nil {
-		return jsonInputError("batch", err)
-	}
-	return nil
 }
 
-func (w *segmentJSON) toCall(typ eventv1.EventType, prefix string) (call, error) {
+func (w *segmentJSON) toCall(typ eventv1.EventType, at itemRef) (call, error) {
 	c := call{
 		typ:         typ,
 		messageID:   string(w.MessageID),
@@ -266,70 +327,68 @@ func (w *segmentJSON) toCall(typ eventv1.EventType, prefix string) (call, error)
 		groupID:     string(w.GroupID),
 		previousID:  string(w.PreviousID),
 	}
-	var err error
-	for _, o := range []struct {
-		name string
-		raw  json.RawMessage
-		dst  *json.RawMessage
-	}{
-		{"properties", w.Properties, &c.properties},
-		{"traits", w.Traits, &c.traits},
-		{"context", w.Context, &c.context},
-		{"integrations", w.Integrations, &c.integrations},
-	} {
-		if *o.dst, err = objectOrNil(prefix+o.name, o.raw); err != nil {
-			return call{}, err
-		}
+	var ok bool
+	if c.properties, ok = objectOrNil(w.Properties); !ok {
+		return call{}, &InputError{Field: at.field("properties"), Msg: "must be a JSON object"}
+	}
+	if c.traits, ok = objectOrNil(w.Traits); !ok {
+		return call{}, &InputError{Field: at.field("traits"), Msg: "must be a JSON object"}
+	}
+	if c.context, ok = objectOrNil(w.Context); !ok {
+		return call{}, &InputError{Field: at.field("context"), Msg: "must be a JSON object"}
+	}
+	if c.integrations, ok = objectOrNil(w.Integrations); !ok {
+		return call{}, &InputError{Field: at.field("integrations"), Msg: "must be a JSON object"}
 	}
 	ts := w.Timestamp
 	if ts == "" {
 		ts = w.OriginalTimestamp
 	}
-	if c.timestamp, err = parseTime(prefix+"timestamp", ts); err != nil {
-		return call{}, err
+	var err error
+	if c.timestamp, err = parseTime(ts); err != nil {
+		return call{}, &InputError{Field: at.field("timestamp"), Msg: err.Error()}
 	}
-	if c.sentAt, err = parseTime(prefix+"sentAt", w.SentAt); err != nil {
-		return call{}, err
+	if c.sentAt, err = parseTime(w.SentAt); err != nil {
+		return call{}, &InputError{Field: at.field("sentAt"), Msg: err.Error()}
 	}
-	return c, c.validate(prefix)
+	return c, c.validate(at)
 }
 
-// validate applies the rules of the call's type. prefix names the item in a
-// batch ("batch[3].") or is empty.
-func (c *call) validate(prefix string) error {
-	for _, f := range []struct{ name, v string }{
+// validate applies the rules of the call's type.
+func (c *call) validate(at itemRef) error {
+	for _, f := range [...]struct{ name, v string }{
 		{"messageId", c.messageID}, {"userId", c.userID}, {"anonymousId", c.anonymousID},
 		{"groupId", c.groupID}, {"previousId", c.previousID},
 	} {
 		if len(f.v) > maxIDBytes {
-			return &InputError{Field: prefix + f.name, Msg: fmt.Sprintf("longer than %d bytes", maxIDBytes)}
+			return &InputError{Field: at.field(f.name), Msg: fmt.Sprintf("longer than %d bytes", maxIDBytes)}
 		}
 	}
-	for _, f := range []struct{ name, v string }{{"event", c.event}, {"name", c.name}, {"category", c.category}} {
+	for _, f := range [...]struct{ name, v string }{{"event", c.event}, {"name", c.name}, {"category", c.category}} {
 		if len(f.v) > maxNameBytes {
-			return &InputError{Field: prefix + f.name, Msg: fmt.Sprintf("longer than %d bytes", maxNameBytes)}
+			return &InputError{Field: at.field(f.name), Msg: fmt.Sprintf("longer than %d bytes", maxNameBytes)}
 		}
 	}
 	switch c.typ {
 	case eventv1.EventType_EVENT_TYPE_ALIAS:
 		if c.previousID == "" {
-			return &InputError{Field: prefix + "previousId", Msg: "required for alias"}
+			return &InputError{Field: at.field("previousId"), Msg: "required for alias"}
 		}
 		if c.userID == "" {
-			return &InputError{Field: prefix + "userId", Msg: "required for alias"}
+			return &InputError{Field: at.field("userId"), Msg: "required for alias"}
 		}
 		return nil
 	case eventv1.EventType_EVENT_TYPE_TRACK:
 		if c.event == "" {
-			return &InputError{Field: prefix + "event", Msg: "required for track"}
+			return &InputError{Field: at.field("event"), Msg: "required for track"}
 		}
 	case eventv1.EventType_EVENT_TYPE_GROUP:
 		if c.groupID == "" {
-			return &InputError{Field: prefix + "groupId", Msg: "required for group"}
+			return &InputError{Field: at.field("groupId"), Msg: "required for group"}
 		}
 	}
 	if c.userID == "" && c.anonymousID == "" {
-		return &InputError{Field: prefix + "userId", Msg: "userId or anonymousId is required"}
+		return &InputError{Field: at.field("userId"), Msg: "userId or anonymousId is required"}
 	}
 	return nil
 }
@@ -342,83 +401,86 @@ func (c *call) user() string {
 	return c.anonymousID
 }
 
-func expectDelim(dec *json.Decoder, want json.Delim) error {
-	tok, err := dec.Token()
+// expectKind reads the next token, which must open a value of kind want.
+func expectKind(dec *jsontext.Decoder, want jsontext.Kind, field, what string) error {
+	tok, err := dec.ReadToken()
 	if err != nil {
-		return jsonInputError("", err)
+		return jsonInputError(field, err)
 	}
-	if d, ok := tok.(json.Delim); !ok || d != want {
-		return &InputError{Msg: fmt.Sprintf("expected a JSON %s", map[json.Delim]string{'{': "object", '[': "array"}[want])}
+	if tok.Kind() != want {
+		return &InputError{Field: field, Msg: "expected " + what}
 	}
 	return nil
 }
 
-func decodeObject(dec *json.Decoder, dst *json.RawMessage, field string) error {
-	var raw json.RawMessage
-	if err := dec.Decode(&raw); err != nil {
-		return jsonInputError(field, err)
-	}
-	obj, err := objectOrNil(field, raw)
-	*dst = obj
-	return err
-}
-
-// objectOrNil accepts a JSON object, or null/absent as nil.
-func objectOrNil(field string, raw json.RawMessage) (json.RawMessage, error) {
+// objectOrNil accepts a JSON object, or null/absent as nil; ok is false for
+// any other JSON value.
+func objectOrNil(raw jsontext.Value) (obj jsontext.Value, ok bool) {
 	raw = bytes.TrimSpace(raw)
 	if len(raw) == 0 || string(raw) == "null" {
-		return nil, nil
+		return nil, true
 	}
 	if raw[0] != '{' {
-		return nil, &InputError{Field: field, Msg: "must be a JSON object"}
+		return nil, false
 	}
-	return raw, nil
+	return raw, true
 }
 
 // parseTime parses an ISO-8601 timestamp as SDKs send it; empty is zero.
-func parseTime(field, s string) (time.Time, error) {
+func parseTime(s string) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, nil
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, &InputError{Field: field, Msg: fmt.Sprintf("%q is not an ISO-8601 timestamp", s)}
+		return time.Time{}, fmt.Errorf("%q is not an ISO-8601 timestamp", s)
 	}
 	return t, nil
 }
 
-// strictUnmarshal decodes exactly one JSON value.
-func strictUnmarshal(body []byte, v any) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	if err := dec.Decode(v); err != nil {
-		return err
-	}
-	if _, err := dec.Token(); err != io.EOF {
-		return errors.New("unexpected data after the JSON object")
-	}
-	return nil
-}
-
-// jsonInputError turns a decoding error into a message naming the field.
+// jsonInputError turns a decoding error into a message naming the field:
+// field is where the decoder was (a batch item, say), and the error's JSON
+// pointer says where inside it.
 func jsonInputError(field string, err error) error {
-	var typeErr *json.UnmarshalTypeError
-	var syntaxErr *json.SyntaxError
+	var semErr *json.SemanticError
+	var synErr *jsontext.SyntacticError
 	switch {
-	case errors.As(err, &typeErr):
-		name := typeErr.Field
-		if field != "" && name != "" {
-			name = field + "." + name
-		} else if name == "" {
-			name = field
+	case errors.As(err, &semErr):
+		name := joinField(field, semErr.JSONPointer)
+		var msg string
+		switch {
+		case semErr.Err != nil:
+			msg = semErr.Err.Error()
+		case semErr.JSONKind != 0 && semErr.GoType != nil:
+			msg = fmt.Sprintf("expected %s, got %s", goTypeName(semErr.GoType.Kind().String()), kindName(semErr.JSONKind))
+		default:
+			msg = "malformed JSON: " + semErr.Error()
 		}
-		if name == "" {
-			return &InputError{Msg: "expected a JSON object"}
-		}
-		return &InputError{Field: name, Msg: fmt.Sprintf("expected %s, got JSON %s", typeErr.Type, typeErr.Value)}
-	case errors.As(err, &syntaxErr):
-		return &InputError{Field: field, Msg: fmt.Sprintf("malformed JSON at byte %d: %v", syntaxErr.Offset, err)}
+		return &InputError{Field: name, Msg: msg}
+	case errors.As(err, &synErr):
+		return &InputError{Field: joinField(field, synErr.JSONPointer), Msg: fmt.Sprintf("malformed JSON at byte %d: %v", synErr.ByteOffset, synErr.Err)}
 	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF):
 		return &InputError{Field: field, Msg: "malformed JSON: unexpected end of input"}
 	}
 	return &InputError{Field: field, Msg: "malformed JSON: " + err.Error()}
+}
+
+// joinField appends a JSON pointer ("/context/ip") to a field name
+// ("batch[2]") as "batch[2].context.ip".
+func joinField(field string, ptr jsontext.Pointer) string {
+	var parts []string
+	if field != "" {
+		parts = append(parts, field)
+	}
+	for tok := range ptr.Tokens() {
+		parts = append(parts, tok)
+	}
+	return strings.Join(parts, ".")
+}
+
+func goTypeName(kind string) string {
+	if kind == "struct" || kind == "map" {
+		return "an object"
+	}
+	return "a " + kind
 }

@@ -21,6 +21,9 @@ func TestDecodeBatchErrors(t *testing.T) {
 		{name: "not json", body: `nope`, wantErr: "malformed JSON"},
 		{name: "truncated", body: `{"batch":[{"type":"track"`, wantErr: "malformed JSON"},
 		{name: "array body", body: `[]`, wantErr: "expected a JSON object"},
+		{name: "item not object", body: `{"batch":[1]}`, wantErr: "batch[0]: expected an object, got a number"},
+		{name: "duplicate key", body: `{"batch":[{"type":"track","type":"identify","userId":"u","event":"e"}]}`, wantErr: "batch[0]"},
+		{name: "invalid utf-8", body: "{\"batch\":[{\"type\":\"track\",\"userId\":\"\xff\",\"event\":\"e\"}]}", wantErr: "batch[0]"},
 		{name: "no batch", body: `{"sentAt":"2024-01-01T00:00:00Z"}`, wantErr: "batch: required"},
 		{name: "empty batch", body: `{"batch":[]}`, wantErr: "batch: must hold at least one call"},
 		{name: "batch not array", body: `{"batch":{}}`, wantErr: "batch: must be an array"},
@@ -31,7 +34,7 @@ func TestDecodeBatchErrors(t *testing.T) {
 		{name: "alias without previousId", body: `{"batch":[{"type":"alias","userId":"u"}]}`, wantErr: "batch[0].previousId: required for alias"},
 		{name: "group without groupId", body: `{"batch":[{"type":"group","userId":"u"}]}`, wantErr: "batch[0].groupId: required for group"},
 		{name: "properties not object", body: `{"batch":[{"type":"track","userId":"u","event":"e","properties":[1]}]}`, wantErr: "batch[0].properties: must be a JSON object"},
-		{name: "event not string", body: `{"batch":[{"type":"track","userId":"u","event":{}}]}`, wantErr: "batch[0].event: expected string"},
+		{name: "event not string", body: `{"batch":[{"type":"track","userId":"u","event":{}}]}`, wantErr: "batch[0].event: expected a string or a number, got an object"},
 		{name: "bad timestamp", body: `{"batch":[{"type":"track","userId":"u","event":"e","timestamp":"yesterday"}]}`, wantErr: `batch[0].timestamp: "yesterday" is not an ISO-8601 timestamp`},
 		{name: "bad batch sentAt", body: `{"sentAt":"soon","batch":[{"type":"track","userId":"u","event":"e"}]}`, wantErr: "sentAt:"},
 		{name: "context not object", body: `{"context":"x","batch":[{"type":"track","userId":"u","event":"e"}]}`, wantErr: "context: must be a JSON object"},
@@ -163,7 +166,7 @@ func FuzzDecodeBatch(f *testing.F) {
 		now := time.Now()
 		for i := range req.calls {
 			c := &req.calls[i]
-			if err := c.validate(""); err != nil {
+			if err := c.validate(itemRef{}); err != nil {
 				t.Fatalf("accepted call %d fails validation: %v", i, err)
 			}
 			ev, err := req.toEvent(c, "ws", now, "id")
