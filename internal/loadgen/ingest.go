@@ -53,7 +53,8 @@ type IngestResult struct {
 	// Total covers the whole run, warm-up and the requests still in flight
 	// when the window closed included: what the server must have stored.
 	Total Window `json:"total"`
-	// ErrorSamples holds one message per error kind, for diagnosis.
+	// ErrorSamples holds one message per error kind (for a status, the
+	// start of the answer's body), for diagnosis.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
 }
 
@@ -198,7 +199,7 @@ func (w *worker) run(ctx context.Context, client *http.Client, bodies *Bodies, s
 		w.body.inUse.Add(1)
 		w.req.Body = &w.body
 		w.req.ContentLength = int64(len(w.buf))
-		status, err := do(client, w.req)
+		status, err := w.do(client)
 		ended := time.Now()
 		// The transport may still hold the body after an early answer;
 		// the buffer is rewritten only once it let go.
@@ -222,15 +223,23 @@ func (w *worker) run(ctx context.Context, client *http.Client, bodies *Bodies, s
 	}
 }
 
-// do sends req and drains the answer so the connection can be reused.
-func do(client *http.Client, req *http.Request) (int, error) {
-	res, err := client.Do(req)
+// do sends the worker's request and drains the answer so the connection
+// can be reused. The first answer of each failing status is kept as a
+// sample.
+func (w *worker) do(client *http.Client) (int, error) {
+	res, err := client.Do(w.req)
 	if err != nil {
 		return 0, err
 	}
-	_, err = io.Copy(io.Discard, res.Body)
-	res.Body.Close()
-	if err != nil {
+	defer res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		kind := "HTTP " + strconv.Itoa(res.StatusCode)
+		if _, ok := w.samples[kind]; !ok {
+			msg, _ := io.ReadAll(io.LimitReader(res.Body, 300))
+			w.samples[kind] = string(bytes.TrimSpace(msg))
+		}
+	}
+	if _, err := io.Copy(io.Discard, res.Body); err != nil {
 		return 0, fmt.Errorf("read answer: %w", err)
 	}
 	return res.StatusCode, nil
