@@ -7,8 +7,8 @@
 // calls.json is [{"method":"track","message":{...}}, ...]: each message is
 // passed to the SDK method of that name (a timestamp as a Date). Stdout is
 // {"calls":[{"message":<the call as sent>,"batch":<its request's other top-level fields>}]},
-// on one line, last, in call order. Any delivery error exits 1, naming the
-// failure on stderr.
+// on one line, last, in call order. Any delivery error exits 1, with a
+// "delivery failed: " line on stderr for each error the SDK reported.
 import { readFileSync } from 'node:fs'
 import { gunzipSync } from 'node:zlib'
 import Analytics from '@rudderstack/rudder-sdk-node'
@@ -56,7 +56,7 @@ await new Promise((resolve) => setImmediate(resolve))
 
 out.forEach((c, i) => c ?? errors.push(`call #${i} was never acknowledged`))
 if (errors.length > 0) {
-  console.error(errors.join('\n'))
+  for (const e of errors) console.error(`delivery failed: ${e}`)
   process.exit(1)
 }
 console.log(JSON.stringify({ calls: out }))
