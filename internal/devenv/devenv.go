@@ -120,7 +120,7 @@ func start(ctx context.Context, cfg Config, opts startOptions) (_ *Env, err erro
 	e.kafkaBrokers = broker.ListenAddrs()
 	logger.Info("kafka broker started", "brokers", e.kafkaBrokers)
 
-	redis, err := startRedis()
+	redis, err := startRedis(ttlTick)
 	if err != nil {
 		return nil, err
 	}

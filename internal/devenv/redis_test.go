@@ -9,7 +9,7 @@ import (
 )
 
 func TestRedis(t *testing.T) {
-	m, err := startRedis()
+	m, err := startRedis(20 * time.Millisecond)
 	if err != nil {
 		t.Fatalf("startRedis: %v", err)
 	}
@@ -30,7 +30,8 @@ func TestRedis(t *testing.T) {
 	}
 
 	// Caps, rate limits and dedup windows depend on keys expiring by
-	// themselves, which miniredis does not do by default.
+	// themselves, which miniredis does not do by default; they expire up to
+	// one tick late.
 	if err := rdb.Set(ctx, "window", "1", 50*time.Millisecond).Err(); err != nil {
 		t.Fatalf("SET with TTL: %v", err)
 	}

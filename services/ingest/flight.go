@@ -33,12 +33,13 @@ func flightKey(ws, id string) string { return ws + "\x00" + id }
 // taken for all ids at once, under one lock, so no outcome of an earlier
 // flight is missed while waiting for another. An error means an earlier
 // flight is still unanswered; nothing is then claimed.
-func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.Duration) (produced []bool, claimed []string, err error) {
+func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.Duration) (produced []bool, err error) {
 	produced = make([]bool, len(ids))
 	pending := make([]int, len(ids))
 	for i := range ids {
 		pending[i] = i
 	}
+	var claimed []string
 	timer := time.NewTimer(wait)
 	defer timer.Stop()
 	for len(pending) > 0 {
@@ -62,10 +63,10 @@ func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.
 			case <-prev.done:
 			case <-timer.C:
 				f.release(ws, claimed, nil)
-				return nil, nil, context.DeadlineExceeded
+				return nil, context.DeadlineExceeded
 			case <-ctx.Done():
 				f.release(ws, claimed, nil)
-				return nil, nil, ctx.Err()
+				return nil, ctx.Err()
 			}
 			if prev.produced {
 				produced[waitIdx[k]] = true
@@ -74,7 +75,7 @@ func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.
 			}
 		}
 	}
-	return produced, claimed, nil
+	return produced, nil
 }
 
 // release ends the flights of ids (empty ones are skipped), recording which

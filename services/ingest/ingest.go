@@ -80,11 +80,11 @@ func New(o Options) *Service {
 	if s.ackTimeout <= 0 {
 		s.ackTimeout = 10 * time.Second
 	}
-	if o.Redis != nil {
-		s.dedup = &dedup{rdb: o.Redis}
-	}
 	if s.now == nil {
 		s.now = time.Now
+	}
+	if o.Redis != nil {
+		s.dedup = &dedup{rdb: o.Redis, now: s.now}
 	}
 	return s
 }
@@ -115,39 +115,45 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 		clientIDs = append(clientIDs, id)
 		clientIdx = append(clientIdx, i)
 	}
-	if s.dedup != nil && len(clientIDs) > 0 {
-		seen, err := s.dedup.seen(ctx, ws, clientIDs)
+	// Claim the ids first: a retry arriving while this process still
+	// waits on the broker (or on Redis) for an earlier attempt waits out
+	// that attempt and takes its outcome. Only then ask Redis, which knows
+	// what other processes and earlier attempts produced.
+	produced, err := s.flights.claim(ctx, ws, clientIDs, s.ackTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("%w: an earlier attempt of these events is still unanswered", ErrUnavailable)
+	}
+	var toCheck []string // claimed ids, in clientIDs order
+	var checkIdx []int
+	for j, yes := range produced {
+		if yes {
+			skip[clientIdx[j]] = true
+			continue
+		}
+		toCheck = append(toCheck, clientIDs[j])
+		checkIdx = append(checkIdx, clientIdx[j])
+	}
+	if s.dedup != nil && len(toCheck) > 0 {
+		seen, err := s.dedup.seen(ctx, ws, toCheck)
 		if err != nil {
 			// Dedup is an optimisation over at-least-once delivery:
 			// without Redis, produce rather than refuse.
 			s.metrics.dedupErrors.Inc()
 			s.logger.WarnContext(ctx, "dedup lookup failed; producing without it", "err", err)
 		}
-		for j, yes := range seen {
-			if yes {
-				skip[clientIdx[j]] = true
+		var already, rest []string
+		for k, id := range toCheck {
+			if k < len(seen) && seen[k] {
+				skip[checkIdx[k]] = true
+				already = append(already, id)
+			} else {
+				rest = append(rest, id)
 			}
 		}
+		s.flights.release(ws, already, allTrue(len(already)))
+		toCheck = rest
 	}
-	// A retry may arrive while this process still waits on the broker for
-	// the first attempt: claim the ids, waiting out any earlier flight.
-	var claimIDs []string
-	var claimIdx []int
-	for _, i := range clientIdx {
-		if !skip[i] {
-			claimIDs = append(claimIDs, ids[i])
-			claimIdx = append(claimIdx, i)
-		}
-	}
-	produced, claimed, err := s.flights.claim(ctx, ws, claimIDs, s.ackTimeout)
-	if err != nil {
-		return nil, fmt.Errorf("%w: an earlier attempt of these events is still unanswered", ErrUnavailable)
-	}
-	for k, yes := range produced {
-		if yes {
-			skip[claimIdx[k]] = true
-		}
-	}
+	// toCheck now holds exactly the claims this request will produce.
 
 	records := make([]*kgo.Record, 0, len(req.calls))
 	callOf := make([]int, 0, len(req.calls)) // callOf[j]: the call of records[j]
@@ -166,7 +172,7 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 				continue
 			}
 		}
-		s.flights.release(ws, claimed, nil)
+		s.flights.release(ws, toCheck, nil)
 		return nil, fmt.Errorf("build event %d: %w", i, err)
 	}
 	// Generated ids are never sent again, so only the client's are kept in
@@ -185,6 +191,14 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 		s.metrics.accepted.WithLabelValues(api, callTypeNames[req.calls[i].typ]).Inc()
 	}
 	return ids, nil
+}
+
+func allTrue(n int) []bool {
+	b := make([]bool, n)
+	for i := range b {
+		b[i] = true
+	}
+	return b
 }
 
 // produce writes records and waits, at most the ack timeout, for the
@@ -225,26 +239,29 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 			ok[i] = true
 		})
 	}
-	done := make(chan struct{})
+	acked := make(chan struct{})
 	go func() {
-		defer close(done)
 		wg.Wait()
+		close(acked)
+		// After the answer, off the request's path: remember the acked ids,
+		// then end the claims. A retry in this process waits on the claim,
+		// so it sees the outcome even before the mark lands in Redis.
 		n := 0
-		var acked []string
+		var ackedIDs []string
 		for j, yes := range ok {
 			if yes {
 				n++
 				if clientID[j] != "" {
-					acked = append(acked, clientID[j])
+					ackedIDs = append(ackedIDs, clientID[j])
 				}
 			}
 		}
 		s.metrics.acked.Add(float64(n))
 		if s.dedup != nil {
 			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := s.dedup.mark(markCtx, ws, acked); err != nil {
+			if err := s.dedup.mark(markCtx, ws, ackedIDs); err != nil {
 				s.metrics.dedupErrors.Inc()
-				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(acked))
+				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(ackedIDs))
 			}
 			cancel()
 		}
@@ -253,7 +270,7 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 	timer := time.NewTimer(s.ackTimeout)
 	defer timer.Stop()
 	select {
-	case <-done:
+	case <-acked:
 	case <-timer.C:
 		// An idempotent producer cannot give up on a request the broker may
 		// have received, so a broker that stops answering would hold the
