@@ -1,0 +1,195 @@
+package dashboards
+
+import (
+	"fmt"
+
+	"github.com/grafana/grafana-foundation-sdk/go/cog"
+	"github.com/grafana/grafana-foundation-sdk/go/dashboard"
+	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
+	"github.com/grafana/grafana-foundation-sdk/go/units"
+)
+
+// Selectors of the public ingestion APIs: the Segment routes and the
+// Connect IngestService.
+const (
+	segmentRoutes  = `route=~"/v1/.+"`
+	ingestProcs    = `procedure=~"/whisper[.]ingest[.]v1[.]IngestService/.+"`
+	publicProcs    = `procedure=~"/whisper[.].+"`
+	sloAvail       = `slo="ingest-availability"`
+	sloLatency     = `slo="ingest-latency"`
+	ingestClientID = `client_id="whisper-ingest"`
+)
+
+// Overview is the first page on call: are the public APIs meeting their
+// SLOs, how much error budget is left, and how much traffic is there.
+func Overview() *dashboard.DashboardBuilder {
+	availBudget := 1 - AvailabilityObjective
+	latencyBudget := 1 - LatencyObjective
+	green, red, orange := "green", "red", "orange"
+	return newDashboard("whisper-overview", "Whisper / Overview",
+		"SLOs of the public ingestion APIs (Segment HTTP and Connect IngestService), error budgets and traffic. Start here when paged.", "slo").
+		WithRow(row("Service level objectives")).
+		WithPanel(panel{title: "Availability (30 days)", unit: units.PercentUnit,
+			description: fmt.Sprintf("Share of ingestion requests over the last 30 days that did not fail on our side (HTTP 5xx, Connect unavailable/internal/unknown/deadline_exceeded/data_loss). Objective %.2f%%.", AvailabilityObjective*100),
+			queries:     q(query(`1 - slo:sli_error:ratio_rate30d{`+sloAvail+`}`, "availability"))}.
+			stat(3, step(nil, red), step(cog.ToPtr(AvailabilityObjective), green))).
+		WithPanel(panel{title: "Availability error budget remaining", unit: units.PercentUnit,
+			description: "Share of the 30-day availability error budget not yet spent. Below zero the SLO is missed: freeze risky changes and work on reliability.",
+			queries:     q(query(fmt.Sprintf(`1 - slo:sli_error:ratio_rate30d{%s} / %g`, sloAvail, availBudget), "budget left"))}.
+			stat(1, step(nil, red), step(cog.ToPtr(0.0), orange), step(cog.ToPtr(0.25), green))).
+		WithPanel(panel{title: "Latency SLI (30 days)", unit: units.PercentUnit,
+			description: fmt.Sprintf("Share of ingestion requests over the last 30 days answered within their threshold: 250 ms for single calls, 1 s for batches. Objective %.0f%%.", LatencyObjective*100),
+			queries:     q(query(`1 - slo:sli_error:ratio_rate30d{`+sloLatency+`}`, "fast enough"))}.
+			stat(2, step(nil, red), step(cog.ToPtr(LatencyObjective), green))).
+		WithPanel(panel{title: "Latency error budget remaining", unit: units.PercentUnit,
+			description: "Share of the 30-day latency error budget not yet spent. Below zero the latency SLO is missed.",
+			queries:     q(query(fmt.Sprintf(`1 - slo:sli_error:ratio_rate30d{%s} / %g`, sloLatency, latencyBudget), "budget left"))}.
+			stat(1, step(nil, red), step(cog.ToPtr(0.0), orange), step(cog.ToPtr(0.25), green))).
+		WithPanel(panel{title: "Error budget burn rate (1h)", unit: units.Short,
+			description: "How many times faster than sustainable each error budget is being spent, over the last hour. 1 spends the budget in exactly 30 days; the page fires at 14.4 (with the 5-minute window agreeing).",
+			queries: q(
+				query(fmt.Sprintf(`slo:sli_error:ratio_rate1h{%s} / %g`, sloAvail, availBudget), "availability"),
+				query(fmt.Sprintf(`slo:sli_error:ratio_rate1h{%s} / %g`, sloLatency, latencyBudget), "latency"),
+			)}.timeseries()).
+		WithPanel(panel{title: "SLI error ratio (5m)", unit: units.PercentUnit,
+			description: "Short-window error ratios of the SLIs: failed requests (availability) and requests slower than their threshold (latency). Spikes here precede burn-rate alerts.",
+			queries: q(
+				query(`slo:sli_error:ratio_rate5m{`+sloAvail+`}`, "availability errors"),
+				query(`slo:sli_error:ratio_rate5m{`+sloLatency+`}`, "too slow"),
+			)}.timeseries()).
+		WithRow(row("Traffic")).
+		WithPanel(panel{title: "Requests per second", unit: units.RequestsPerSecond,
+			description: "Requests to the public APIs: Segment HTTP routes and Connect procedures (ingestion and workspace management).",
+			queries: q(
+				query(`sum(rate(whisper_http_requests_total{`+segmentRoutes+`}[$__rate_interval]))`, "Segment HTTP"),
+				query(`sum(rate(whisper_rpc_requests_total{`+publicProcs+`}[$__rate_interval]))`, "Connect"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Events accepted per second", unit: units.CountsPerSecond,
+			description: "Events acknowledged by the broker and answered 200/OK, by API. A drop with steady requests means rejections.",
+			queries:     q(query(`sum by (api) (rate(whisper_ingest_events_accepted_total[$__rate_interval]))`, "{{api}}"))}.timeseries()).
+		WithPanel(panel{title: "Server error ratio", unit: units.PercentUnit,
+			description: "Share of public API requests failing on our side. Client errors (4xx, invalid_argument, unauthenticated) are excluded.",
+			queries: q(
+				query(`sum(rate(whisper_http_requests_total{`+segmentRoutes+`,code=~"5.."}[$__rate_interval])) / sum(rate(whisper_http_requests_total{`+segmentRoutes+`}[$__rate_interval]))`, "Segment HTTP"),
+				query(`sum(rate(whisper_rpc_requests_total{`+publicProcs+`,code=~"unavailable|internal|unknown|deadline_exceeded|data_loss"}[$__rate_interval])) / sum(rate(whisper_rpc_requests_total{`+publicProcs+`}[$__rate_interval]))`, "Connect"),
+			)}.timeseries()).
+		WithPanel(panel{title: "p99 latency", unit: units.Seconds,
+			description: "99th percentile time to answer, per API. Ingestion waits for the broker's acknowledgement, so this includes Kafka's write latency.",
+			queries: q(
+				query(`histogram_quantile(0.99, sum by (le) (rate(whisper_http_request_duration_seconds_bucket{`+segmentRoutes+`}[$__rate_interval])))`, "Segment HTTP"),
+				query(`histogram_quantile(0.99, sum by (le) (rate(whisper_rpc_request_duration_seconds_bucket{`+publicProcs+`}[$__rate_interval])))`, "Connect"),
+			)}.timeseries())
+}
+
+// Ingest is the ingest target's service dashboard: RED per route and
+// procedure, what happens to events, the producer, the Kafka client and
+// the runtime.
+func Ingest() *dashboard.DashboardBuilder {
+	return withNamespace(newDashboard("whisper-ingest", "Whisper / Ingest",
+		"The ingest target: Segment HTTP routes and Connect IngestService, event outcomes, dedup, the whisper.events producer, its Kafka client and the Go runtime.", "ingest")).
+		WithRow(row("Requests (RED)")).
+		WithPanel(panel{title: "HTTP requests by route and code", unit: units.RequestsPerSecond, width: 8,
+			description: "Segment-compatible HTTP requests per second, by route and status code.",
+			queries:     q(query(`sum by (route, code) (rate(whisper_http_requests_total{`+ns+`,`+segmentRoutes+`}[$__rate_interval]))`, "{{route}} {{code}}"))}.timeseries()).
+		WithPanel(panel{title: "HTTP server error ratio by route", unit: units.PercentUnit, width: 8,
+			description: "Share of requests per route answered 5xx (503 when the broker cannot take events).",
+			queries:     q(query(`sum by (route) (rate(whisper_http_requests_total{`+ns+`,`+segmentRoutes+`,code=~"5.."}[$__rate_interval])) / sum by (route) (rate(whisper_http_requests_total{`+ns+`,`+segmentRoutes+`}[$__rate_interval]))`, "{{route}}"))}.timeseries()).
+		WithPanel(panel{title: "HTTP p99 latency by route", unit: units.Seconds, width: 8,
+			description: "99th percentile time to answer per route, including the wait for the broker's acknowledgement. SLO threshold: 250 ms (single calls), 1 s (batch, import).",
+			queries:     q(query(`histogram_quantile(0.99, sum by (route, le) (rate(whisper_http_request_duration_seconds_bucket{`+ns+`,`+segmentRoutes+`}[$__rate_interval])))`, "{{route}}"))}.timeseries()).
+		WithPanel(panel{title: "RPCs by procedure and code", unit: units.RequestsPerSecond, width: 8,
+			description: "Connect calls per second, by procedure and Connect code (ok when successful).",
+			queries:     q(query(`sum by (procedure, code) (rate(whisper_rpc_requests_total{`+ns+`,`+ingestProcs+`}[$__rate_interval]))`, "{{procedure}} {{code}}"))}.timeseries()).
+		WithPanel(panel{title: "RPC error ratio by procedure", unit: units.PercentUnit, width: 8,
+			description: "Share of Connect calls per procedure that did not end ok, client errors included (see the codes panel to tell them apart).",
+			queries:     q(query(`sum by (procedure) (rate(whisper_rpc_requests_total{`+ns+`,`+ingestProcs+`,code!="ok"}[$__rate_interval])) / sum by (procedure) (rate(whisper_rpc_requests_total{`+ns+`,`+ingestProcs+`}[$__rate_interval]))`, "{{procedure}}"))}.timeseries()).
+		WithPanel(panel{title: "RPC p99 latency by procedure", unit: units.Seconds, width: 8,
+			description: "99th percentile time to handle a Connect call per procedure. SLO threshold: 250 ms (Track, Identify), 1 s (Batch).",
+			queries:     q(query(`histogram_quantile(0.99, sum by (procedure, le) (rate(whisper_rpc_request_duration_seconds_bucket{`+ns+`,`+ingestProcs+`}[$__rate_interval])))`, "{{procedure}}"))}.timeseries()).
+		WithRow(row("Events")).
+		WithPanel(panel{title: "Events accepted by API and type", unit: units.CountsPerSecond, width: 8,
+			description: "Events the broker acknowledged, per second, by API (segment, connect) and call type.",
+			queries:     q(query(`sum by (api, type) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{api}} {{type}}"))}.timeseries()).
+		WithPanel(panel{title: "Requests rejected by reason", unit: units.RequestsPerSecond, width: 8,
+			description: "Requests refused as a whole, by API and reason: malformed, invalid, too_large, unauthorized (client side), unavailable (our side: the broker).",
+			queries:     q(query(`sum by (api, reason) (rate(whisper_ingest_requests_rejected_total{`+ns+`}[$__rate_interval]))`, "{{api}} {{reason}}"))}.timeseries()).
+		WithPanel(panel{title: "Events per request", unit: units.Short, width: 8,
+			description: "Median and 99th percentile events per accepted request: batching by SDKs. Bigger batches mean fewer, longer requests.",
+			queries: q(
+				query(`histogram_quantile(0.5, sum by (le) (rate(whisper_ingest_request_events_bucket{`+ns+`}[$__rate_interval])))`, "p50"),
+				query(`histogram_quantile(0.99, sum by (le) (rate(whisper_ingest_request_events_bucket{`+ns+`}[$__rate_interval])))`, "p99"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Deduplicated events", unit: units.CountsPerSecond, width: 12,
+			description: "Events not produced again because their message id was produced within the dedup window: client retries absorbed.",
+			queries:     q(query(`sum(rate(whisper_ingest_events_deduplicated_total{`+ns+`}[$__rate_interval]))`, "deduplicated"))}.timeseries()).
+		WithPanel(panel{title: "Dedup errors", unit: units.OpsPerSecond, width: 12,
+			description: "Failed dedup lookups or marks in Redis. Events are still produced (at least once), but retries may then be doubled downstream. Check Redis.",
+			queries:     q(query(`sum by (pod) (rate(whisper_ingest_dedup_errors_total{`+ns+`}[$__rate_interval]))`, "{{pod}}"))}.timeseries()).
+		WithRow(row("Producer (whisper.events)")).
+		WithPanel(panel{title: "Records acknowledged and failed", unit: units.CountsPerSecond, width: 8,
+			description: "Records the broker acknowledged, and records the producer could not write by cause: buffer_full, broker, ack_timeout (may still land).",
+			queries: q(
+				query(`sum(rate(whisper_ingest_producer_acked_records_total{`+ns+`}[$__rate_interval]))`, "acked"),
+				query(`sum by (cause) (rate(whisper_ingest_producer_failed_records_total{`+ns+`}[$__rate_interval]))`, "failed {{cause}}"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Buffered records", unit: units.Short, width: 8,
+			description: "Records handed to the producer and not yet acknowledged, per pod. Growth means the broker is slow or unreachable; at the byte limit requests fail with buffer_full.",
+			queries:     q(query(`sum by (pod) (whisper_ingest_producer_buffered_records{`+ns+`})`, "{{pod}}"))}.timeseries()).
+		WithPanel(panel{title: "Buffered bytes", unit: units.BytesIEC, width: 8,
+			description: "Bytes handed to the producer and not yet acknowledged, per pod (limit: --kafka-max-buffered-bytes, 64 MiB by default).",
+			queries:     q(query(`sum by (pod) (whisper_ingest_producer_buffered_bytes{`+ns+`})`, "{{pod}}"))}.timeseries()).
+		WithRow(row("Kafka client")).
+		WithPanel(panel{title: "Produced bytes by topic", unit: units.BytesPerSecondIEC, width: 8,
+			description: "Uncompressed bytes produced per second by the ingest client, by topic.",
+			queries:     q(query(`sum by (topic) (rate(whisper_kafka_produce_bytes_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "{{topic}}"))}.timeseries()).
+		WithPanel(panel{title: "Broker request p99 latency", unit: units.Seconds, width: 8,
+			description: "99th percentile end-to-end time of requests to each broker (write, wait and read). Rising values explain slow ingestion.",
+			queries:     q(query(`histogram_quantile(0.99, sum by (node_id, le) (rate(whisper_kafka_request_duration_e2e_seconds_bucket{`+ns+`,`+ingestClientID+`}[$__rate_interval])))`, "broker {{node_id}}"))}.timeseries()).
+		WithPanel(panel{title: "Connection errors", unit: units.OpsPerSecond, width: 8,
+			description: "Failed connects, reads and writes to brokers per second. Any sustained value means a broker or the network is unhealthy.",
+			queries: q(
+				query(`sum by (node_id) (rate(whisper_kafka_connect_errors_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "connect {{node_id}}"),
+				query(`sum by (node_id) (rate(whisper_kafka_write_errors_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "write {{node_id}}"),
+				query(`sum by (node_id) (rate(whisper_kafka_read_errors_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "read {{node_id}}"),
+			)}.timeseries()).
+		WithRow(row("Runtime")).
+		WithPanel(panel{title: "CPU", unit: units.Short, width: 6,
+			description: "CPU cores used per pod, as the process sees it and as the container is charged (cAdvisor).",
+			queries: q(
+				query(`sum by (pod) (rate(process_cpu_seconds_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}} process"),
+				query(`sum by (pod) (rate(container_cpu_usage_seconds_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}} container"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Memory", unit: units.BytesIEC, width: 6,
+			description: "Go heap in use and the container's working set per pod; the working set is what the OOM killer compares with the limit.",
+			queries: q(
+				query(`sum by (pod) (go_memstats_heap_inuse_bytes{`+ns+`,container="whisper"})`, "{{pod}} heap"),
+				query(`sum by (pod) (container_memory_working_set_bytes{`+ns+`,container="whisper"})`, "{{pod}} working set"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Goroutines", unit: units.Short, width: 6,
+			description: "Goroutines per pod. Steady growth under steady load is a leak.",
+			queries:     q(query(`sum by (pod) (go_goroutines{`+ns+`,container="whisper"})`, "{{pod}}"))}.timeseries()).
+		WithPanel(panel{title: "Container restarts", unit: units.Short, width: 6,
+			description: "Restarts of the whisper container per pod (kube-state-metrics). Check the previous container's logs and OOM kills.",
+			queries:     q(query(`sum by (pod) (increase(kube_pod_container_status_restarts_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}}"))}.timeseries())
+}
+
+// Business is what the product does, for product and growth people: which
+// events arrive, through which API.
+func Business() *dashboard.DashboardBuilder {
+	return withNamespace(newDashboard("whisper-business", "Whisper / Business",
+		"Product events accepted by the platform, by call type and API.", "business")).
+		WithPanel(panel{title: "Events accepted in range", unit: units.Short, width: 8,
+			description: "Events accepted over the selected time range, all types and APIs.",
+			queries:     q(query(`sum(increase(whisper_ingest_events_accepted_total{`+ns+`}[$__range]))`, "events"))}.stat(0)).
+		WithPanel(panel{title: "Events accepted in range by API", unit: units.Short, width: 16,
+			description: "Events accepted over the selected time range per API: segment (Segment-compatible HTTP, existing SDKs) and connect (Connect IngestService).",
+			queries:     q(query(`sum by (api) (increase(whisper_ingest_events_accepted_total{`+ns+`}[$__range]))`, "{{api}}"))}.stat(0)).
+		WithPanel(panel{title: "Events accepted by type", unit: units.CountsPerSecond, width: 24,
+			description: "Events accepted per second by call type (track, identify, page, screen, group, alias).",
+			queries:     q(query(`sum by (type) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{type}}"))}.timeseries()).
+		WithPanel(panel{title: "Events accepted by API", unit: units.CountsPerSecond, width: 24,
+			description: "Events accepted per second by API: how much traffic comes through existing Segment SDKs versus Connect clients.",
+			queries:     q(query(`sum by (api) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{api}}"))}.timeseries())
+}
+
+func q(qs ...*prometheus.DataqueryBuilder) []*prometheus.DataqueryBuilder { return qs }
