@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/tester"
@@ -27,6 +28,7 @@ import (
 	"github.com/whisperhq/whisper/internal/gitops/render"
 	"github.com/whisperhq/whisper/internal/gitops/report"
 	"github.com/whisperhq/whisper/internal/gitops/waiver"
+	"github.com/whisperhq/whisper/internal/observability/contract"
 )
 
 // Exit codes.
@@ -47,9 +49,28 @@ const usage = `usage:
 // errUsage marks errors that are the caller's fault.
 var errUsage = errors.New("usage")
 
+// Option adds to Run what the repository alone cannot tell.
+type Option func(*options)
+
+type options struct {
+	metrics func() (*contract.Catalogue, error)
+}
+
+// WithMetricCatalogue turns on the observability contract gate in check
+// and diff, checking dashboards and rules against the metrics the code
+// registers. The catalogue comes from the caller because it is built from
+// the services, which internal/ must not import; it is built at most once.
+func WithMetricCatalogue(build func() (*contract.Catalogue, error)) Option {
+	return func(o *options) { o.metrics = sync.OnceValues(build) }
+}
+
 // Run executes one platformctl command.
-func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	code, err := run(ctx, args, stdout, stderr)
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, opts ...Option) int {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	code, err := run(ctx, o, args, stdout, stderr)
 	if err != nil {
 		fmt.Fprintf(stderr, "platformctl: %v\n", err)
 		if errors.Is(err, errUsage) {
@@ -60,7 +81,7 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	return code
 }
 
-func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, error) {
+func run(ctx context.Context, o options, args []string, stdout, stderr io.Writer) (int, error) {
 	if len(args) == 0 {
 		return 0, fmt.Errorf("%w: no command", errUsage)
 	}
@@ -68,7 +89,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 	case "render":
 		return runRender(args[1:], stdout)
 	case "check":
-		return runCheck(ctx, args[1:], stdout)
+		return runCheck(ctx, o, args[1:], stdout)
 	case "policy":
 		if len(args) < 2 {
 			return 0, fmt.Errorf("%w: policy needs check or test", errUsage)
@@ -81,7 +102,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) (int, err
 		}
 		return 0, fmt.Errorf("%w: unknown policy command %q", errUsage, args[1])
 	case "diff":
-		return runDiff(ctx, args[1:], stdout)
+		return runDiff(ctx, o, args[1:], stdout)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0, nil
@@ -165,26 +186,36 @@ func runRender(args []string, stdout io.Writer) (int, error) {
 	return 0, err
 }
 
-// observabilityGates is the hook for the observability contract gate (every
-// workload ships its dashboard and alerts): return it here, built from root
-// (where dashboards/ and alerts/ live), and `check` and `diff` run it after
-// the built-in gates. Nothing else needs to change.
-func observabilityGates(root string) []check.Gate {
-	_ = root // used by the gate to come
-	return nil
+// observabilityGates returns the observability contract gate when the
+// caller gave the metric catalogue (see WithMetricCatalogue); `check` and
+// `diff` run it after the built-in gates. It reads dashboards/ and alerts/
+// of the tree being checked (check.Env.Root), so diff judges the base's.
+func observabilityGates(o options) ([]check.Gate, error) {
+	if o.metrics == nil {
+		return nil, nil
+	}
+	cat, err := o.metrics()
+	if err != nil {
+		return nil, fmt.Errorf("metric catalogue: %w", err)
+	}
+	return []check.Gate{contract.NewGate(cat)}, nil
 }
 
-func newChecker(ctx context.Context, root string) (*check.Checker, error) {
-	return newCheckerWithPolicies(ctx, root, "")
+func newChecker(ctx context.Context, o options, root string) (*check.Checker, error) {
+	return newCheckerWithPolicies(ctx, o, root, "")
 }
 
 // newCheckerWithPolicies uses policiesDir instead of root/policies when set.
-func newCheckerWithPolicies(ctx context.Context, root, policiesDir string) (*check.Checker, error) {
+func newCheckerWithPolicies(ctx context.Context, o options, root, policiesDir string) (*check.Checker, error) {
 	schemas, err := crdschema.New()
 	if err != nil {
 		return nil, err
 	}
-	return check.New(ctx, check.Options{Root: root, PoliciesDir: policiesDir, Schemas: schemas, Gates: observabilityGates(root)})
+	gates, err := observabilityGates(o)
+	if err != nil {
+		return nil, err
+	}
+	return check.New(ctx, check.Options{Root: root, PoliciesDir: policiesDir, Schemas: schemas, Gates: gates})
 }
 
 func exitFor(fs []finding.Finding) int {
@@ -194,7 +225,7 @@ func exitFor(fs []finding.Finding) int {
 	return ExitOK
 }
 
-func runCheck(ctx context.Context, args []string, stdout io.Writer) (int, error) {
+func runCheck(ctx context.Context, o options, args []string, stdout io.Writer) (int, error) {
 	fs := flag.NewFlagSet("check", flag.ContinueOnError)
 	var envs, sel list
 	fs.Var(&envs, "env", "environment (repeatable; default all)")
@@ -221,7 +252,7 @@ func runCheck(ctx context.Context, args []string, stdout io.Writer) (int, error)
 	if err != nil {
 		return 0, err
 	}
-	c, err := newChecker(ctx, dir)
+	c, err := newChecker(ctx, o, dir)
 	if err != nil {
 		return 0, err
 	}
@@ -359,7 +390,7 @@ func runPolicyTest(ctx context.Context, args []string, stdout io.Writer) (int, e
 	return ExitOK, nil
 }
 
-func runDiff(ctx context.Context, args []string, stdout io.Writer) (int, error) {
+func runDiff(ctx context.Context, o options, args []string, stdout io.Writer) (int, error) {
 	fs := flag.NewFlagSet("diff", flag.ContinueOnError)
 	var envs list
 	fs.Var(&envs, "env", "environment (repeatable; default all)")
@@ -389,7 +420,7 @@ func runDiff(ctx context.Context, args []string, stdout io.Writer) (int, error) 
 		if _, err := os.Stat(pdir); err != nil {
 			pdir = filepath.Join(dir, "policies")
 		}
-		c, err := newCheckerWithPolicies(ctx, tree, pdir)
+		c, err := newCheckerWithPolicies(ctx, o, tree, pdir)
 		if err != nil {
 			return nil, err
 		}

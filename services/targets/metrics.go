@@ -1,0 +1,47 @@
+package targets
+
+import (
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/observability/contract"
+	"github.com/whisperhq/whisper/internal/telemetry"
+	"github.com/whisperhq/whisper/services/ingest"
+)
+
+// MetricCatalogue returns every metric a whisper process running every
+// target can expose, for the observability contract gate (internal/ cannot
+// import the services, so platformctl's main passes this in).
+//
+// It builds each target's collectors exactly as Run does, against a
+// recording registry and without connecting to anything: the Kafka client
+// points at a closed port and is closed before it is ever used (franz-go
+// dials lazily), Redis and PostgreSQL are not needed to register metrics.
+// A metric registered twice panics in Run; here it is an error.
+func MetricCatalogue() (cat *contract.Catalogue, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("register metrics: %v", r)
+		}
+	}()
+	reg := telemetry.NewRegistry()
+	rec := contract.NewRecorder(reg)
+	telemetry.NewRED(rec)
+
+	// Ingest: its producer (with kprom's whisper_kafka_* metrics, which
+	// register when the client is created) and its own metrics.
+	producer, err := kafka.NewClient(kafka.Config{
+		Brokers: config.StringList{"127.0.0.1:1"}, Partitions: 1, ReplicationFactor: -1,
+		MaxBufferedBytes: 1 << 20, Linger: time.Millisecond,
+	}, Ingest, rec)
+	if err != nil {
+		return nil, err
+	}
+	defer producer.Close()
+	ingest.New(ingest.Options{Producer: producer, Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
+
+	return rec.Catalogue()
+}
