@@ -127,7 +127,7 @@ func (s *flexString) UnmarshalJSONFrom(dec *jsontext.Decoder) error {
 	case 'n':
 		*s = ""
 	default:
-		return fmt.Errorf("expected a string or a number, got %s", kindName(tok.Kind()))
+		return &InputError{Msg: "expected a string or a number, got " + kindName(tok.Kind())}
 	}
 	return nil
 }
@@ -204,7 +204,9 @@ func decodeBatch(body []byte) (*request, error) {
 	if len(body) > MaxBatchBytes {
 		return nil, &TooLargeError{What: "batch", Limit: MaxBatchBytes}
 	}
-	dec := jsontext.NewDecoder(bytes.NewReader(body))
+	// A bytes.Buffer lets the decoder parse the body in place; values are
+	// sliced out of body by offset and stay valid while the request lives.
+	dec := jsontext.NewDecoder(bytes.NewBuffer(body))
 	if err := expectKind(dec, '{', "", "a JSON object"); err != nil {
 		return nil, err
 	}
@@ -235,7 +237,7 @@ func decodeBatch(body []byte) (*request, error) {
 		switch key := name.String(); key {
 		case "batch":
 			sawBatch = true
-			if err := decodeItems(dec, req); err != nil {
+			if err := decodeItems(dec, body, req); err != nil {
 				return nil, err
 			}
 		case "context", "integrations":
@@ -270,7 +272,7 @@ func decodeBatch(body []byte) (*request, error) {
 	}
 }
 
-func decodeItems(dec *jsontext.Decoder, req *request) error {
+func decodeItems(dec *jsontext.Decoder, body []byte, req *request) error {
 	if dec.PeekKind() != '[' {
 		if dec.PeekKind() == 0 {
 			_, err := dec.ReadToken()
@@ -289,16 +291,13 @@ func decodeItems(dec *jsontext.Decoder, req *request) error {
 			return jsonInputError("batch", err)
 		}
 		at := itemRef{list: "batch", index: i}
-		raw, err := dec.ReadValue()
-		if err != nil {
-			return jsonInputError(at.String(), err)
-		}
-		if len(raw) > MaxEventBytes {
-			return &TooLargeError{What: at.String(), Limit: MaxEventBytes}
-		}
+		start := dec.InputOffset()
 		var w segmentJSON
-		if err := json.Unmarshal(raw, &w); err != nil {
-			return jsonInputError(at.String(), err)
+		if err := w.decodeFrom(dec, body, at); err != nil {
+			return err
+		}
+		if dec.InputOffset()-start > MaxEventBytes {
+			return &TooLargeError{What: at.String(), Limit: MaxEventBytes}
 		}
 		typ, ok := callTypes[w.Type]
 		if !ok {
@@ -313,6 +312,117 @@ func decodeItems(dec *jsontext.Decoder, req *request) error {
 		}
 		req.calls = append(req.calls, c)
 	}
+}
+
+// decodeFrom reads one call object from dec, which parses body. It walks
+// the object's members itself rather than through reflection: a batch item
+// is then scanned once, and its objects (properties, context...) are slices
+// of body, not copies. Member names are matched as sent; one spelled with
+// escapes is ignored like any unknown member.
+func (w *segmentJSON) decodeFrom(dec *jsontext.Decoder, body []byte, at itemRef) error {
+	tok, err := dec.ReadToken()
+	if err != nil {
+		return jsonInputError(at.String(), err)
+	}
+	if tok.Kind() != '{' {
+		return &InputError{Field: at.String(), Msg: "expected an object, got " + kindName(tok.Kind())}
+	}
+	for {
+		switch dec.PeekKind() {
+		case '}':
+			_, err := dec.ReadToken()
+			return err
+		case 0:
+			_, err := dec.ReadToken()
+			return jsonInputError(at.String(), err)
+		}
+		name, err := dec.ReadValue()
+		if err != nil {
+			return jsonInputError(at.String(), err)
+		}
+		var str *string
+		var flex *flexString
+		var raw *jsontext.Value
+		switch string(name) {
+		case `"type"`:
+			str = &w.Type
+		case `"messageId"`:
+			flex = &w.MessageID
+		case `"userId"`:
+			flex = &w.UserID
+		case `"anonymousId"`:
+			flex = &w.AnonymousID
+		case `"event"`:
+			flex = &w.Event
+		case `"name"`:
+			flex = &w.Name
+		case `"category"`:
+			flex = &w.Category
+		case `"groupId"`:
+			flex = &w.GroupID
+		case `"previousId"`:
+			flex = &w.PreviousID
+		case `"timestamp"`:
+			str = &w.Timestamp
+		case `"originalTimestamp"`:
+			str = &w.OriginalTimestamp
+		case `"sentAt"`:
+			str = &w.SentAt
+		case `"writeKey"`:
+			str = &w.WriteKey
+		case `"properties"`:
+			raw = &w.Properties
+		case `"traits"`:
+			raw = &w.Traits
+		case `"context"`:
+			raw = &w.Context
+		case `"integrations"`:
+			raw = &w.Integrations
+		}
+		field := func() string {
+			unquoted, _ := jsontext.AppendUnquote(nil, name)
+			return at.field(string(unquoted))
+		}
+		switch {
+		case str != nil:
+			tok, err := dec.ReadToken()
+			if err != nil {
+				return jsonInputError(field(), err)
+			}
+			switch tok.Kind() {
+			case '"':
+				*str = tok.String()
+			case 'n':
+			default:
+				return &InputError{Field: field(), Msg: "expected a string, got " + kindName(tok.Kind())}
+			}
+		case flex != nil:
+			if err := flex.UnmarshalJSONFrom(dec); err != nil {
+				var input *InputError
+				if errors.As(err, &input) {
+					input.Field = field()
+					return input
+				}
+				return jsonInputError(field(), err)
+			}
+		case raw != nil:
+			start := dec.InputOffset()
+			if _, err := dec.ReadValue(); err != nil {
+				return jsonInputError(field(), err)
+			}
+			*raw = trimValue(body[start:dec.InputOffset()])
+		default:
+			if err := dec.SkipValue(); err != nil {
+				return jsonInputError(field(), err)
+			}
+		}
+	}
+}
+
+// trimValue cuts what precedes a value between two decoder offsets: the
+// name separator and white space.
+func trimValue(b []byte) jsontext.Value {
+	return bytes.TrimLeft(b, " \t\r\n:,")
 }
 
 func (w *segmentJSON) toCall(typ eventv1.EventType, at itemRef) (call, error) {
