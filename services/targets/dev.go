@@ -1,6 +1,7 @@
 package targets
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -20,6 +21,7 @@ import (
 // DevConfig is what `whisper dev` adds to Config.
 type DevConfig struct {
 	KafkaAddr  string
+	RedisURL   string
 	WriteKey   string
 	APIToken   string
 	AdminToken string
@@ -30,6 +32,7 @@ type DevConfig struct {
 // variables of the design (WHISPER_DEV_KAFKA_ADDR, WHISPER_DEV_WRITE_KEY...).
 func (c *DevConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.KafkaAddr, "dev-kafka-addr", devenv.DefaultKafkaAddr, "address of the embedded Kafka broker, for kcat and other Kafka tools")
+	fs.StringVar(&c.RedisURL, "dev-redis-url", "", "use this Redis instead of the in-process one (default: in-process)")
 	fs.StringVar(&c.WriteKey, "dev-write-key", "", "pin the demo workspace's write key (default: a new one each start)")
 	fs.StringVar(&c.APIToken, "dev-api-token", "", "pin the demo workspace's API token (default: a new one each start)")
 	fs.StringVar(&c.AdminToken, "dev-admin-token", "", "pin the admin token (default: a new one each start)")
@@ -53,7 +56,7 @@ func RunDev(ctx context.Context, cfg Config, dev DevConfig, logger *slog.Logger,
 		}
 	}()
 	cfg.Kafka.Brokers = env.KafkaBrokers()
-	cfg.RedisURL = env.RedisURL()
+	cfg.RedisURL = cmp.Or(dev.RedisURL, env.RedisURL())
 	cfg.DatabaseURL = env.DatabaseURL()
 
 	cfg.AdminToken = dev.AdminToken
@@ -67,7 +70,7 @@ func RunDev(ctx context.Context, cfg Config, dev DevConfig, logger *slog.Logger,
 		return err
 	}
 	return Run(ctx, cfg, logger, Options{Ready: func(addr string) {
-		printBanner(out, addr, env, cfg.AdminToken, boot)
+		printBanner(out, addr, env, cfg.RedisURL, cfg.AdminToken, boot)
 	}})
 }
 
@@ -87,7 +90,7 @@ func bootstrap(ctx context.Context, databaseURL string, dev DevConfig, logger *s
 	return res, nil
 }
 
-func printBanner(out io.Writer, addr string, env *devenv.Env, adminToken string, boot workspace.BootstrapResult) {
+func printBanner(out io.Writer, addr string, env *devenv.Env, redisURL, adminToken string, boot workspace.BootstrapResult) {
 	host, port, _ := net.SplitHostPort(addr)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "127.0.0.1"
@@ -104,7 +107,11 @@ func printBanner(out io.Writer, addr string, env *devenv.Env, adminToken string,
 	fmt.Fprintf(&b, "  Metrics          %s/metrics\n", base)
 	fmt.Fprintf(&b, "  Health           %s/healthz  %s/readyz\n\n", base, base)
 	fmt.Fprintf(&b, "  Kafka            %s (topics whisper.*)\n", strings.Join(env.KafkaBrokers(), ","))
-	fmt.Fprintf(&b, "  Redis            %s (in-process)\n", env.RedisURL())
+	redisSource := "in-process"
+	if redisURL != env.RedisURL() {
+		redisSource = "--dev-redis-url"
+	}
+	fmt.Fprintf(&b, "  Redis            %s (%s)\n", redactURL(redisURL), redisSource)
 	fmt.Fprintf(&b, "  PostgreSQL       %s (%s)\n\n", redactURL(env.DatabaseURL()), env.PostgresSource())
 	fmt.Fprintf(&b, "  Try it:\n    curl -u '%s:' %s/v1/track -d '{\"userId\":\"u1\",\"event\":\"Signed Up\"}'\n\n", boot.WriteKeySecret, base)
 	io.WriteString(out, b.String())
