@@ -57,5 +57,8 @@ run: ## Run the whole platform on embedded defaults (whisper dev)
 	go run ./cmd/whisper dev
 
 .PHONY: bench
-bench: build ## Run the benchmarks (see README)
-	go test -run '^$$' -bench . -benchmem ./...
+bench: build ## Benchmarks: ingestion load on whisper dev, platformctl vs conftest, Go micro-benchmarks
+	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
+	  $(BIN)/whisper-load --whisper $(BIN)/whisper $(BENCH_FLAGS)
+	-go run ./internal/gitops/policybench -build=false
+	go test -run '^$$' -bench . -benchmem ./services/ingest ./internal/auth
