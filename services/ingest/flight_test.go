@@ -1,0 +1,49 @@
+package ingest
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestFlightsClaim(t *testing.T) {
+	ctx := context.Background()
+	f := newFlights()
+	// A first attempt claims a and b.
+	produced, err := f.claim(ctx, "ws", []string{"a", "b"}, time.Second)
+	if err != nil || produced[0] || produced[1] {
+		t.Fatalf("first claim = %v, %v; want nothing produced", produced, err)
+	}
+	// A retry of a, b and c waits for the first attempt; a lands, b fails.
+	type result struct {
+		produced []bool
+		err      error
+	}
+	retry := make(chan result, 1)
+	go func() {
+		p, err := f.claim(ctx, "ws", []string{"a", "b", "c"}, 5*time.Second)
+		retry <- result{p, err}
+	}()
+	select {
+	case r := <-retry:
+		t.Fatalf("retry did not wait for the first attempt: %v", r)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.release("ws", []string{"a", "b"}, []bool{true, false})
+	r := <-retry
+	if r.err != nil || !r.produced[0] || r.produced[1] || r.produced[2] {
+		t.Fatalf("retry = %v, %v; want a produced, b and c claimed", r.produced, r.err)
+	}
+	// Another workspace's "b" is independent.
+	if p, err := f.claim(ctx, "other", []string{"b"}, time.Millisecond); err != nil || p[0] {
+		t.Errorf("claim in another workspace = %v, %v", p, err)
+	}
+	// b and c are the retry's now: a third attempt times out, claiming none.
+	if _, err := f.claim(ctx, "ws", []string{"d", "c"}, 20*time.Millisecond); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("claim of a busy id = %v, want DeadlineExceeded", err)
+	}
+	if p, err := f.claim(ctx, "ws", []string{"d"}, time.Millisecond); err != nil || p[0] {
+		t.Errorf("d after the timed-out claim = %v, %v; want it free", p, err)
+	}
+}
