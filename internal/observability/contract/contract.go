@@ -294,10 +294,23 @@ func with(v Violation, rule, format string, args ...any) Violation {
 	return v
 }
 
-// checkExpr checks every selector of expr. onDashboard marks the catalogue
-// families it reaches as shown.
+// checkExpr checks every selector of expr, and the labels aggregations
+// group by. onDashboard marks the catalogue families it reaches as shown.
 func (c *checker) checkExpr(v Violation, expr parser.Expr, onDashboard bool) {
 	parser.Inspect(expr, func(n parser.Node, _ []parser.Node) error {
+		if agg, ok := n.(*parser.AggregateExpr); ok && !agg.Without {
+			// A misspelt "by" label silently merges every series into one.
+			if have, known := c.exprLabels(agg.Expr); known {
+				have = append(have, TargetLabels()...)
+				for _, l := range agg.Grouping {
+					if !slices.Contains(have, l) {
+						c.add(with(v, RuleUnknownLabel, "%s by (%s): the series aggregated have no label %q (they have: %s)",
+							agg.Op, strings.Join(agg.Grouping, ", "), l, strings.Join(sortedUnique(have), ", ")))
+					}
+				}
+			}
+			return nil
+		}
 		vs, ok := n.(*parser.VectorSelector)
 		if !ok {
 			return nil
@@ -448,7 +461,7 @@ func (c *checker) exprLabels(e parser.Expr) ([]string, bool) {
 		if !known || allowed == nil {
 			return nil, false
 		}
-		return without(allowed, "le", "quantile"), true
+		return allowed, true
 	case *parser.AggregateExpr:
 		inner, ok := c.exprLabels(e.Expr)
 		switch {

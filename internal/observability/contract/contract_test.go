@@ -160,6 +160,18 @@ func TestCheck(t *testing.T) {
 			want: []want{{"Panel", "Bad label", RuleUnknownLabel}},
 		},
 		{
+			name:   "aggregation by a label the series lack",
+			panels: append([]panelSpec{{"Bad by", `sum by (rout) (rate(whisper_http_requests_total[$__rate_interval]))`}}, goodPanels...),
+			rules:  goodRules, runbooks: []string{"errors-high.md"},
+			want: []want{{"Panel", "Bad by", RuleUnknownLabel}},
+		},
+		{
+			name:   "aggregation by a label a recorded series lacks",
+			panels: append([]panelSpec{{"Bad by recorded", `max by (code) (errors:ratio_rate5m)`}}, goodPanels...),
+			rules:  goodRules, runbooks: []string{"errors-high.md"},
+			want: []want{{"Panel", "Bad by recorded", RuleUnknownLabel}},
+		},
+		{
 			name:   "le on a metric that is not a histogram bucket",
 			panels: append([]panelSpec{{"le on counter", `whisper_rpc_requests_total{le="1"}`}}, goodPanels...),
 			rules:  goodRules, runbooks: []string{"errors-high.md"},
