@@ -142,7 +142,6 @@ type recorded struct {
 type rule struct {
 	file        string
 	line        int
-	group       string
 	record      string
 	alert       string
 	expr        string
@@ -191,7 +190,7 @@ func (c *checker) loadRules() ([]rule, error) {
 		}
 		for _, g := range groups.Groups {
 			for _, n := range g.Rules {
-				r := rule{file: c.rel(f), line: n.Record.Line + n.Alert.Line, group: g.Name, record: n.Record.Value, alert: n.Alert.Value,
+				r := rule{file: c.rel(f), line: n.Record.Line + n.Alert.Line, record: n.Record.Value, alert: n.Alert.Value,
 					expr: n.Expr.Value, labels: n.Labels, annotations: n.Annotations}
 				out = append(out, r)
 				if r.record == "" {
