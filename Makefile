@@ -7,6 +7,8 @@ BIN := $(CURDIR)/.tmp/bin
 BUF_VERSION := v1.75.0
 BUF := $(BIN)/buf
 PLATFORMCTL := $(BIN)/platformctl
+PROMTOOL_VERSION := v0.316.0
+PROMTOOL := $(BIN)/promtool-bin/promtool
 GO_TEST_FLAGS ?=
 
 export WHISPER_TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable
@@ -23,6 +25,7 @@ $(BUF):
 generate: $(BUF) ## Regenerate code from protos
 	rm -rf internal/gen/whisper
 	$(BUF) generate
+	go run ./internal/observability/dashboards/gen
 
 .PHONY: lint
 lint: $(BUF) ## gofmt, go vet and buf lint
@@ -33,13 +36,13 @@ lint: $(BUF) ## gofmt, go vet and buf lint
 
 .PHONY: check-generated
 check-generated: generate ## Fail when committed generated code is stale
-	@git diff --exit-code --stat -- internal/gen || \
+	@git diff --exit-code --stat -- internal/gen dashboards || \
 	  { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- internal/gen)" || \
-	  { echo "untracked generated files: run 'make generate' and commit"; git status --short -- internal/gen; exit 1; }
+	@test -z "$$(git status --porcelain -- internal/gen dashboards)" || \
+	  { echo "untracked generated files: run 'make generate' and commit"; git status --short -- internal/gen dashboards; exit 1; }
 
 .PHONY: test
-test: check-generated lint gitops ## Run every check and test (needs PostgreSQL and Redis)
+test: check-generated lint gitops alerts ## Run every check and test (needs PostgreSQL and Redis)
 	go test $(GO_TEST_FLAGS) ./...
 
 .PHONY: gitops
@@ -47,6 +50,15 @@ gitops: ## Rego unit tests and every platformctl gate on all environments
 	go build -o $(PLATFORMCTL) ./cmd/platformctl
 	$(PLATFORMCTL) policy test
 	$(PLATFORMCTL) check
+
+# promtool v0.3xx pulls k8s v0.37: never in go.mod, built outside the module.
+$(PROMTOOL):
+	cd "$$(mktemp -d)" && GOFLAGS=-mod=mod GOBIN=$(BIN)/promtool-bin go install github.com/prometheus/prometheus/cmd/promtool@$(PROMTOOL_VERSION)
+
+.PHONY: alerts
+alerts: $(PROMTOOL) ## Lint the Prometheus rules and run their promtool unit tests
+	$(PROMTOOL) check rules --lint=all --lint-fatal alerts/*.yaml
+	$(PROMTOOL) test rules alerts/tests/*.yaml
 
 .PHONY: build
 build: ## Build the binaries into .tmp/bin
