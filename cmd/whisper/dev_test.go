@@ -112,14 +112,14 @@ func TestDevServesAndCounts(t *testing.T) {
 
 	got := scrape(t, base+"/metrics")
 	for series, want := range map[string]float64{
-		`whisper_ingest_events_accepted_total{api="segment",type="track"}`:                                 2,
-		`whisper_ingest_events_accepted_total{api="segment",type="identify"}`:                              1,
-		`whisper_ingest_events_accepted_total{api="connect",type="track"}`:                                 1,
-		`whisper_ingest_producer_acked_records_total`:                                                      4,
-		`whisper_http_requests_total{code="200",method="POST",route="/v1/batch"}`:                          1,
-		`whisper_http_request_duration_seconds_count{route="/v1/batch"}`:                                  1,
-		`whisper_rpc_requests_total{code="ok",procedure="/whisper.ingest.v1.IngestService/Track"}`:        1,
-		`whisper_rpc_request_duration_seconds_count{procedure="/whisper.ingest.v1.IngestService/Track"}`:  1,
+		`whisper_ingest_events_accepted_total{api="segment",type="track"}`:                               2,
+		`whisper_ingest_events_accepted_total{api="segment",type="identify"}`:                            1,
+		`whisper_ingest_events_accepted_total{api="connect",type="track"}`:                               1,
+		`whisper_ingest_producer_acked_records_total`:                                                    4,
+		`whisper_http_requests_total{code="200",method="POST",route="/v1/batch"}`:                        1,
+		`whisper_http_request_duration_seconds_count{route="/v1/batch"}`:                                 1,
+		`whisper_rpc_requests_total{code="ok",procedure="/whisper.ingest.v1.IngestService/Track"}`:       1,
+		`whisper_rpc_request_duration_seconds_count{procedure="/whisper.ingest.v1.IngestService/Track"}`: 1,
 	} {
 		if v, ok := got[series]; !ok || v != want {
 			t.Errorf("%s = %v (present %v), want %v", series, v, ok, want)
