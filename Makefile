@@ -66,7 +66,8 @@ build: ## Build the binaries into .tmp/bin
 
 .PHONY: run
 run: ## Run the whole platform on embedded defaults (whisper dev)
-	go run ./cmd/whisper dev
+	go build -o $(BIN)/whisper ./cmd/whisper
+	$(BIN)/whisper dev
 
 .PHONY: bench
 bench: build ## Benchmarks: ingestion load on whisper dev, platformctl vs conftest, Go micro-benchmarks
