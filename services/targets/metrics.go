@@ -10,6 +10,7 @@ import (
 	"github.com/whisperhq/whisper/internal/observability/contract"
 	"github.com/whisperhq/whisper/internal/telemetry"
 	"github.com/whisperhq/whisper/services/ingest"
+	"github.com/whisperhq/whisper/services/profiles"
 )
 
 // MetricCatalogue returns every metric a whisper process running every
@@ -42,6 +43,9 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	}
 	defer producer.Close()
 	ingest.New(ingest.Options{Producer: producer, Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
+
+	// Profiles: its consumer's own metrics (its Kafka client registers none).
+	profiles.New(profiles.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
 
 	return rec.Catalogue()
 }

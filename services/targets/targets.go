@@ -16,6 +16,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"connectrpc.com/authn"
@@ -26,6 +27,7 @@ import (
 	"github.com/whisperhq/whisper/internal/auth"
 	"github.com/whisperhq/whisper/internal/config"
 	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
+	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/postgres"
@@ -33,17 +35,19 @@ import (
 	"github.com/whisperhq/whisper/internal/telemetry"
 	"github.com/whisperhq/whisper/internal/workspace"
 	"github.com/whisperhq/whisper/services/ingest"
+	"github.com/whisperhq/whisper/services/profiles"
 )
 
 // Target names. Only targets that exist are accepted; the others of the
-// design (profiles, decide, content, deliver) join this list as they land.
+// design (decide, content, deliver) join this list as they land.
 const (
-	All    = "all"
-	Ingest = "ingest"
+	All      = "all"
+	Ingest   = "ingest"
+	Profiles = "profiles"
 )
 
 // Available lists the targets this build can run, in start order.
-var Available = []string{Ingest}
+var Available = []string{Ingest, Profiles}
 
 // Config is the configuration of a whisper process.
 type Config struct {
@@ -195,6 +199,43 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		srv.HandleService(ingestv1connect.IngestServiceName, path, h)
 	}
 
+	// Workers (consumers) run for as long as the server: they are stopped
+	// and waited for once it stops, or on any early return, before the
+	// clients they use are closed.
+	workCtx, stopWork := context.WithCancel(ctx)
+	defer stopWork()
+	var workers sync.WaitGroup
+
+	if slices.Contains(targets, Profiles) {
+		if err := postgres.Migrate(ctx, pool, profiles.Migrations, logger); err != nil {
+			return err
+		}
+		// No kprom metrics on this client: they would register a second
+		// time beside the ingest producer's on the same registry.
+		consumer, err := kafka.NewClient(cfg.Kafka, Profiles, nil, profiles.ConsumerOpts(profiles.DefaultGroup)...)
+		if err != nil {
+			return err
+		}
+		defer consumer.Close()
+		if err := kafka.EnsureTopics(ctx, consumer, cfg.Kafka, kafka.TopicEvents, kafka.TopicEventsDLQ); err != nil {
+			return fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
+		}
+		srv.AddCheck("kafka-profiles", consumer.Ping)
+
+		profileStore := profiles.NewStore(pool)
+		svc := profiles.New(profiles.Options{
+			Store: profileStore, Client: consumer, Registerer: reg, Logger: logger.With("target", Profiles),
+		})
+		path, h := profiles.NewHandler(profileStore, logger.With("target", Profiles)).Routes(handlerOpts...)
+		srv.HandleService(profilev1connect.ProfileServiceName, path, authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...).Wrap(h))
+		workers.Go(func() {
+			if err := svc.Run(workCtx); err != nil {
+				logger.Error("profiles consumer stopped", "err", err)
+			}
+		})
+		defer func() { stopWork(); workers.Wait() }() // before consumer.Close
+	}
+
 	ln := opts.Listener
 	if ln == nil {
 		if ln, err = net.Listen("tcp", cfg.HTTP.Addr); err != nil {
@@ -205,6 +246,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		opts.Ready(ln.Addr().String())
 	}
 	serveErr := srv.Serve(ctx, ln)
+	stopWork()
+	workers.Wait()
 
 	// The port is closed and in-flight requests have their answers; what
 	// producers still hold (nothing acknowledged to a client depends on it)

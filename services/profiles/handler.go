@@ -1,0 +1,181 @@
+package profiles
+
+import (
+	"context"
+	"encoding/base64"
+	"errors"
+	"log/slog"
+	"net/http"
+	"slices"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/uuid"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/whisperhq/whisper/internal/auth"
+	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
+)
+
+const (
+	defaultPageSize = 100
+	maxPageSize     = 1000
+	maxIDLen        = 512
+)
+
+// Handler serves ProfileService. It expects every request to carry an
+// *auth.Principal, as attached by authn middleware running
+// auth.Authenticator.AuthenticateBearer, and refuses requests without one.
+type Handler struct {
+	store  *Store
+	logger *slog.Logger
+}
+
+var _ profilev1connect.ProfileServiceHandler = (*Handler)(nil)
+
+// NewHandler returns a Handler reading store.
+func NewHandler(store *Store, logger *slog.Logger) *Handler {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{store: store, logger: logger}
+}
+
+// Routes returns the path and handler to mount (behind bearer authn).
+func (h *Handler) Routes(opts ...connect.HandlerOption) (string, http.Handler) {
+	return profilev1connect.NewProfileServiceHandler(h, opts...)
+}
+
+// GetProfile returns the profile an identity is linked to.
+func (h *Handler) GetProfile(ctx context.Context, req *profilev1.GetProfileRequest) (*profilev1.GetProfileResponse, error) {
+	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	if err != nil {
+		return nil, err
+	}
+	var kind, id, field string
+	switch v := req.GetId().(type) {
+	case *profilev1.GetProfileRequest_UserId:
+		kind, id, field = kindUser, v.UserId, "user_id"
+	case *profilev1.GetProfileRequest_AnonymousId:
+		kind, id, field = kindAnonymous, v.AnonymousId, "anonymous_id"
+	default:
+		return nil, invalid("id", "set user_id or anonymous_id")
+	}
+	if id == "" || len(id) > maxIDLen {
+		return nil, invalid(field, "must be 1-512 bytes")
+	}
+	p, err := h.store.get(ctx, ws, kind, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, connect.NewError(connect.CodeNotFound, errors.New("no profile has this "+field))
+	}
+	if err != nil {
+		return nil, h.internal(ctx, "get profile", err)
+	}
+	pb, err := toProto(p)
+	if err != nil {
+		return nil, h.internal(ctx, "get profile", err)
+	}
+	return &profilev1.GetProfileResponse{Profile: pb}, nil
+}
+
+// ListProfiles pages through a workspace's profiles by profile id.
+func (h *Handler) ListProfiles(ctx context.Context, req *profilev1.ListProfilesRequest) (*profilev1.ListProfilesResponse, error) {
+	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	if err != nil {
+		return nil, err
+	}
+	size := int(req.GetPageSize())
+	switch {
+	case size < 0 || size > maxPageSize:
+		return nil, invalid("page_size", "must be 0-1000")
+	case size == 0:
+		size = defaultPageSize
+	}
+	after := uuid.Nil.String()
+	if t := req.GetPageToken(); t != "" {
+		b, err := base64.RawURLEncoding.DecodeString(t)
+		if err != nil || len(b) != 17 || b[0] != pageTokenVersion {
+			return nil, invalid("page_token", "not a page token from a previous response")
+		}
+		after = uuid.UUID(b[1:]).String()
+	}
+	ps, err := h.store.list(ctx, ws, after, size+1)
+	if err != nil {
+		return nil, h.internal(ctx, "list profiles", err)
+	}
+	resp := &profilev1.ListProfilesResponse{}
+	if len(ps) > size {
+		ps = ps[:size]
+		last := uuid.MustParse(ps[size-1].ProfileID)
+		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(append([]byte{pageTokenVersion}, last[:]...))
+	}
+	for _, p := range ps {
+		pb, err := toProto(p)
+		if err != nil {
+			return nil, h.internal(ctx, "list profiles", err)
+		}
+		resp.Profiles = append(resp.Profiles, pb)
+	}
+	return resp, nil
+}
+
+const pageTokenVersion = 1
+
+// workspaceOf returns the workspace a request may read: the one it names,
+// if the caller may access it, else the caller's own.
+func workspaceOf(ctx context.Context, requested string) (string, error) {
+	p, ok := auth.PrincipalFrom(ctx)
+	if !ok {
+		// The handler was mounted without authn middleware: fail closed.
+		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
+	}
+	if requested == "" {
+		if p.Admin {
+			return "", invalid("workspace_id", "required with the admin token")
+		}
+		return p.WorkspaceID, nil
+	}
+	u, err := uuid.Parse(requested)
+	if err != nil || len(requested) != 36 {
+		return "", invalid("workspace_id", "not a valid id")
+	}
+	if !p.CanAccess(u.String()) {
+		return "", connect.NewError(connect.CodePermissionDenied, errors.New("an API token may read its own workspace only"))
+	}
+	return u.String(), nil
+}
+
+func invalid(field, problem string) error {
+	return connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+problem))
+}
+
+func (h *Handler) internal(ctx context.Context, what string, err error) error {
+	h.logger.ErrorContext(ctx, what, "err", err)
+	return connect.NewError(connect.CodeInternal, errors.New(what+" failed"))
+}
+
+func toProto(p Profile) (*profilev1.Profile, error) {
+	traits := &structpb.Struct{}
+	if err := protojson.Unmarshal(p.Traits, traits); err != nil {
+		return nil, err
+	}
+	out := &profilev1.Profile{
+		WorkspaceId:    p.WorkspaceID,
+		ProfileId:      p.ProfileID,
+		UserId:         p.UserID,
+		AnonymousIds:   slices.Clone(p.AnonymousIDs),
+		Traits:         traits,
+		FirstSeenTime:  timestamppb.New(p.FirstSeen),
+		LastSeenTime:   timestamppb.New(p.LastSeen),
+		EventCounts:    p.EventCounts,
+		LastEventTimes: make(map[string]*timestamppb.Timestamp, len(p.LastEventTimes)),
+		UpdateTime:     timestamppb.New(p.UpdatedAt),
+	}
+	for name, us := range p.LastEventTimes {
+		out.LastEventTimes[name] = timestamppb.New(time.UnixMicro(us))
+	}
+	return out, nil
+}

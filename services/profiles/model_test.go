@@ -1,0 +1,126 @@
+package profiles
+
+import (
+	"encoding/json"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
+	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
+)
+
+const ws = "0b6f1c4e-8a52-4f4e-9d43-3a3c2b1b7d10"
+
+func traits(t *testing.T, s string) map[string]json.RawMessage {
+	t.Helper()
+	var m map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(s), &m); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// view is what the tests compare of a profile.
+type view struct {
+	UserID              string
+	Traits              map[string]string
+	Counts              map[string]int64
+	FirstSeen, LastSeen int64
+	IDs                 []string
+}
+
+func viewsOf(b *batch) map[string]view {
+	out := map[string]view{}
+	for _, p := range b.profiles {
+		v := view{UserID: p.userID, Traits: map[string]string{}, Counts: p.counts, FirstSeen: p.firstSeen, LastSeen: p.lastSeen}
+		for k, raw := range p.traits {
+			v.Traits[k] = string(raw)
+		}
+		for k, pk := range b.ids {
+			if pk == p.key {
+				v.IDs = append(v.IDs, k.kind+":"+k.id)
+			}
+		}
+		out[v.UserID] = v
+	}
+	return out
+}
+
+func TestBatchApply(t *testing.T) {
+	identify := eventv1.EventType_EVENT_TYPE_IDENTIFY
+	track := eventv1.EventType_EVENT_TYPE_TRACK
+	alias := eventv1.EventType_EVENT_TYPE_ALIAS
+	tests := []struct {
+		name   string
+		events []event
+		want   map[string]view
+	}{
+		{
+			name: "anonymous activity is claimed by identify",
+			events: []event{
+				{typ: track, anonymousID: "a1", name: "Viewed", micros: 10},
+				{typ: identify, anonymousID: "a1", userID: "u1", traits: traits(t, `{"plan":"free"}`), micros: 20},
+				{typ: track, userID: "u1", name: "Viewed", micros: 30},
+			},
+			want: map[string]view{"u1": {
+				UserID: "u1", Traits: map[string]string{"plan": `"free"`}, Counts: map[string]int64{"Viewed": 2},
+				FirstSeen: 10, LastSeen: 30, IDs: []string{"anonymous:a1", "user:u1"},
+			}},
+		},
+		{
+			name: "older identify does not overwrite a newer trait; null deletes",
+			events: []event{
+				{typ: identify, userID: "u1", traits: traits(t, `{"plan":"pro","age":3,"tmp":1}`), micros: 50},
+				{typ: identify, userID: "u1", traits: traits(t, `{"plan":"free","city":"Oslo"}`), micros: 40},
+				{typ: identify, userID: "u1", traits: traits(t, `{"tmp":null}`), micros: 60},
+				{typ: identify, userID: "u1", traits: traits(t, `{"tmp":2}`), micros: 55},
+			},
+			want: map[string]view{"u1": {
+				UserID: "u1", Traits: map[string]string{"plan": `"pro"`, "age": "3", "city": `"Oslo"`}, Counts: map[string]int64{},
+				FirstSeen: 40, LastSeen: 60, IDs: []string{"user:u1"},
+			}},
+		},
+		{
+			name: "alias merges the previous user's profile into the new one",
+			events: []event{
+				{typ: track, userID: "old", name: "A", micros: 5},
+				{typ: identify, userID: "old", traits: traits(t, `{"x":1,"y":1}`), micros: 6},
+				{typ: track, userID: "new", name: "A", micros: 7},
+				{typ: identify, userID: "new", traits: traits(t, `{"y":2}`), micros: 8},
+				{typ: alias, userID: "new", previousID: "old", micros: 9},
+				{typ: track, userID: "old", name: "B", micros: 10},
+			},
+			want: map[string]view{"new": {
+				UserID: "new", Traits: map[string]string{"x": "1", "y": "2"}, Counts: map[string]int64{"A": 2, "B": 1},
+				FirstSeen: 5, LastSeen: 10, IDs: []string{"user:new", "user:old"},
+			}},
+		},
+		{
+			name: "an anonymous id of another user stays with that user",
+			events: []event{
+				{typ: identify, anonymousID: "device", userID: "alice", micros: 1},
+				{typ: track, anonymousID: "device", userID: "bob", name: "A", micros: 2},
+			},
+			want: map[string]view{
+				"alice": {UserID: "alice", Traits: map[string]string{}, Counts: map[string]int64{}, FirstSeen: 1, LastSeen: 1, IDs: []string{"anonymous:device", "user:alice"}},
+				"bob":   {UserID: "bob", Traits: map[string]string{}, Counts: map[string]int64{"A": 1}, FirstSeen: 2, LastSeen: 2, IDs: []string{"user:bob"}},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBatch()
+			for _, e := range tt.events {
+				e.ws = ws
+				b.apply(e)
+			}
+			got := viewsOf(b)
+			if diff := cmp.Diff(tt.want, got, cmpSortIDs); diff != "" {
+				t.Errorf("profiles (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+var cmpSortIDs = cmpopts.SortSlices(func(a, b string) bool { return a < b })
