@@ -14,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
@@ -24,6 +23,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/redistest"
+	"github.com/whisperhq/whisper/internal/rpctest"
 )
 
 // childEnv makes the test binary act as the whisper command, so the crash
@@ -77,13 +77,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	waitReady(t, base, exited, &logs)
 
 	ctx := context.Background()
-	ws := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, base, connect.WithInterceptors(
-		connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-			return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-				req.Header().Set("Authorization", "Bearer "+admin)
-				return next(ctx, req)
-			}
-		})))
+	ws := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, base, rpctest.Bearer(admin))
 	w, err := ws.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: "crash"})
 	if err != nil {
 		t.Fatal(err)

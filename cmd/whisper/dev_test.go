@@ -13,13 +13,13 @@ import (
 	"testing"
 	"time"
 
-	"connectrpc.com/connect"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
 	ingestv1 "github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
 	"github.com/whisperhq/whisper/internal/pgtest"
+	"github.com/whisperhq/whisper/internal/rpctest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -105,7 +105,7 @@ func TestDevServesAndCounts(t *testing.T) {
 	if res.StatusCode != 200 {
 		t.Fatalf("POST /v1/batch = %d", res.StatusCode)
 	}
-	client := ingestv1connect.NewIngestServiceClient(http.DefaultClient, base, connect.WithInterceptors(basicAuth(writeKey)))
+	client := ingestv1connect.NewIngestServiceClient(http.DefaultClient, base, rpctest.BasicAuth(writeKey))
 	if _, err := client.Track(context.Background(), &ingestv1.TrackRequest{Common: &ingestv1.Common{UserId: "u"}, Event: "c"}); err != nil {
 		t.Fatalf("Track: %v", err)
 	}
@@ -165,15 +165,4 @@ func scrape(t *testing.T, url string) map[string]float64 {
 		}
 	}
 	return out
-}
-
-func basicAuth(key string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			r := &http.Request{Header: http.Header{}}
-			r.SetBasicAuth(key, "")
-			req.Header().Set("Authorization", r.Header.Get("Authorization"))
-			return next(ctx, req)
-		}
-	}
 }

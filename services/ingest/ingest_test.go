@@ -37,6 +37,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpc"
+	"github.com/whisperhq/whisper/internal/rpctest"
 	"github.com/whisperhq/whisper/services/ingest"
 )
 
@@ -372,7 +373,7 @@ func TestDedupWindow(t *testing.T) {
 
 func TestConnectAndGRPCClients(t *testing.T) {
 	s := newStack(t)
-	auth := connect.WithInterceptors(basicAuth(s.key))
+	auth := rpctest.BasicAuth(s.key)
 	props, _ := structpb.NewStruct(map[string]any{"plan": "pro", "seats": 3})
 	ts := time.Date(2024, 5, 1, 11, 0, 0, 0, time.UTC)
 	for _, proto := range []struct {
@@ -384,7 +385,7 @@ func TestConnectAndGRPCClients(t *testing.T) {
 		{"grpcweb", []connect.ClientOption{connect.WithGRPCWeb()}},
 	} {
 		t.Run(proto.name, func(t *testing.T) {
-			client := ingestv1connect.NewIngestServiceClient(h2cClient(), s.url, append(proto.opts, auth)...)
+			client := ingestv1connect.NewIngestServiceClient(rpctest.H2CClient(), s.url, append(proto.opts, auth)...)
 			ctx := context.Background()
 			id := "rpc-" + proto.name
 			res, err := client.Track(ctx, &ingestv1.TrackRequest{
@@ -414,7 +415,7 @@ func TestConnectAndGRPCClients(t *testing.T) {
 			if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "items[1].userId") {
 				t.Errorf("Batch with a bad item: %v, want InvalidArgument naming items[1].userId", err)
 			}
-			bad := ingestv1connect.NewIngestServiceClient(h2cClient(), s.url, append(proto.opts, connect.WithInterceptors(basicAuth("wk_bad")))...)
+			bad := ingestv1connect.NewIngestServiceClient(rpctest.H2CClient(), s.url, append(proto.opts, rpctest.BasicAuth("wk_bad"))...)
 			if _, err := bad.Track(ctx, &ingestv1.TrackRequest{Common: &ingestv1.Common{UserId: "u"}, Event: "e"}); connect.CodeOf(err) != connect.CodeUnauthenticated {
 				t.Errorf("Track with a bad key: %v, want Unauthenticated", err)
 			}
@@ -435,24 +436,6 @@ func TestConnectAndGRPCClients(t *testing.T) {
 			t.Errorf("%s event = %v", name, ev)
 		}
 	}
-}
-
-func basicAuth(key string) connect.UnaryInterceptorFunc {
-	return func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			r := &http.Request{Header: http.Header{}}
-			r.SetBasicAuth(key, "")
-			req.Header().Set("Authorization", r.Header.Get("Authorization"))
-			return next(ctx, req)
-		}
-	}
-}
-
-// h2cClient speaks cleartext HTTP/2, as gRPC needs.
-func h2cClient() *http.Client {
-	protocols := new(http.Protocols)
-	protocols.SetUnencryptedHTTP2(true)
-	return &http.Client{Transport: &http.Transport{Protocols: protocols}}
 }
 
 func TestBrokerDownIsUnavailableAndNothingIsLost(t *testing.T) {

@@ -25,6 +25,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/redistest"
+	"github.com/whisperhq/whisper/internal/rpctest"
 	"github.com/whisperhq/whisper/services/targets"
 )
 
@@ -79,15 +80,6 @@ func start(t *testing.T) *platform {
 	return p
 }
 
-func bearer(token string) connect.ClientOption {
-	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+token)
-			return next(ctx, req)
-		}
-	}))
-}
-
 func post(t *testing.T, url, key, body string) (int, string) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(body))
@@ -107,7 +99,7 @@ func post(t *testing.T, url, key, body string) (int, string) {
 func TestNewUserJourney(t *testing.T) {
 	p := start(t)
 	ctx := context.Background()
-	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, bearer(adminToken))
+	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(adminToken))
 	ws, err := admin.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: "acme"})
 	if err != nil {
 		t.Fatalf("CreateWorkspace: %v", err)
@@ -148,7 +140,7 @@ func TestNewUserJourney(t *testing.T) {
 func TestWorkspaceIsolation(t *testing.T) {
 	p := start(t)
 	ctx := context.Background()
-	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, bearer(adminToken))
+	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(adminToken))
 	var tokens, ids [2]string
 	for i := range 2 {
 		ws, err := admin.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: fmt.Sprintf("w%d", i)})
@@ -162,7 +154,7 @@ func TestWorkspaceIsolation(t *testing.T) {
 		}
 		tokens[i] = tok.GetSecret()
 	}
-	a := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, bearer(tokens[0]))
+	a := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
 	if _, err := a.ListWriteKeys(ctx, &workspacev1.ListWriteKeysRequest{WorkspaceId: ids[0]}); err != nil {
 		t.Errorf("own workspace: %v", err)
 	}
@@ -182,7 +174,7 @@ func TestWorkspaceIsolation(t *testing.T) {
 func TestGracefulShutdown(t *testing.T) {
 	p := start(t)
 	ctx := context.Background()
-	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, bearer(adminToken))
+	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(adminToken))
 	ws, err := admin.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: "shutdown"})
 	if err != nil {
 		t.Fatal(err)
