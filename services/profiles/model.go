@@ -315,38 +315,38 @@ func (b *batch) resolve(e event) *profile {
 	}
 }
 
-// alias links previous_id (a user id or an anonymous id) to user_id; when
-// both have profiles, the previous one is merged into the user's.
+// alias links previous_id to user_id; when both have profiles, the
+// previous one is merged into the user's. Segment does not say whether a
+// previous id was a user id or an anonymous id, and its own events may be
+// applied after the alias (they are keyed by it, so they may sit on another
+// partition): the previous id is linked as both, so that its events, early
+// or late, land on the merged profile.
 func (b *batch) alias(e event) *profile {
 	uk := idKey{e.ws, kindUser, e.userID}
+	prevUser := idKey{e.ws, kindUser, e.previousID}
+	prevAnon := idKey{e.ws, kindAnonymous, e.previousID}
 	target := b.lookup(uk)
-	prevKey := idKey{e.ws, kindUser, e.previousID}
-	source := b.lookup(prevKey)
+	source := b.lookup(prevUser)
 	if source == nil {
-		prevKey = idKey{e.ws, kindAnonymous, e.previousID}
-		source = b.lookup(prevKey)
+		source = b.lookup(prevAnon)
 	}
 	switch {
 	case target == nil && source == nil:
-		p := b.create(e.ws)
-		p.userID = e.userID
-		b.link(uk, p)
-		b.link(prevKey, p)
-		return p
-	case source == nil:
-		b.link(prevKey, target)
-		return target
+		target = b.create(e.ws)
+		b.link(uk, target)
 	case target == nil:
-		source.userID = e.userID
-		b.link(uk, source)
-		return source
-	default:
-		if source != target {
-			b.merge(source, target)
-		}
-		target.userID = e.userID
-		return target
+		target = source
+		b.link(uk, target)
+	case source != nil && source != target:
+		b.merge(source, target)
 	}
+	target.userID = e.userID
+	for _, k := range []idKey{prevUser, prevAnon} {
+		if b.lookup(k) == nil {
+			b.link(k, target)
+		}
+	}
+	return target
 }
 
 // changed lists the profiles to write back.

@@ -93,7 +93,20 @@ func TestBatchApply(t *testing.T) {
 			},
 			want: map[string]view{"new": {
 				UserID: "new", Traits: map[string]string{"x": "1", "y": "2"}, Counts: map[string]int64{"A": 2, "B": 1},
-				FirstSeen: 5, LastSeen: 10, IDs: []string{"user:new", "user:old"},
+				FirstSeen: 5, LastSeen: 10, IDs: []string{"anonymous:old", "user:new", "user:old"},
+			}},
+		},
+		{
+			name: "events of the previous id applied after the alias land on the merged profile",
+			events: []event{
+				{typ: track, userID: "new", name: "A", micros: 7},
+				{typ: alias, userID: "new", previousID: "old", micros: 9},
+				{typ: track, userID: "old", name: "A", micros: 5},
+				{typ: track, anonymousID: "old", name: "B", micros: 6},
+			},
+			want: map[string]view{"new": {
+				UserID: "new", Traits: map[string]string{}, Counts: map[string]int64{"A": 2, "B": 1},
+				FirstSeen: 5, LastSeen: 9, IDs: []string{"anonymous:old", "user:new", "user:old"},
 			}},
 		},
 		{

@@ -319,7 +319,7 @@ var ErrNotFound = errors.New("profile not found")
 const profileColumns = `
 	p.workspace_id::text, p.profile_id::text, coalesce(p.user_id, ''),
 	p.traits, p.event_counts, p.last_event_times, p.first_seen, p.last_seen, p.updated_at,
-	coalesce((SELECT array_agg(i.id ORDER BY i.id) FROM profile_identities i
+	coalesce((SELECT array_agg(DISTINCT i.id ORDER BY i.id) FROM profile_identities i
 	          WHERE i.workspace_id = p.workspace_id AND i.profile_id = p.profile_id
 	            AND NOT (i.kind = 'user' AND i.id = coalesce(p.user_id, ''))), '{}')`
 

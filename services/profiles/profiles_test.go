@@ -1,0 +1,416 @@
+package profiles_test
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kfake"
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/whisperhq/whisper/internal/auth"
+	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
+	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/kafkatest"
+	"github.com/whisperhq/whisper/internal/pgtest"
+	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/services/profiles"
+)
+
+const (
+	wsA = "6a0d3c1e-2f4b-4c8d-9e1a-0b2c3d4e5f60"
+	wsB = "7b1e4d2f-3a5c-4d9e-8f2b-1c3d4e5f6071"
+)
+
+var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
+
+type harness struct {
+	brokers  []string
+	producer *kgo.Client
+	store    *profiles.Store
+	handler  *profiles.Handler
+}
+
+func newHarness(t *testing.T) *harness {
+	t.Helper()
+	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(3, kafka.TopicEvents, kafka.TopicEventsDLQ))
+	pool := pgtest.NewPool(t)
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if err := postgres.Migrate(context.Background(), pool, profiles.Migrations, logger); err != nil {
+		t.Fatal(err)
+	}
+	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.DefaultProduceTopic(kafka.TopicEvents))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(producer.Close)
+	store := profiles.NewStore(pool)
+	return &harness{brokers: brokers, producer: producer, store: store, handler: profiles.NewHandler(store, logger)}
+}
+
+// consume runs a consumer in group until the test ends; its metrics are
+// on the returned registry.
+func (h *harness) consume(t *testing.T, group string) *prometheus.Registry {
+	t.Helper()
+	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(h.brokers...)}, profiles.ConsumerOpts(group)...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := prometheus.NewRegistry()
+	svc := profiles.New(profiles.Options{Store: h.store, Client: cl, Registerer: reg})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- svc.Run(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+		cl.Close()
+	})
+	return reg
+}
+
+func (h *harness) produce(t *testing.T, evs ...*eventv1.Event) {
+	t.Helper()
+	var recs []*kgo.Record
+	for _, ev := range evs {
+		b, err := proto.Marshal(ev)
+		if err != nil {
+			t.Fatal(err)
+		}
+		user := ev.GetUserId()
+		if user == "" {
+			user = ev.GetAnonymousId()
+		}
+		recs = append(recs, &kgo.Record{Key: kafka.Key(ev.GetWorkspaceId(), user), Value: b})
+	}
+	if err := h.producer.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+var msgSeq int
+
+func ev(ws string, typ eventv1.EventType, user, anon string, at time.Duration, mutate ...func(*eventv1.Event)) *eventv1.Event {
+	msgSeq++
+	e := &eventv1.Event{
+		MessageId: fmt.Sprintf("m%d", msgSeq), WorkspaceId: ws, Type: typ, UserId: user, AnonymousId: anon,
+		Timestamp: timestamppb.New(t0.Add(at)),
+	}
+	for _, m := range mutate {
+		m(e)
+	}
+	return e
+}
+
+func track(ws, user, anon, name string, at time.Duration) *eventv1.Event {
+	return ev(ws, eventv1.EventType_EVENT_TYPE_TRACK, user, anon, at, func(e *eventv1.Event) { e.Event = name })
+}
+
+func identify(ws, user, anon, traits string, at time.Duration) *eventv1.Event {
+	return ev(ws, eventv1.EventType_EVENT_TYPE_IDENTIFY, user, anon, at, func(e *eventv1.Event) { e.Traits = []byte(traits) })
+}
+
+func alias(ws, user, previous string, at time.Duration) *eventv1.Event {
+	return ev(ws, eventv1.EventType_EVENT_TYPE_ALIAS, user, "", at, func(e *eventv1.Event) { e.PreviousId = previous })
+}
+
+func as(ws string) context.Context {
+	return auth.NewContext(context.Background(), &auth.Principal{WorkspaceID: ws, CredentialID: "tok"})
+}
+
+// waitProfile polls GetProfile until it returns want (ignoring the
+// generated profile id and the write time) or the deadline passes.
+func (h *harness) waitProfile(t *testing.T, ctx context.Context, req *profilev1.GetProfileRequest, want *profilev1.Profile) *profilev1.Profile {
+	t.Helper()
+	opts := []cmp.Option{protocmp.Transform(), protocmp.IgnoreFields(&profilev1.Profile{}, "profile_id", "update_time")}
+	deadline := time.Now().Add(20 * time.Second)
+	var diff string
+	for time.Now().Before(deadline) {
+		res, err := h.handler.GetProfile(ctx, req)
+		if err == nil {
+			if diff = cmp.Diff(want, res.GetProfile(), opts...); diff == "" {
+				return res.GetProfile()
+			}
+		} else {
+			diff = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("GetProfile(%v) never matched; last (-want +got):\n%s", req, diff)
+	return nil
+}
+
+func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
+	t.Helper()
+	s, err := structpb.NewStruct(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestIdentityAliasAndReplay(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g1")
+	h.produce(t,
+		track(wsA, "", "anon-1", "Viewed", 0),
+		identify(wsA, "u1", "anon-1", `{"plan":"free","name":"Ann"}`, time.Minute),
+		track(wsA, "u1", "", "Viewed", 2*time.Minute),
+		track(wsA, "u1", "", "Bought", 3*time.Minute),
+		// A second user, merged into u1 by an alias keyed on the old id.
+		track(wsA, "old-id", "", "Viewed", -time.Hour),
+		identify(wsA, "old-id", "", `{"city":"Oslo","plan":"trial"}`, -time.Hour),
+		alias(wsA, "u1", "old-id", 4*time.Minute),
+		track(wsA, "old-id", "", "Bought", 5*time.Minute),
+		// Same user id in another workspace: a different profile.
+		track(wsB, "u1", "", "Viewed", 0),
+	)
+	want := &profilev1.Profile{
+		WorkspaceId:    wsA,
+		UserId:         "u1",
+		AnonymousIds:   []string{"anon-1", "old-id"},
+		Traits:         mustStruct(t, map[string]any{"plan": "free", "name": "Ann", "city": "Oslo"}),
+		FirstSeenTime:  timestamppb.New(t0.Add(-time.Hour)),
+		LastSeenTime:   timestamppb.New(t0.Add(5 * time.Minute)),
+		EventCounts:    map[string]int64{"Viewed": 3, "Bought": 2},
+		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0.Add(2 * time.Minute)), "Bought": timestamppb.New(t0.Add(5 * time.Minute))},
+	}
+	// The alias and the later event may be applied by other partitions'
+	// batches in either order; the end state is the same.
+	got := h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, want)
+	for _, req := range []*profilev1.GetProfileRequest{
+		{Id: &profilev1.GetProfileRequest_AnonymousId{AnonymousId: "anon-1"}},
+		{Id: &profilev1.GetProfileRequest_UserId{UserId: "old-id"}},
+	} {
+		res, err := h.handler.GetProfile(as(wsA), req)
+		if err != nil {
+			t.Fatalf("GetProfile(%v): %v", req, err)
+		}
+		if diff := cmp.Diff(got, res.GetProfile(), protocmp.Transform()); diff != "" {
+			t.Errorf("GetProfile(%v) is not the merged profile (-want +got):\n%s", req, diff)
+		}
+	}
+	list, err := h.handler.ListProfiles(as(wsA), &profilev1.ListProfilesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list.GetProfiles()) != 1 {
+		t.Errorf("ListProfiles: %d profiles, want 1 (the alias merged two): %v", len(list.GetProfiles()), list.GetProfiles())
+	}
+
+	// Replay: a fresh group consumes the whole topic again; every record is
+	// a duplicate and nothing changes, not even the write time.
+	reg := h.consume(t, "g2-replay")
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) && recordCount(reg, "duplicate") < 9 {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := recordCount(reg, "duplicate"); n != 9 {
+		t.Fatalf("replay: %v duplicates, want 9", n)
+	}
+	if n := recordCount(reg, "applied"); n != 0 {
+		t.Errorf("replay: %v records applied again, want 0", n)
+	}
+	res, err := h.handler.GetProfile(as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(got, res.GetProfile(), protocmp.Transform()); diff != "" {
+		t.Errorf("profile changed by the replay (-before +after):\n%s", diff)
+	}
+}
+
+// recordCount reads whisper_profiles_records_total{outcome}.
+func recordCount(reg *prometheus.Registry, outcome string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "whisper_profiles_records_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "outcome" && l.GetValue() == outcome {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}
+
+func TestOutOfOrderTraits(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	// The newer identify is produced (and applied) first.
+	h.produce(t, identify(wsA, "u1", "", `{"plan":"pro","seats":5}`, 2*time.Hour))
+	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, &profilev1.Profile{
+		WorkspaceId: wsA, UserId: "u1", Traits: mustStruct(t, map[string]any{"plan": "pro", "seats": 5}),
+		FirstSeenTime: timestamppb.New(t0.Add(2 * time.Hour)), LastSeenTime: timestamppb.New(t0.Add(2 * time.Hour)),
+	})
+	h.produce(t, identify(wsA, "u1", "", `{"plan":"free","company":"Acme"}`, time.Hour))
+	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, &profilev1.Profile{
+		WorkspaceId: wsA, UserId: "u1", Traits: mustStruct(t, map[string]any{"plan": "pro", "seats": 5, "company": "Acme"}),
+		FirstSeenTime: timestamppb.New(t0.Add(time.Hour)), LastSeenTime: timestamppb.New(t0.Add(2 * time.Hour)),
+	})
+}
+
+func TestUndecodableRecordsGoToTheDLQ(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	garbage := &kgo.Record{Key: []byte("x"), Value: []byte("\xff\xffnot protobuf")}
+	noWorkspace, _ := proto.Marshal(track("not-a-uuid", "u1", "", "Viewed", 0))
+	if err := h.producer.ProduceSync(context.Background(), garbage, &kgo.Record{Key: []byte("y"), Value: noWorkspace}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(t, track(wsA, "u9", "", "Viewed", 0))
+	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u9"}}, &profilev1.Profile{
+		WorkspaceId: wsA, UserId: "u9", Traits: &structpb.Struct{},
+		FirstSeenTime: timestamppb.New(t0), LastSeenTime: timestamppb.New(t0),
+		EventCounts:    map[string]int64{"Viewed": 1},
+		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0)},
+	})
+	dead := kafkatest.ReadAll(t, h.brokers, kafka.TopicEventsDLQ, 2, 10*time.Second)
+	if len(dead) != 2 {
+		t.Fatalf("DLQ has %d records, want 2", len(dead))
+	}
+	reasons := map[string]string{}
+	for _, r := range dead {
+		for _, hd := range r.Headers {
+			if hd.Key == profiles.HeaderDLQReason {
+				reasons[string(r.Key)] = string(hd.Value)
+			}
+		}
+	}
+	for key, want := range map[string]string{"x": "not a whisper.event.v1.Event", "y": `workspace_id "not-a-uuid" is not a uuid`} {
+		if !strings.Contains(reasons[key], want) {
+			t.Errorf("DLQ record %q: reason %q, want one containing %q", key, reasons[key], want)
+		}
+	}
+}
+
+func TestHandlerErrors(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	h.produce(t, track(wsA, "u1", "", "Viewed", 0))
+	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, &profilev1.Profile{
+		WorkspaceId: wsA, UserId: "u1", Traits: &structpb.Struct{},
+		FirstSeenTime: timestamppb.New(t0), LastSeenTime: timestamppb.New(t0),
+		EventCounts:    map[string]int64{"Viewed": 1},
+		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0)},
+	})
+	admin := auth.NewContext(context.Background(), &auth.Principal{Admin: true})
+	byUser := func(ws, id string) *profilev1.GetProfileRequest {
+		return &profilev1.GetProfileRequest{WorkspaceId: ws, Id: &profilev1.GetProfileRequest_UserId{UserId: id}}
+	}
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		req      *profilev1.GetProfileRequest
+		code     connect.Code
+		contains string
+	}{
+		{"own workspace, implied", as(wsA), byUser("", "u1"), 0, ""},
+		{"admin names the workspace", admin, byUser(wsA, "u1"), 0, ""},
+		{"admin without a workspace", admin, byUser("", "u1"), connect.CodeInvalidArgument, "workspace_id: required"},
+		{"another workspace's token, implied", as(wsB), byUser("", "u1"), connect.CodeNotFound, ""},
+		{"another workspace's token, named", as(wsB), byUser(wsA, "u1"), connect.CodePermissionDenied, ""},
+		{"unknown user", as(wsA), byUser("", "nobody"), connect.CodeNotFound, ""},
+		{"no id", as(wsA), &profilev1.GetProfileRequest{}, connect.CodeInvalidArgument, "id: set user_id or anonymous_id"},
+		{"empty user id", as(wsA), byUser("", ""), connect.CodeInvalidArgument, "user_id:"},
+		{"bad workspace id", as(wsA), byUser("nope", "u1"), connect.CodeInvalidArgument, "workspace_id: not a valid id"},
+		{"no principal", context.Background(), byUser(wsA, "u1"), connect.CodeUnauthenticated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := h.handler.GetProfile(tt.ctx, tt.req)
+			if tt.code == 0 {
+				if err != nil || res.GetProfile().GetUserId() != "u1" {
+					t.Fatalf("GetProfile = %v, %v; want u1's profile", res, err)
+				}
+				return
+			}
+			if connect.CodeOf(err) != tt.code || !strings.Contains(err.Error(), tt.contains) {
+				t.Fatalf("GetProfile = %v, %v; want %v containing %q", res, err, tt.code, tt.contains)
+			}
+			if res.GetProfile() != nil {
+				t.Errorf("an error came with data: %v", res)
+			}
+		})
+	}
+	if _, err := h.handler.ListProfiles(as(wsA), &profilev1.ListProfilesRequest{PageSize: 1001}); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "page_size") {
+		t.Errorf("ListProfiles(page_size=1001) = %v, want InvalidArgument naming page_size", err)
+	}
+	if _, err := h.handler.ListProfiles(as(wsA), &profilev1.ListProfilesRequest{PageToken: "zz"}); connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), "page_token") {
+		t.Errorf("ListProfiles(bad token) = %v, want InvalidArgument naming page_token", err)
+	}
+}
+
+func TestListProfilesPages(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	var evs []*eventv1.Event
+	for i := range 7 {
+		evs = append(evs, track(wsA, fmt.Sprintf("u%d", i), "", "Viewed", 0))
+	}
+	evs = append(evs, track(wsB, "other", "", "Viewed", 0))
+	h.produce(t, evs...)
+	h.waitProfile(t, as(wsB), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "other"}}, &profilev1.Profile{
+		WorkspaceId: wsB, UserId: "other", Traits: &structpb.Struct{},
+		FirstSeenTime: timestamppb.New(t0), LastSeenTime: timestamppb.New(t0),
+		EventCounts:    map[string]int64{"Viewed": 1},
+		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0)},
+	})
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var users []string
+		token := ""
+		pages := 0
+		for {
+			res, err := h.handler.ListProfiles(as(wsA), &profilev1.ListProfilesRequest{PageSize: 3, PageToken: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pages++
+			for _, p := range res.GetProfiles() {
+				users = append(users, p.GetUserId())
+			}
+			if token = res.GetNextPageToken(); token == "" {
+				break
+			}
+		}
+		if len(users) == 7 {
+			if pages != 3 {
+				t.Errorf("7 profiles in %d pages of 3, want 3", pages)
+			}
+			seen := map[string]bool{}
+			for _, u := range users {
+				if seen[u] || !strings.HasPrefix(u, "u") {
+					t.Errorf("listed %q twice or from another workspace: %v", u, users)
+				}
+				seen[u] = true
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("listed %v, want u0..u6", users)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
