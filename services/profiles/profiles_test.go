@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -37,6 +41,7 @@ const (
 var t0 = time.Date(2026, 11, 1, 12, 0, 0, 0, time.UTC)
 
 type harness struct {
+	dbURL    string
 	brokers  []string
 	producer *kgo.Client
 	store    *profiles.Store
@@ -46,7 +51,12 @@ type harness struct {
 func newHarness(t *testing.T) *harness {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(3, kafka.TopicEvents, kafka.TopicEventsDLQ))
-	pool := pgtest.NewPool(t)
+	dbURL := pgtest.NewDatabase(t)
+	pool, err := pgxpool.New(context.Background(), dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	if err := postgres.Migrate(context.Background(), pool, profiles.Migrations, logger); err != nil {
 		t.Fatal(err)
@@ -57,7 +67,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(producer.Close)
 	store := profiles.NewStore(pool)
-	return &harness{brokers: brokers, producer: producer, store: store, handler: profiles.NewHandler(store, logger)}
+	return &harness{dbURL: dbURL, brokers: brokers, producer: producer, store: store, handler: profiles.NewHandler(store, logger)}
 }
 
 // consume runs a consumer in group until the test ends; its metrics are
@@ -236,17 +246,22 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 
 // recordCount reads whisper_profiles_records_total{outcome}.
 func recordCount(reg *prometheus.Registry, outcome string) float64 {
+	return counterValue(reg, "whisper_profiles_records_total", "outcome", outcome)
+}
+
+// counterValue reads the counter name{label="value"}; 0 when absent.
+func counterValue(reg *prometheus.Registry, name, label, value string) float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
 		return -1
 	}
 	for _, mf := range mfs {
-		if mf.GetName() != "whisper_profiles_records_total" {
+		if mf.GetName() != name {
 			continue
 		}
 		for _, m := range mf.GetMetric() {
 			for _, l := range m.GetLabel() {
-				if l.GetName() == "outcome" && l.GetValue() == outcome {
+				if l.GetName() == label && l.GetValue() == value {
 					return m.GetCounter().GetValue()
 				}
 			}
@@ -412,5 +427,99 @@ func TestListProfilesPages(t *testing.T) {
 			t.Fatalf("listed %v, want u0..u6", users)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// setDatabaseUp lets the harness's database accept connections or not;
+// refusing also ends the connections it has.
+func (h *harness) setDatabaseUp(t *testing.T, up bool) {
+	t.Helper()
+	u, err := url.Parse(h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.TrimPrefix(u.Path, "/")
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, pgtest.URL(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, fmt.Sprintf("ALTER DATABASE %s ALLOW_CONNECTIONS %t", name, up)); err != nil {
+		t.Fatal(err)
+	}
+	if !up {
+		if _, err := conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// committed returns the offsets group committed on whisper.events, summed
+// over partitions.
+func (h *harness) committed(t *testing.T, group string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	offsets, err := kadm.NewClient(cl).FetchOffsets(context.Background(), group)
+	if err != nil {
+		t.Fatalf("fetch offsets of %s: %v", group, err)
+	}
+	var sum int64
+	offsets.Each(func(o kadm.OffsetResponse) {
+		if o.Topic == kafka.TopicEvents && o.At > 0 {
+			sum += o.At
+		}
+	})
+	return sum
+}
+
+// TestDatabaseDown: while PostgreSQL refuses connections the consumer
+// retries and commits nothing; once it is back, the events are applied and
+// then committed.
+func TestDatabaseDown(t *testing.T) {
+	h := newHarness(t)
+	reg := h.consume(t, "g")
+	h.produce(t, track(wsA, "u0", "", "Viewed", 0))
+	want := func(user string) *profilev1.Profile {
+		return &profilev1.Profile{
+			WorkspaceId: wsA, UserId: user, Traits: &structpb.Struct{},
+			FirstSeenTime: timestamppb.New(t0), LastSeenTime: timestamppb.New(t0),
+			EventCounts:    map[string]int64{"Viewed": 1},
+			LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0)},
+		}
+	}
+	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u0"}}, want("u0"))
+	waitFor(t, "the first event's offset to be committed", func() bool { return h.committed(t, "g") == 1 })
+
+	h.setDatabaseUp(t, false)
+	t.Cleanup(func() { h.setDatabaseUp(t, true) })
+	h.produce(t, track(wsA, "u1", "", "Viewed", 0), track(wsA, "u2", "", "Viewed", 0))
+	waitFor(t, "failed attempts while the database is down", func() bool {
+		return counterValue(reg, "whisper_profiles_failures_total", "operation", "apply events") >= 2
+	})
+	if n := h.committed(t, "g"); n != 1 {
+		t.Fatalf("committed offsets sum to %d while the database was down, want 1", n)
+	}
+
+	h.setDatabaseUp(t, true)
+	for _, u := range []string{"u1", "u2"} {
+		h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: u}}, want(u))
+	}
+	waitFor(t, "every offset to be committed", func() bool { return h.committed(t, "g") == 3 })
+	if n := recordCount(reg, "applied"); n != 3 {
+		t.Errorf("%v records applied, want 3", n)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
 	}
 }
