@@ -1,0 +1,88 @@
+package profiles
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"sync"
+	"testing"
+
+	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
+	"github.com/whisperhq/whisper/internal/pgtest"
+	"github.com/whisperhq/whisper/internal/postgres"
+)
+
+// TestConcurrentBatchesOnOneProfile: batches of different partitions reach
+// one profile through different identities while aliases merge other
+// profiles into it. No update is lost and no batch fails but for the
+// documented retry.
+func TestConcurrentBatchesOnOneProfile(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	if err := postgres.Migrate(ctx, pool, Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(pool)
+	const writers, batches, perBatch, aliases = 6, 15, 10, 10
+	seq := 0
+	next := func(e event) event {
+		seq++
+		e.ws, e.messageID, e.micros = ws, fmt.Sprintf("m%d", seq), int64(1000+seq)
+		return e
+	}
+	var setup []event
+	for i := range writers {
+		setup = append(setup, next(event{typ: eventv1.EventType_EVENT_TYPE_IDENTIFY, userID: "u", anonymousID: fmt.Sprintf("a%d", i)}))
+	}
+	for j := range aliases {
+		setup = append(setup, next(event{typ: eventv1.EventType_EVENT_TYPE_TRACK, userID: fmt.Sprintf("x%d", j), name: "X"}))
+	}
+	if _, err := s.applyEvents(ctx, setup); err != nil {
+		t.Fatal(err)
+	}
+	work := make([][][]event, writers+1)
+	for i := range writers {
+		for range batches {
+			var b []event
+			for range perBatch {
+				b = append(b, next(event{typ: eventv1.EventType_EVENT_TYPE_TRACK, anonymousID: fmt.Sprintf("a%d", i), name: "T"}))
+			}
+			work[i] = append(work[i], b)
+		}
+	}
+	for j := range aliases {
+		work[writers] = append(work[writers], []event{next(event{typ: eventv1.EventType_EVENT_TYPE_ALIAS, userID: "u", previousID: fmt.Sprintf("x%d", j)})})
+	}
+	var wg sync.WaitGroup
+	for _, w := range work {
+		wg.Go(func() {
+			for _, b := range w {
+				for {
+					_, err := s.applyEvents(ctx, b)
+					if errors.Is(err, errProfileMoved) {
+						continue
+					}
+					if err != nil {
+						t.Errorf("apply: %v", err)
+					}
+					break
+				}
+			}
+		})
+	}
+	wg.Wait()
+	p, err := s.get(ctx, ws, kindUser, "u")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int64{"T": writers * batches * perBatch, "X": aliases}
+	if p.EventCounts["T"] != want["T"] || p.EventCounts["X"] != want["X"] || len(p.EventCounts) != 2 {
+		t.Errorf("counts = %v, want %v", p.EventCounts, want)
+	}
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM profiles`).Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d profiles (%v), want 1: every alias merged into u", n, err)
+	}
+}
