@@ -9,7 +9,10 @@
 // delivered again (after a crash, a rebalance, a replay) changes nothing.
 // Offsets are committed only after that transaction commits, and rebalances
 // wait until the poll's records are applied and committed. While PostgreSQL
-// is unreachable the consumer retries with backoff and commits nothing.
+// is unreachable the consumer retries with backoff and commits nothing; if
+// that outlasts the group's rebalance timeout, the member is evicted, its
+// commit fails and the partition's next owner applies the records again,
+// which is harmless.
 //
 // A record that can never be applied (not an Event, no workspace, no
 // identity) is copied to whisper.events.dlq with the reason in a header, and

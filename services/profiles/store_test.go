@@ -8,6 +8,9 @@ import (
 	"log/slog"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	"github.com/whisperhq/whisper/internal/pgtest"
@@ -84,5 +87,27 @@ func TestConcurrentBatchesOnOneProfile(t *testing.T) {
 	var n int
 	if err := pool.QueryRow(ctx, `SELECT count(*) FROM profiles`).Scan(&n); err != nil || n != 1 {
 		t.Errorf("%d profiles (%v), want 1: every alias merged into u", n, err)
+	}
+}
+
+func TestPurgeApplied(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	if err := postgres.Migrate(ctx, pool, Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO profile_applied_messages (workspace_id, message_id, applied_at) VALUES
+		  ($1, 'old', now() - interval '8 days'), ($1, 'recent', now() - interval '6 days')`, ws); err != nil {
+		t.Fatal(err)
+	}
+	n, err := NewStore(pool).purgeApplied(ctx, time.Now().Add(-AppliedRetention))
+	if err != nil || n != 1 {
+		t.Fatalf("purgeApplied = %d, %v; want 1 row", n, err)
+	}
+	rows, _ := pool.Query(ctx, `SELECT message_id FROM profile_applied_messages`)
+	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil || len(left) != 1 || left[0] != "recent" {
+		t.Errorf("left %v (%v), want [recent]", left, err)
 	}
 }
