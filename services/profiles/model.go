@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -151,8 +153,25 @@ func decode(ev *eventv1.Event, fallback time.Time) (event, error) {
 	case e.typ == eventv1.EventType_EVENT_TYPE_TRACK && e.name == "":
 		return bad("track without an event name")
 	}
+	// PostgreSQL text and jsonb cannot hold NUL: such an event would fail
+	// its batch on every retry, so it is refused here instead.
+	for field, v := range map[string]string{"message_id": e.messageID, "user_id": e.userID, "anonymous_id": e.anonymousID, "previous_id": e.previousID, "event": e.name} {
+		if strings.ContainsRune(v, 0) {
+			return bad("%s contains a NUL character", field)
+		}
+	}
 	if b := ev.GetTraits(); len(b) > 0 && e.typ == eventv1.EventType_EVENT_TYPE_IDENTIFY {
-		if err := json.Unmarshal(b, &e.traits); err != nil || e.traits == nil {
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			return bad("traits are not a JSON object")
+		}
+		if _, ok := v.(map[string]any); !ok {
+			return bad("traits are not a JSON object")
+		}
+		if hasNUL(v) {
+			return bad("traits contain a NUL character")
+		}
+		if err := json.Unmarshal(b, &e.traits); err != nil {
 			return bad("traits are not a JSON object")
 		}
 	}
@@ -168,6 +187,23 @@ func decode(ev *eventv1.Event, fallback time.Time) (event, error) {
 		return bad("timestamp %v is before 1970", t)
 	}
 	return e, nil
+}
+
+// hasNUL reports whether a decoded JSON value has a NUL in a string or key.
+func hasNUL(v any) bool {
+	switch v := v.(type) {
+	case string:
+		return strings.ContainsRune(v, 0)
+	case []any:
+		return slices.ContainsFunc(v, hasNUL)
+	case map[string]any:
+		for k, x := range v {
+			if strings.ContainsRune(k, 0) || hasNUL(x) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // batch applies events to profiles in memory. It starts from the identities

@@ -291,7 +291,11 @@ func TestUndecodableRecordsGoToTheDLQ(t *testing.T) {
 	h.consume(t, "g")
 	garbage := &kgo.Record{Key: []byte("x"), Value: []byte("\xff\xffnot protobuf")}
 	noWorkspace, _ := proto.Marshal(track("not-a-uuid", "u1", "", "Viewed", 0))
-	if err := h.producer.ProduceSync(context.Background(), garbage, &kgo.Record{Key: []byte("y"), Value: noWorkspace}).FirstErr(); err != nil {
+	// Valid protobuf that PostgreSQL cannot store: it must not wedge the
+	// partition in retries.
+	nul, _ := proto.Marshal(identify(wsA, "u1", "", `{"name":"a\u0000b"}`, 0))
+	if err := h.producer.ProduceSync(context.Background(), garbage,
+		&kgo.Record{Key: []byte("y"), Value: noWorkspace}, &kgo.Record{Key: []byte("z"), Value: nul}).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 	h.produce(t, track(wsA, "u9", "", "Viewed", 0))
@@ -301,9 +305,9 @@ func TestUndecodableRecordsGoToTheDLQ(t *testing.T) {
 		EventCounts:    map[string]int64{"Viewed": 1},
 		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0)},
 	})
-	dead := kafkatest.ReadAll(t, h.brokers, kafka.TopicEventsDLQ, 2, 10*time.Second)
-	if len(dead) != 2 {
-		t.Fatalf("DLQ has %d records, want 2", len(dead))
+	dead := kafkatest.ReadAll(t, h.brokers, kafka.TopicEventsDLQ, 3, 10*time.Second)
+	if len(dead) != 3 {
+		t.Fatalf("DLQ has %d records, want 3", len(dead))
 	}
 	reasons := map[string]string{}
 	for _, r := range dead {
@@ -313,7 +317,7 @@ func TestUndecodableRecordsGoToTheDLQ(t *testing.T) {
 			}
 		}
 	}
-	for key, want := range map[string]string{"x": "not a whisper.event.v1.Event", "y": `workspace_id "not-a-uuid" is not a uuid`} {
+	for key, want := range map[string]string{"x": "not a whisper.event.v1.Event", "y": `workspace_id "not-a-uuid" is not a uuid`, "z": "traits contain a NUL character"} {
 		if !strings.Contains(reasons[key], want) {
 			t.Errorf("DLQ record %q: reason %q, want one containing %q", key, reasons[key], want)
 		}
