@@ -1,6 +1,7 @@
 package profiles
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -161,18 +162,29 @@ func decode(ev *eventv1.Event, fallback time.Time) (event, error) {
 		}
 	}
 	if b := ev.GetTraits(); len(b) > 0 && e.typ == eventv1.EventType_EVENT_TYPE_IDENTIFY {
+		// Values are decoded and encoded again rather than kept raw: Go
+		// writes valid UTF-8 without lone surrogates, which jsonb refuses.
+		// Numbers keep their text, so large integers stay exact.
+		dec := json.NewDecoder(bytes.NewReader(b))
+		dec.UseNumber()
 		var v any
-		if err := json.Unmarshal(b, &v); err != nil {
+		if err := dec.Decode(&v); err != nil || dec.More() {
 			return bad("traits are not a JSON object")
 		}
-		if _, ok := v.(map[string]any); !ok {
+		obj, ok := v.(map[string]any)
+		if !ok {
 			return bad("traits are not a JSON object")
 		}
 		if hasNUL(v) {
 			return bad("traits contain a NUL character")
 		}
-		if err := json.Unmarshal(b, &e.traits); err != nil {
-			return bad("traits are not a JSON object")
+		e.traits = make(map[string]json.RawMessage, len(obj))
+		for k, x := range obj {
+			raw, err := json.Marshal(x)
+			if err != nil {
+				return bad("trait %q: %v", k, err)
+			}
+			e.traits[k] = raw
 		}
 	}
 	t := fallback

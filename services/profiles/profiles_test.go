@@ -274,14 +274,16 @@ func TestOutOfOrderTraits(t *testing.T) {
 	h := newHarness(t)
 	h.consume(t, "g")
 	// The newer identify is produced (and applied) first.
-	h.produce(t, identify(wsA, "u1", "", `{"plan":"pro","seats":5}`, 2*time.Hour))
+	// Invalid UTF-8 and a lone surrogate, which jsonb refuses, are stored
+	// as U+FFFD rather than wedging the partition.
+	h.produce(t, identify(wsA, "u1", "", "{\"plan\":\"pro\",\"seats\":5,\"bad\":\"\xff\\ud800\",\"big\":12345678901234567890}", 2*time.Hour))
 	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, &profilev1.Profile{
-		WorkspaceId: wsA, UserId: "u1", Traits: mustStruct(t, map[string]any{"plan": "pro", "seats": 5}),
+		WorkspaceId: wsA, UserId: "u1", Traits: mustStruct(t, map[string]any{"plan": "pro", "seats": 5, "bad": "\ufffd\ufffd", "big": 12345678901234567890.0}),
 		FirstSeenTime: timestamppb.New(t0.Add(2 * time.Hour)), LastSeenTime: timestamppb.New(t0.Add(2 * time.Hour)),
 	})
 	h.produce(t, identify(wsA, "u1", "", `{"plan":"free","company":"Acme"}`, time.Hour))
 	h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, &profilev1.Profile{
-		WorkspaceId: wsA, UserId: "u1", Traits: mustStruct(t, map[string]any{"plan": "pro", "seats": 5, "company": "Acme"}),
+		WorkspaceId: wsA, UserId: "u1", Traits: mustStruct(t, map[string]any{"plan": "pro", "seats": 5, "bad": "\ufffd\ufffd", "big": 12345678901234567890.0, "company": "Acme"}),
 		FirstSeenTime: timestamppb.New(t0.Add(time.Hour)), LastSeenTime: timestamppb.New(t0.Add(2 * time.Hour)),
 	})
 }
