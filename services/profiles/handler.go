@@ -23,7 +23,6 @@ import (
 const (
 	defaultPageSize = 100
 	maxPageSize     = 1000
-	maxIDLen        = 512
 )
 
 // Handler serves ProfileService. It expects every request to carry an
@@ -64,7 +63,7 @@ func (h *Handler) GetProfile(ctx context.Context, req *profilev1.GetProfileReque
 	default:
 		return nil, invalid("id", "set user_id or anonymous_id")
 	}
-	if id == "" || len(id) > maxIDLen {
+	if id == "" || len(id) > maxIDBytes {
 		return nil, invalid(field, "must be 1-512 bytes")
 	}
 	p, err := h.store.get(ctx, ws, kind, id)

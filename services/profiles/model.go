@@ -127,6 +127,11 @@ type event struct {
 	recordIndex         int
 }
 
+const (
+	maxIDBytes   = 512
+	maxNameBytes = 1024
+)
+
 // errUndecodable marks a record that no retry can apply; it goes to the DLQ.
 var errUndecodable = errors.New("undecodable event")
 
@@ -154,11 +159,22 @@ func decode(ev *eventv1.Event, fallback time.Time) (event, error) {
 	case e.typ == eventv1.EventType_EVENT_TYPE_TRACK && e.name == "":
 		return bad("track without an event name")
 	}
-	// PostgreSQL text and jsonb cannot hold NUL: such an event would fail
-	// its batch on every retry, so it is refused here instead.
-	for field, v := range map[string]string{"message_id": e.messageID, "user_id": e.userID, "anonymous_id": e.anonymousID, "previous_id": e.previousID, "event": e.name} {
-		if strings.ContainsRune(v, 0) {
-			return bad("%s contains a NUL character", field)
+	// What PostgreSQL would refuse on every retry (NUL in text or jsonb,
+	// ids too long for a btree key) is refused here instead. The limits are
+	// ingestion's: 512 bytes for ids, 1024 for event names.
+	for _, f := range [...]struct {
+		field string
+		v     string
+		max   int
+	}{
+		{"message_id", e.messageID, maxIDBytes}, {"user_id", e.userID, maxIDBytes}, {"anonymous_id", e.anonymousID, maxIDBytes},
+		{"previous_id", e.previousID, maxIDBytes}, {"event", e.name, maxNameBytes},
+	} {
+		if strings.ContainsRune(f.v, 0) {
+			return bad("%s contains a NUL character", f.field)
+		}
+		if len(f.v) > f.max {
+			return bad("%s is longer than %d bytes", f.field, f.max)
 		}
 	}
 	if b := ev.GetTraits(); len(b) > 0 && e.typ == eventv1.EventType_EVENT_TYPE_IDENTIFY {

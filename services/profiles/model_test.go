@@ -2,7 +2,10 @@ package profiles
 
 import (
 	"encoding/json"
+	"errors"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -137,3 +140,37 @@ func TestBatchApply(t *testing.T) {
 }
 
 var cmpSortIDs = cmpopts.SortSlices(func(a, b string) bool { return a < b })
+
+func TestDecodeRefusesWhatCannotBeStored(t *testing.T) {
+	tests := []struct {
+		name string
+		ev   *eventv1.Event
+		want string
+	}{
+		{"no workspace", &eventv1.Event{MessageId: "m", UserId: "u"}, "workspace_id"},
+		{"no message id", &eventv1.Event{WorkspaceId: ws, UserId: "u"}, "message_id is empty"},
+		{"no identity", &eventv1.Event{WorkspaceId: ws, MessageId: "m"}, "neither user_id nor anonymous_id"},
+		{"alias without previous id", &eventv1.Event{WorkspaceId: ws, MessageId: "m", UserId: "u", Type: eventv1.EventType_EVENT_TYPE_ALIAS}, "alias needs"},
+		{"track without a name", &eventv1.Event{WorkspaceId: ws, MessageId: "m", UserId: "u", Type: eventv1.EventType_EVENT_TYPE_TRACK}, "track without an event name"},
+		{"NUL in user id", &eventv1.Event{WorkspaceId: ws, MessageId: "m", UserId: "u\x00"}, "user_id contains a NUL"},
+		{"long anonymous id", &eventv1.Event{WorkspaceId: ws, MessageId: "m", AnonymousId: strings.Repeat("a", 513)}, "anonymous_id is longer than 512 bytes"},
+		{"traits an array", &eventv1.Event{WorkspaceId: ws, MessageId: "m", UserId: "u", Type: eventv1.EventType_EVENT_TYPE_IDENTIFY, Traits: []byte(`[1]`)}, "traits are not a JSON object"},
+		{"traits with trailing data", &eventv1.Event{WorkspaceId: ws, MessageId: "m", UserId: "u", Type: eventv1.EventType_EVENT_TYPE_IDENTIFY, Traits: []byte(`{}{}`)}, "traits are not a JSON object"},
+		{"NUL in a nested trait key", &eventv1.Event{WorkspaceId: ws, MessageId: "m", UserId: "u", Type: eventv1.EventType_EVENT_TYPE_IDENTIFY, Traits: []byte(`{"a":[{"b\u0000":1}]}`)}, "traits contain a NUL"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := decode(tt.ev, time.Unix(1, 0))
+			if !errors.Is(err, errUndecodable) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("decode = %v, want an undecodable error containing %q", err, tt.want)
+			}
+		})
+	}
+	e, err := decode(&eventv1.Event{WorkspaceId: strings.ToUpper(ws), MessageId: "m", UserId: "u", Type: eventv1.EventType_EVENT_TYPE_IDENTIFY, Traits: []byte(`{"n":12345678901234567890}`)}, time.Unix(1, 0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.ws != ws || string(e.traits["n"]) != "12345678901234567890" || e.micros != 1e6 {
+		t.Errorf("decode = %+v; want the canonical workspace id, the number's text, the fallback time", e)
+	}
+}
