@@ -135,6 +135,9 @@ func workspaceOf(ctx context.Context, requested string) (string, error) {
 		if p.Admin {
 			return "", invalid("workspace_id", "required with the admin token")
 		}
+		if p.WorkspaceID == "" {
+			return "", connect.NewError(connect.CodePermissionDenied, errors.New("the credential belongs to no workspace"))
+		}
 		return p.WorkspaceID, nil
 	}
 	u, err := uuid.Parse(requested)
