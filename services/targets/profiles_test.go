@@ -16,16 +16,8 @@ import (
 	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
 	workspacev1 "github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
+	"github.com/whisperhq/whisper/internal/rpctest"
 )
-
-func profileBearer(token string) connect.ClientOption {
-	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+token)
-			return next(ctx, req)
-		}
-	}))
-}
 
 // TestProfilesFromSegmentEvents sends identify, track and alias calls over
 // the Segment API and reads the profile they build over ProfileService,
@@ -33,7 +25,7 @@ func profileBearer(token string) connect.ClientOption {
 func TestProfilesFromSegmentEvents(t *testing.T) {
 	p := start(t)
 	ctx := context.Background()
-	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, profileBearer(adminToken))
+	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(adminToken))
 	var ids, tokens [2]string
 	for i, name := range []string{"acme", "other"} {
 		ws, err := admin.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: name})
@@ -83,7 +75,7 @@ func TestProfilesFromSegmentEvents(t *testing.T) {
 			"Viewed": at("2026-11-01T10:00:00Z"), "Bought": at("2026-11-01T10:10:00Z"),
 		},
 	}
-	client := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, profileBearer(tokens[0]))
+	client := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
 	byUser := &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}
 	opts := []cmp.Option{protocmp.Transform(), protocmp.IgnoreFields(&profilev1.Profile{}, "profile_id", "update_time")}
 	var diff string
@@ -121,7 +113,7 @@ func TestProfilesFromSegmentEvents(t *testing.T) {
 	}
 
 	// Another workspace's token reaches none of it.
-	other := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, profileBearer(tokens[1]))
+	other := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
 	if got, err := other.GetProfile(ctx, byUser); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("workspace B GetProfile(u1) = %v, %v; want NotFound", got, err)
 	}
