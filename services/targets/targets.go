@@ -210,9 +210,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		if err := postgres.Migrate(ctx, pool, profiles.Migrations, logger); err != nil {
 			return err
 		}
-		// No kprom metrics on this client: they would register a second
-		// time beside the ingest producer's on the same registry.
-		consumer, err := kafka.NewClient(cfg.Kafka, Profiles, nil, profiles.ConsumerOpts(profiles.DefaultGroup)...)
+		consumer, err := kafka.NewClient(cfg.Kafka, Profiles, reg, profiles.ConsumerOpts(profiles.DefaultGroup)...)
 		if err != nil {
 			return err
 		}
