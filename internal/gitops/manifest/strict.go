@@ -10,6 +10,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	clientscheme "k8s.io/client-go/kubernetes/scheme"
 	kjson "sigs.k8s.io/json"
+
+	// Before argov1alpha1's imports start up: see the package comment.
+	_ "github.com/whisperhq/whisper/internal/gitops/manifest/internal/kubectli18n"
 )
 
 // Decoder decodes documents into their Go types and refuses anything the
