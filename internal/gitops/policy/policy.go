@@ -1,7 +1,7 @@
 // Package policy evaluates the repository's Rego policies on Kubernetes
-// documents. Each Rego package is compiled once into a prepared query and
-// then evaluated per document, with the whole environment available as a
-// gatekeeper-style inventory, because compile time dominates otherwise.
+// documents. The policies are compiled once and every package is evaluated
+// on a document by one prepared query, with the whole environment available
+// as a gatekeeper-style inventory, because compile time dominates otherwise.
 package policy
 
 import (
@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -38,7 +39,23 @@ var resultRules = []struct {
 type pkg struct {
 	name  string // e.g. kubernetes.rbac
 	rules []string
-	query rego.PreparedEvalQuery
+}
+
+// output is one variable of a prepared query: the result set of one rule
+// of one package.
+type output struct {
+	pkg   string
+	rule  string
+	level finding.Level
+}
+
+// query evaluates every result rule of a set of packages at once, so that
+// what packages share (kubernetes.lib's helpers, the baseline rules that
+// restricted re-exports, data.inventory lookups) is computed once per
+// document rather than once per package.
+type query struct {
+	prepared rego.PreparedEvalQuery
+	outputs  []output
 }
 
 // Engine holds the compiled policies. Evaluate may be called from several
@@ -46,9 +63,13 @@ type pkg struct {
 // one store the queries were prepared against.
 type Engine struct {
 	mu       sync.Mutex
+	compiler *ast.Compiler
 	store    storage.Store
 	packages []*pkg
-	workers  int
+	// queries are prepared per selection of packages (the key joins their
+	// names), the full set at load time and others on first use.
+	queries map[string]*query
+	workers int
 }
 
 // Load compiles every non-test .rego file below dir.
@@ -116,7 +137,7 @@ func compile(ctx context.Context, modules map[string]*ast.Module) (*Engine, erro
 	if err := storage.WriteOne(ctx, store, storage.AddOp, storage.Path{"inventory"}, map[string]any{}); err != nil {
 		return nil, fmt.Errorf("init store: %w", err)
 	}
-	e := &Engine{store: store, workers: runtime.GOMAXPROCS(0)}
+	e := &Engine{compiler: compiler, store: store, queries: map[string]*query{}, workers: runtime.GOMAXPROCS(0)}
 	names := make([]string, 0, len(rulesByPkg))
 	for n := range rulesByPkg {
 		names = append(names, n)
@@ -124,29 +145,61 @@ func compile(ctx context.Context, modules map[string]*ast.Module) (*Engine, erro
 	sort.Strings(names)
 	for _, name := range names {
 		p := &pkg{name: name}
-		var exprs []string
 		for _, rr := range resultRules {
 			if rulesByPkg[name][rr.name] {
 				p.rules = append(p.rules, rr.name)
-				exprs = append(exprs, fmt.Sprintf("%s := data.%s.%s", rr.name, name, rr.name))
 			}
 		}
-		if len(exprs) == 0 {
+		if len(p.rules) == 0 {
 			continue // a library package: only imported by others
 		}
-		q, err := rego.New(
-			rego.Query(strings.Join(exprs, "; ")),
-			rego.Compiler(compiler),
-			rego.Store(store),
-			rego.StoreReadAST(true),
-		).PrepareForEval(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("prepare %s: %w", name, err)
-		}
-		p.query = q
 		e.packages = append(e.packages, p)
 	}
+	if _, err := e.query(ctx, e.packages); err != nil {
+		return nil, err
+	}
 	return e, nil
+}
+
+// query returns the prepared query over pkgs, preparing it on first use.
+// The caller holds e.mu (or owns e exclusively).
+func (e *Engine) query(ctx context.Context, pkgs []*pkg) (*query, error) {
+	names := make([]string, len(pkgs))
+	for i, p := range pkgs {
+		names[i] = p.name
+	}
+	key := strings.Join(names, " ")
+	if q, ok := e.queries[key]; ok {
+		return q, nil
+	}
+	q := &query{}
+	var exprs []string
+	for _, p := range pkgs {
+		for _, rule := range p.rules {
+			for _, rr := range resultRules {
+				if rr.name != rule {
+					continue
+				}
+				// The comprehension is always defined: a package whose rule
+				// is undefined for this document adds nothing instead of
+				// making the whole conjunction undefined.
+				exprs = append(exprs, fmt.Sprintf("r%d := [x | x := data.%s.%s]", len(q.outputs), p.name, rule))
+				q.outputs = append(q.outputs, output{pkg: p.name, rule: rule, level: rr.level})
+			}
+		}
+	}
+	prepared, err := rego.New(
+		rego.Query(strings.Join(exprs, "; ")),
+		rego.Compiler(e.compiler),
+		rego.Store(e.store),
+		rego.StoreReadAST(true),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("prepare query of %s: %w", strings.Join(names, ", "), err)
+	}
+	q.prepared = prepared
+	e.queries[key] = q
+	return q, nil
 }
 
 // Packages lists the evaluated packages (those with deny/warn rules).
@@ -255,6 +308,10 @@ func (e *Engine) Evaluate(ctx context.Context, docs []manifest.Document, opts Op
 	if len(pkgs) == 0 || len(docs) == 0 {
 		return nil, nil
 	}
+	q, err := e.query(ctx, pkgs)
+	if err != nil {
+		return nil, err
+	}
 
 	results := make([][]finding.Finding, len(docs))
 	errs := make([]error, len(docs))
@@ -265,7 +322,7 @@ func (e *Engine) Evaluate(ctx context.Context, docs []manifest.Document, opts Op
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				results[i], errs[i] = e.evalDoc(ctx, pkgs, docs[i], opts)
+				results[i], errs[i] = q.evalDoc(ctx, docs[i], opts)
 			}
 		}()
 	}
@@ -285,31 +342,33 @@ func (e *Engine) Evaluate(ctx context.Context, docs []manifest.Document, opts Op
 	return out, nil
 }
 
-func (e *Engine) evalDoc(ctx context.Context, pkgs []*pkg, d manifest.Document, opts Options) ([]finding.Finding, error) {
+func (q *query) evalDoc(ctx context.Context, d manifest.Document, opts Options) ([]finding.Finding, error) {
 	input, err := ast.InterfaceToValue(d.Object)
 	if err != nil {
 		return nil, fmt.Errorf("%s: input: %w", d.Position(), err)
 	}
+	rs, err := q.prepared.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return nil, fmt.Errorf("%s: evaluate: %w", d.Position(), err)
+	}
+	if len(rs) == 0 {
+		return nil, nil
+	}
 	var out []finding.Finding
-	for _, p := range pkgs {
-		rs, err := p.query.Eval(ctx, rego.EvalParsedInput(input))
-		if err != nil {
-			return nil, fmt.Errorf("%s: evaluate %s: %w", d.Position(), p.name, err)
-		}
-		if len(rs) == 0 {
+	for i, o := range q.outputs {
+		defined, _ := rs[0].Bindings["r"+strconv.Itoa(i)].([]any)
+		if len(defined) == 0 {
 			continue
 		}
-		for _, rr := range resultRules {
-			set, _ := rs[0].Bindings[rr.name].([]any)
-			for _, msg := range set {
-				text, rule := message(msg)
-				if !opts.Select.Match(p.name, rule) {
-					continue
-				}
-				out = append(out, finding.About(d, finding.Finding{
-					Env: opts.Env, Policy: p.name, Rule: rule, Level: rr.level, Message: text,
-				}))
+		set, _ := defined[0].([]any)
+		for _, msg := range set {
+			text, rule := message(msg)
+			if !opts.Select.Match(o.pkg, rule) {
+				continue
 			}
+			out = append(out, finding.About(d, finding.Finding{
+				Env: opts.Env, Policy: o.pkg, Rule: rule, Level: o.level, Message: text,
+			}))
 		}
 	}
 	return out, nil
