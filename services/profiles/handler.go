@@ -29,8 +29,9 @@ const (
 // *auth.Principal, as attached by authn middleware running
 // auth.Authenticator.AuthenticateBearer, and refuses requests without one.
 type Handler struct {
-	store  *Store
-	logger *slog.Logger
+	store   *Store
+	filters *filters
+	logger  *slog.Logger
 }
 
 var _ profilev1connect.ProfileServiceHandler = (*Handler)(nil)
@@ -40,7 +41,12 @@ func NewHandler(store *Store, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{store: store, logger: logger}
+	f, err := newFilters()
+	if err != nil {
+		// The environment is fixed at build time: this is a programming error.
+		panic(err)
+	}
+	return &Handler{store: store, filters: f, logger: logger}
 }
 
 // Routes returns the path and handler to mount (behind bearer authn).
@@ -101,6 +107,9 @@ func (h *Handler) ListProfiles(ctx context.Context, req *profilev1.ListProfilesR
 		}
 		after = uuid.UUID(b[1:]).String()
 	}
+	if req.GetFilter() != "" {
+		return h.listFiltered(ctx, ws, after, size, req.GetFilter())
+	}
 	ps, err := h.store.list(ctx, ws, after, size+1)
 	if err != nil {
 		return nil, h.internal(ctx, "list profiles", err)
@@ -108,8 +117,7 @@ func (h *Handler) ListProfiles(ctx context.Context, req *profilev1.ListProfilesR
 	resp := &profilev1.ListProfilesResponse{}
 	if len(ps) > size {
 		ps = ps[:size]
-		last := uuid.MustParse(ps[size-1].ProfileID)
-		resp.NextPageToken = base64.RawURLEncoding.EncodeToString(append([]byte{pageTokenVersion}, last[:]...))
+		resp.NextPageToken = pageToken(ps[size-1].ProfileID)
 	}
 	for _, p := range ps {
 		pb, err := toProto(p)
@@ -119,6 +127,69 @@ func (h *Handler) ListProfiles(ctx context.Context, req *profilev1.ListProfilesR
 		resp.Profiles = append(resp.Profiles, pb)
 	}
 	return resp, nil
+}
+
+// listFiltered scans ws's profiles after id after, in id order, until size
+// of them match filter, the scan budget is spent or the time budget runs
+// out; the page token resumes after the last profile scanned.
+func (h *Handler) listFiltered(ctx context.Context, ws, after string, size int, filter string) (*profilev1.ListProfilesResponse, error) {
+	prg, err := h.filters.compile(filter)
+	if err != nil {
+		return nil, invalid("filter", err.Error())
+	}
+	evalCtx, cancel := context.WithTimeout(ctx, filterTimeBudget)
+	defer cancel()
+	resp := &profilev1.ListProfilesResponse{}
+	scanned := 0
+	for scanned < filterScanBudget {
+		chunk := min(filterScanChunk, filterScanBudget-scanned)
+		ps, err := h.store.list(ctx, ws, after, chunk)
+		if err != nil {
+			return nil, h.internal(ctx, "list profiles", err)
+		}
+		for i, p := range ps {
+			pb, err := toProto(p)
+			if err != nil {
+				return nil, h.internal(ctx, "list profiles", err)
+			}
+			ok, err := match(evalCtx, prg, pb)
+			switch {
+			case errors.Is(err, errFilterCost):
+				return nil, invalid("filter", err.Error())
+			case err != nil && ctx.Err() != nil:
+				return nil, connect.NewError(connect.CodeOf(ctx.Err()), ctx.Err())
+			case err != nil:
+				// The time budget ran out: resume at this profile.
+				if scanned == 0 {
+					return nil, connect.NewError(connect.CodeDeadlineExceeded, errors.New("filter: evaluating one profile took longer than the time budget"))
+				}
+				resp.NextPageToken = pageToken(after)
+				return resp, nil
+			}
+			scanned++
+			after = p.ProfileID
+			if ok {
+				resp.Profiles = append(resp.Profiles, pb)
+			}
+			if len(resp.Profiles) == size {
+				if i < len(ps)-1 || len(ps) == chunk {
+					resp.NextPageToken = pageToken(after)
+				}
+				return resp, nil
+			}
+		}
+		if len(ps) < chunk {
+			return resp, nil // the end of the workspace's profiles
+		}
+	}
+	resp.NextPageToken = pageToken(after)
+	return resp, nil
+}
+
+// pageToken resumes a listing after profile id.
+func pageToken(id string) string {
+	u := uuid.MustParse(id)
+	return base64.RawURLEncoding.EncodeToString(append([]byte{pageTokenVersion}, u[:]...))
 }
 
 const pageTokenVersion = 1

@@ -20,10 +20,12 @@ var errProfileMoved = errors.New("profile merged away by a concurrent batch")
 // Store keeps profiles in PostgreSQL.
 type Store struct {
 	pool *pgxpool.Pool
+	// hub is told of the profiles applyEvents changed, for WatchProfile.
+	hub *hub
 }
 
 // NewStore returns a Store over pool, whose schema is Migrations.
-func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool, hub: newHub()} }
 
 // applyResult counts what applyEvents did.
 type applyResult struct {
@@ -42,8 +44,9 @@ type applyResult struct {
 // starts over.
 func (s *Store) applyEvents(ctx context.Context, events []event) (applyResult, error) {
 	var res applyResult
+	var touched []profileKey
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		res = applyResult{}
+		res, touched = applyResult{}, nil
 		fresh, err := markApplied(ctx, tx, events)
 		if err != nil {
 			return err
@@ -72,8 +75,17 @@ func (s *Store) applyEvents(ctx context.Context, events []event) (applyResult, e
 			return err
 		}
 		res.applied = len(todo)
+		for _, p := range b.changed() {
+			touched = append(touched, p.key)
+		}
+		for src := range b.absorbed {
+			touched = append(touched, src) // its watchers follow the survivor
+		}
 		return nil
 	})
+	if err == nil {
+		s.hub.publish(touched)
+	}
 	return res, err
 }
 

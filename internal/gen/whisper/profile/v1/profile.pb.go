@@ -292,8 +292,24 @@ type ListProfilesRequest struct {
 	// The admin token must name one.
 	WorkspaceId string `protobuf:"bytes,1,opt,name=workspace_id,json=workspaceId,proto3" json:"workspace_id,omitempty"`
 	// At most 1000; 100 when zero.
-	PageSize      int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageSize  int32  `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// A CEL expression of type bool over the variable `profile`, a Profile;
+	// only the profiles it is true for are returned. For example
+	//
+	//	profile.traits.plan == "pro" && profile.event_counts["Bought"] > 2
+	//
+	// traits is a map of JSON values; a missing key is an error, which does
+	// not match (use `has(profile.traits.plan)` or `"plan" in profile.traits`
+	// to test for one). An expression that does not compile or is not of
+	// type bool is InvalidArgument; evaluation is bounded in cost.
+	//
+	// With a filter, a call scans at most 10,000 profiles (in profile id
+	// order) and returns the matches found, up to page_size, with a
+	// next_page_token that resumes the scan where it stopped. A page may
+	// therefore hold fewer than page_size profiles, or none, and still not be
+	// the last: keep paging until next_page_token is empty.
+	Filter        string `protobuf:"bytes,4,opt,name=filter,proto3" json:"filter,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -345,6 +361,13 @@ func (x *ListProfilesRequest) GetPageSize() int32 {
 func (x *ListProfilesRequest) GetPageToken() string {
 	if x != nil {
 		return x.PageToken
+	}
+	return ""
+}
+
+func (x *ListProfilesRequest) GetFilter() string {
+	if x != nil {
+		return x.Filter
 	}
 	return ""
 }
@@ -402,6 +425,142 @@ func (x *ListProfilesResponse) GetNextPageToken() string {
 	return ""
 }
 
+type WatchProfileRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workspace to read; empty means the caller's own (an API token's).
+	// The admin token must name one.
+	WorkspaceId string `protobuf:"bytes,1,opt,name=workspace_id,json=workspaceId,proto3" json:"workspace_id,omitempty"`
+	// Types that are valid to be assigned to Id:
+	//
+	//	*WatchProfileRequest_UserId
+	//	*WatchProfileRequest_AnonymousId
+	Id            isWatchProfileRequest_Id `protobuf_oneof:"id"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProfileRequest) Reset() {
+	*x = WatchProfileRequest{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProfileRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProfileRequest) ProtoMessage() {}
+
+func (x *WatchProfileRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProfileRequest.ProtoReflect.Descriptor instead.
+func (*WatchProfileRequest) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *WatchProfileRequest) GetWorkspaceId() string {
+	if x != nil {
+		return x.WorkspaceId
+	}
+	return ""
+}
+
+func (x *WatchProfileRequest) GetId() isWatchProfileRequest_Id {
+	if x != nil {
+		return x.Id
+	}
+	return nil
+}
+
+func (x *WatchProfileRequest) GetUserId() string {
+	if x != nil {
+		if x, ok := x.Id.(*WatchProfileRequest_UserId); ok {
+			return x.UserId
+		}
+	}
+	return ""
+}
+
+func (x *WatchProfileRequest) GetAnonymousId() string {
+	if x != nil {
+		if x, ok := x.Id.(*WatchProfileRequest_AnonymousId); ok {
+			return x.AnonymousId
+		}
+	}
+	return ""
+}
+
+type isWatchProfileRequest_Id interface {
+	isWatchProfileRequest_Id()
+}
+
+type WatchProfileRequest_UserId struct {
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3,oneof"`
+}
+
+type WatchProfileRequest_AnonymousId struct {
+	AnonymousId string `protobuf:"bytes,3,opt,name=anonymous_id,json=anonymousId,proto3,oneof"`
+}
+
+func (*WatchProfileRequest_UserId) isWatchProfileRequest_Id() {}
+
+func (*WatchProfileRequest_AnonymousId) isWatchProfileRequest_Id() {}
+
+type WatchProfileResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Profile       *Profile               `protobuf:"bytes,1,opt,name=profile,proto3" json:"profile,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WatchProfileResponse) Reset() {
+	*x = WatchProfileResponse{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WatchProfileResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WatchProfileResponse) ProtoMessage() {}
+
+func (x *WatchProfileResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WatchProfileResponse.ProtoReflect.Descriptor instead.
+func (*WatchProfileResponse) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *WatchProfileResponse) GetProfile() *Profile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
 var File_whisper_profile_v1_profile_proto protoreflect.FileDescriptor
 
 const file_whisper_profile_v1_profile_proto_rawDesc = "" +
@@ -433,19 +592,28 @@ const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\fanonymous_id\x18\x03 \x01(\tH\x00R\vanonymousIdB\x04\n" +
 	"\x02id\"K\n" +
 	"\x12GetProfileResponse\x125\n" +
-	"\aprofile\x18\x01 \x01(\v2\x1b.whisper.profile.v1.ProfileR\aprofile\"t\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1b.whisper.profile.v1.ProfileR\aprofile\"\x8c\x01\n" +
 	"\x13ListProfilesRequest\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\x05R\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"w\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x16\n" +
+	"\x06filter\x18\x04 \x01(\tR\x06filter\"w\n" +
 	"\x14ListProfilesResponse\x127\n" +
 	"\bprofiles\x18\x01 \x03(\v2\x1b.whisper.profile.v1.ProfileR\bprofiles\x12&\n" +
-	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken2\xd4\x01\n" +
+	"\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"~\n" +
+	"\x13WatchProfileRequest\x12!\n" +
+	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x19\n" +
+	"\auser_id\x18\x02 \x01(\tH\x00R\x06userId\x12#\n" +
+	"\fanonymous_id\x18\x03 \x01(\tH\x00R\vanonymousIdB\x04\n" +
+	"\x02id\"M\n" +
+	"\x14WatchProfileResponse\x125\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1b.whisper.profile.v1.ProfileR\aprofile2\xbb\x02\n" +
 	"\x0eProfileService\x12]\n" +
 	"\n" +
 	"GetProfile\x12%.whisper.profile.v1.GetProfileRequest\x1a&.whisper.profile.v1.GetProfileResponse\"\x00\x12c\n" +
-	"\fListProfiles\x12'.whisper.profile.v1.ListProfilesRequest\x1a(.whisper.profile.v1.ListProfilesResponse\"\x00B\xd8\x01\n" +
+	"\fListProfiles\x12'.whisper.profile.v1.ListProfilesRequest\x1a(.whisper.profile.v1.ListProfilesResponse\"\x00\x12e\n" +
+	"\fWatchProfile\x12'.whisper.profile.v1.WatchProfileRequest\x1a(.whisper.profile.v1.WatchProfileResponse\"\x000\x01B\xd8\x01\n" +
 	"\x16com.whisper.profile.v1B\fProfileProtoP\x01ZFgithub.com/whisperhq/whisper/internal/gen/whisper/profile/v1;profilev1\xa2\x02\x03WPX\xaa\x02\x12Whisper.Profile.V1\xca\x02\x12Whisper\\Profile\\V1\xe2\x02\x1eWhisper\\Profile\\V1\\GPBMetadata\xea\x02\x14Whisper::Profile::V1b\x06proto3"
 
 var (
@@ -460,37 +628,42 @@ func file_whisper_profile_v1_profile_proto_rawDescGZIP() []byte {
 	return file_whisper_profile_v1_profile_proto_rawDescData
 }
 
-var file_whisper_profile_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_whisper_profile_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_whisper_profile_v1_profile_proto_goTypes = []any{
 	(*Profile)(nil),               // 0: whisper.profile.v1.Profile
 	(*GetProfileRequest)(nil),     // 1: whisper.profile.v1.GetProfileRequest
 	(*GetProfileResponse)(nil),    // 2: whisper.profile.v1.GetProfileResponse
 	(*ListProfilesRequest)(nil),   // 3: whisper.profile.v1.ListProfilesRequest
 	(*ListProfilesResponse)(nil),  // 4: whisper.profile.v1.ListProfilesResponse
-	nil,                           // 5: whisper.profile.v1.Profile.EventCountsEntry
-	nil,                           // 6: whisper.profile.v1.Profile.LastEventTimesEntry
-	(*structpb.Struct)(nil),       // 7: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(*WatchProfileRequest)(nil),   // 5: whisper.profile.v1.WatchProfileRequest
+	(*WatchProfileResponse)(nil),  // 6: whisper.profile.v1.WatchProfileResponse
+	nil,                           // 7: whisper.profile.v1.Profile.EventCountsEntry
+	nil,                           // 8: whisper.profile.v1.Profile.LastEventTimesEntry
+	(*structpb.Struct)(nil),       // 9: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
 }
 var file_whisper_profile_v1_profile_proto_depIdxs = []int32{
-	7,  // 0: whisper.profile.v1.Profile.traits:type_name -> google.protobuf.Struct
-	8,  // 1: whisper.profile.v1.Profile.first_seen_time:type_name -> google.protobuf.Timestamp
-	8,  // 2: whisper.profile.v1.Profile.last_seen_time:type_name -> google.protobuf.Timestamp
-	5,  // 3: whisper.profile.v1.Profile.event_counts:type_name -> whisper.profile.v1.Profile.EventCountsEntry
-	6,  // 4: whisper.profile.v1.Profile.last_event_times:type_name -> whisper.profile.v1.Profile.LastEventTimesEntry
-	8,  // 5: whisper.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
+	9,  // 0: whisper.profile.v1.Profile.traits:type_name -> google.protobuf.Struct
+	10, // 1: whisper.profile.v1.Profile.first_seen_time:type_name -> google.protobuf.Timestamp
+	10, // 2: whisper.profile.v1.Profile.last_seen_time:type_name -> google.protobuf.Timestamp
+	7,  // 3: whisper.profile.v1.Profile.event_counts:type_name -> whisper.profile.v1.Profile.EventCountsEntry
+	8,  // 4: whisper.profile.v1.Profile.last_event_times:type_name -> whisper.profile.v1.Profile.LastEventTimesEntry
+	10, // 5: whisper.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
 	0,  // 6: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
 	0,  // 7: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
-	8,  // 8: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
-	1,  // 9: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
-	3,  // 10: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
-	2,  // 11: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
-	4,  // 12: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
-	11, // [11:13] is the sub-list for method output_type
-	9,  // [9:11] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	0,  // 8: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	10, // 9: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
+	1,  // 10: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
+	3,  // 11: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
+	5,  // 12: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
+	2,  // 13: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
+	4,  // 14: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
+	6,  // 15: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
+	13, // [13:16] is the sub-list for method output_type
+	10, // [10:13] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_whisper_profile_v1_profile_proto_init() }
@@ -502,13 +675,17 @@ func file_whisper_profile_v1_profile_proto_init() {
 		(*GetProfileRequest_UserId)(nil),
 		(*GetProfileRequest_AnonymousId)(nil),
 	}
+	file_whisper_profile_v1_profile_proto_msgTypes[5].OneofWrappers = []any{
+		(*WatchProfileRequest_UserId)(nil),
+		(*WatchProfileRequest_AnonymousId)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_whisper_profile_v1_profile_proto_rawDesc), len(file_whisper_profile_v1_profile_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

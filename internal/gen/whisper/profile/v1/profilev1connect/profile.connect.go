@@ -39,6 +39,9 @@ const (
 	// ProfileServiceListProfilesProcedure is the fully-qualified name of the ProfileService's
 	// ListProfiles RPC.
 	ProfileServiceListProfilesProcedure = "/whisper.profile.v1.ProfileService/ListProfiles"
+	// ProfileServiceWatchProfileProcedure is the fully-qualified name of the ProfileService's
+	// WatchProfile RPC.
+	ProfileServiceWatchProfileProcedure = "/whisper.profile.v1.ProfileService/WatchProfile"
 )
 
 // ProfileServiceClient is a client for the whisper.profile.v1.ProfileService service.
@@ -46,8 +49,20 @@ type ProfileServiceClient interface {
 	// GetProfile returns the profile of one user, found by user id or by any
 	// anonymous id linked to it (by identify or alias).
 	GetProfile(context.Context, *v1.GetProfileRequest) (*v1.GetProfileResponse, error)
-	// ListProfiles pages through a workspace's profiles in profile id order.
+	// ListProfiles pages through a workspace's profiles in profile id order,
+	// optionally keeping only those a CEL filter matches.
 	ListProfiles(context.Context, *v1.ListProfilesRequest) (*v1.ListProfilesResponse, error)
+	// WatchProfile streams the profile of one user: first its current state,
+	// then its new state each time it changes, until the client cancels. A
+	// watcher that falls behind gets the latest state, not every change. When
+	// an alias merges the watched profile into another, the stream follows the
+	// surviving profile. A user without a profile yet is NotFound.
+	//
+	// Limitation: a watcher sees only the changes applied by the profiles
+	// target replica that serves the stream. With several replicas, changes
+	// applied by another replica's consumer (other Kafka partitions) are not
+	// seen until a change applied by this replica touches the profile.
+	WatchProfile(context.Context, *v1.WatchProfileRequest) (*connect.ServerStreamForClient[v1.WatchProfileResponse], error)
 }
 
 // NewProfileServiceClient constructs a client for the whisper.profile.v1.ProfileService service. By
@@ -73,6 +88,12 @@ func NewProfileServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(profileServiceMethods.ByName("ListProfiles")),
 			connect.WithClientOptions(opts...),
 		),
+		watchProfile: connect.NewClient[v1.WatchProfileRequest, v1.WatchProfileResponse](
+			httpClient,
+			baseURL+ProfileServiceWatchProfileProcedure,
+			connect.WithSchema(profileServiceMethods.ByName("WatchProfile")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -80,6 +101,7 @@ func NewProfileServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 type profileServiceClient struct {
 	getProfile   *connect.Client[v1.GetProfileRequest, v1.GetProfileResponse]
 	listProfiles *connect.Client[v1.ListProfilesRequest, v1.ListProfilesResponse]
+	watchProfile *connect.Client[v1.WatchProfileRequest, v1.WatchProfileResponse]
 }
 
 // GetProfile calls whisper.profile.v1.ProfileService.GetProfile.
@@ -100,13 +122,30 @@ func (c *profileServiceClient) ListProfiles(ctx context.Context, req *v1.ListPro
 	return nil, err
 }
 
+// WatchProfile calls whisper.profile.v1.ProfileService.WatchProfile.
+func (c *profileServiceClient) WatchProfile(ctx context.Context, req *v1.WatchProfileRequest) (*connect.ServerStreamForClient[v1.WatchProfileResponse], error) {
+	return c.watchProfile.CallServerStream(ctx, connect.NewRequest(req))
+}
+
 // ProfileServiceHandler is an implementation of the whisper.profile.v1.ProfileService service.
 type ProfileServiceHandler interface {
 	// GetProfile returns the profile of one user, found by user id or by any
 	// anonymous id linked to it (by identify or alias).
 	GetProfile(context.Context, *v1.GetProfileRequest) (*v1.GetProfileResponse, error)
-	// ListProfiles pages through a workspace's profiles in profile id order.
+	// ListProfiles pages through a workspace's profiles in profile id order,
+	// optionally keeping only those a CEL filter matches.
 	ListProfiles(context.Context, *v1.ListProfilesRequest) (*v1.ListProfilesResponse, error)
+	// WatchProfile streams the profile of one user: first its current state,
+	// then its new state each time it changes, until the client cancels. A
+	// watcher that falls behind gets the latest state, not every change. When
+	// an alias merges the watched profile into another, the stream follows the
+	// surviving profile. A user without a profile yet is NotFound.
+	//
+	// Limitation: a watcher sees only the changes applied by the profiles
+	// target replica that serves the stream. With several replicas, changes
+	// applied by another replica's consumer (other Kafka partitions) are not
+	// seen until a change applied by this replica touches the profile.
+	WatchProfile(context.Context, *v1.WatchProfileRequest, *connect.ServerStream[v1.WatchProfileResponse]) error
 }
 
 // NewProfileServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -128,12 +167,20 @@ func NewProfileServiceHandler(svc ProfileServiceHandler, opts ...connect.Handler
 		connect.WithSchema(profileServiceMethods.ByName("ListProfiles")),
 		connect.WithHandlerOptions(opts...),
 	)
+	profileServiceWatchProfileHandler := connect.NewServerStreamHandlerSimple(
+		ProfileServiceWatchProfileProcedure,
+		svc.WatchProfile,
+		connect.WithSchema(profileServiceMethods.ByName("WatchProfile")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/whisper.profile.v1.ProfileService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ProfileServiceGetProfileProcedure:
 			profileServiceGetProfileHandler.ServeHTTP(w, r)
 		case ProfileServiceListProfilesProcedure:
 			profileServiceListProfilesHandler.ServeHTTP(w, r)
+		case ProfileServiceWatchProfileProcedure:
+			profileServiceWatchProfileHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -149,4 +196,8 @@ func (UnimplementedProfileServiceHandler) GetProfile(context.Context, *v1.GetPro
 
 func (UnimplementedProfileServiceHandler) ListProfiles(context.Context, *v1.ListProfilesRequest) (*v1.ListProfilesResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("whisper.profile.v1.ProfileService.ListProfiles is not implemented"))
+}
+
+func (UnimplementedProfileServiceHandler) WatchProfile(context.Context, *v1.WatchProfileRequest, *connect.ServerStream[v1.WatchProfileResponse]) error {
+	return connect.NewError(connect.CodeUnimplemented, errors.New("whisper.profile.v1.ProfileService.WatchProfile is not implemented"))
 }
