@@ -40,6 +40,7 @@ type dev struct {
 	log         *os.File
 	url         string
 	writeKey    string
+	apiToken    string
 	brokers     config.StringList
 	workspaceID string
 	logger      *slog.Logger
@@ -83,7 +84,7 @@ func startDev(ctx context.Context, o devOptions, logger *slog.Logger) (_ *dev, e
 	}
 	d := &dev{
 		cmd: cmd, exited: make(chan struct{}), log: logFile, logger: logger,
-		url: "http://" + httpAddr, writeKey: benchWriteKey, brokers: config.StringList{kafkaAddr},
+		url: "http://" + httpAddr, writeKey: benchWriteKey, apiToken: benchAPIToken, brokers: config.StringList{kafkaAddr},
 	}
 	go func() {
 		d.waitErr = cmd.Wait()

@@ -3,6 +3,10 @@
 // batches over many connections for a fixed time, then produces the same
 // records straight into the same broker to measure the ceiling, and prints
 // both, their ratio and the targets they are judged against.
+//
+// With --mode=freshness it measures instead how fresh profiles are: it sends
+// batches at a fixed rate, open loop, each with a probe event of a new user,
+// and times from ingestion's acknowledgement until GetProfile shows it.
 package main
 
 import (
@@ -31,7 +35,12 @@ const usage = `usage: whisper-load [flags]
 
 By default whisper-load starts "whisper dev" from --whisper on free ports,
 benchmarks it and stops it. With --url (and --write-key, --brokers) it
-benchmarks a running instance instead. Flags fall back to WHISPER_LOAD_*
+benchmarks a running instance instead.
+
+--mode=ingest (default) measures ingestion throughput and latency, and the
+broker ceiling. --mode=freshness sends --rate events/s and measures how long
+after ingestion acknowledges an event GetProfile shows it (with --url it
+needs --api-token). Flags fall back to WHISPER_LOAD_*
 variables: --connections is WHISPER_LOAD_CONNECTIONS.
 
 flags:
@@ -52,7 +61,21 @@ type options struct {
 	startTimeout                time.Duration
 	linger                      time.Duration
 	jsonOut, check, skipCeiling bool
+
+	mode, apiToken  string
+	rate            float64
+	batchSize       int
+	maxInFlight     int
+	pollInterval    time.Duration
+	pollConcurrency int
+	probeTimeout    time.Duration
 }
+
+// Modes of whisper-load.
+const (
+	modeIngest    = "ingest"
+	modeFreshness = "freshness"
+)
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("whisper-load", flag.ContinueOnError)
@@ -78,6 +101,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.skipCeiling, "skip-ceiling", false, "skip the ceiling phase")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.BoolVar(&o.check, "check", false, "exit 3 when a target is missed")
+	fs.StringVar(&o.mode, "mode", modeIngest, "what to measure: ingest (throughput, latency, ceiling) or freshness (ack to GetProfile)")
+	fs.StringVar(&o.apiToken, "api-token", "", "API token of --write-key's workspace, for GetProfile (freshness with --url)")
+	fs.Float64Var(&o.rate, "rate", 5000, "events/s sent open loop (freshness)")
+	fs.IntVar(&o.batchSize, "batch-size", 100, "events per request, one of them the probe (freshness)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 256, "requests awaiting an answer at most (freshness)")
+	fs.DurationVar(&o.pollInterval, "poll-interval", 25*time.Millisecond, "how often each pending probe's profile is read (freshness)")
+	fs.IntVar(&o.pollConcurrency, "poll-concurrency", 8, "GetProfile calls in flight at most (freshness)")
+	fs.DurationVar(&o.probeTimeout, "probe-timeout", 30*time.Second, "how long a probe may stay invisible before it counts as unseen (freshness)")
 	lookup := func(name string) (string, bool) {
 		return os.LookupEnv("WHISPER_LOAD_" + strings.TrimPrefix(name, "WHISPER_"))
 	}
@@ -93,7 +124,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	logger := slog.New(slog.NewTextHandler(stderr, nil))
-	report, err := bench(ctx, o, kafkaDefaults, logger)
+	var report interface {
+		WriteText(io.Writer) error
+		Passed() bool
+	}
+	var err error
+	if o.mode == modeFreshness {
+		report, err = freshness(ctx, o, logger)
+	} else {
+		report, err = bench(ctx, o, kafkaDefaults, logger)
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "whisper-load: %v\n", err)
 		return 1
@@ -134,6 +174,33 @@ func (o options) validate() error {
 	}
 	if o.templates < 1 {
 		errs = append(errs, fmt.Errorf("--templates: must be at least 1, got %d", o.templates))
+	}
+	switch o.mode {
+	case modeIngest:
+	case modeFreshness:
+		if o.url != "" && o.apiToken == "" {
+			errs = append(errs, errors.New("--api-token: required with --url in freshness mode"))
+		}
+		if o.rate <= 0 {
+			errs = append(errs, fmt.Errorf("--rate: must be positive, got %v", o.rate))
+		}
+		if o.batchSize < 2 {
+			errs = append(errs, fmt.Errorf("--batch-size: must be at least 2 (one probe, one event), got %d", o.batchSize))
+		}
+		if o.maxInFlight < 1 {
+			errs = append(errs, fmt.Errorf("--max-in-flight: must be at least 1, got %d", o.maxInFlight))
+		}
+		if o.pollInterval <= 0 {
+			errs = append(errs, fmt.Errorf("--poll-interval: must be positive, got %v", o.pollInterval))
+		}
+		if o.pollConcurrency < 1 {
+			errs = append(errs, fmt.Errorf("--poll-concurrency: must be at least 1, got %d", o.pollConcurrency))
+		}
+		if o.probeTimeout <= 0 {
+			errs = append(errs, fmt.Errorf("--probe-timeout: must be positive, got %v", o.probeTimeout))
+		}
+	default:
+		errs = append(errs, fmt.Errorf("--mode: must be %s or %s, got %q", modeIngest, modeFreshness, o.mode))
 	}
 	if o.linger < 0 {
 		errs = append(errs, fmt.Errorf("--kafka-linger: must not be negative, got %v", o.linger))
@@ -187,6 +254,39 @@ func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.L
 		}
 		report.Ceiling = &ceiling
 	}
+	report.Judge()
+	return report, nil
+}
+
+// freshness runs the freshness benchmark against the instance o names,
+// starting one when it names none.
+func freshness(ctx context.Context, o options, logger *slog.Logger) (_ *loadgen.FreshnessReport, err error) {
+	note := "the load generator runs on this machine; the server at " + o.url
+	if o.url == "" {
+		dev, err := startDev(ctx, devOptions{
+			binary: o.whisper, logPath: o.whisperLog, linger: o.linger, startTimeout: o.startTimeout,
+		}, logger)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, dev.stop()) }()
+		o.url, o.writeKey, o.apiToken = dev.url, dev.writeKey, dev.apiToken
+		note = "load generator, whisper dev (every target) and its in-process broker share these CPUs; PostgreSQL too when local"
+	}
+	bodies, err := loadgen.NewBodies(loadgen.BodiesOptions{Templates: o.templates, BatchSize: o.batchSize - 1})
+	if err != nil {
+		return nil, err
+	}
+	res, err := loadgen.RunFreshness(ctx, loadgen.FreshnessConfig{
+		URL: strings.TrimSuffix(o.url, "/"), WriteKey: o.writeKey, APIToken: o.apiToken,
+		Rate: o.rate, Bodies: bodies, Warmup: o.warmup, Duration: o.duration, MaxInFlight: o.maxInFlight,
+		Timeout: o.timeout, PollInterval: o.pollInterval, PollConcurrency: o.pollConcurrency,
+		ProbeTimeout: o.probeTimeout, Logger: logger,
+	})
+	if err != nil {
+		return nil, err
+	}
+	report := &loadgen.FreshnessReport{Machine: loadgen.Machine{CPUs: runtime.NumCPU(), Note: note}, Freshness: res}
 	report.Judge()
 	return report, nil
 }

@@ -192,6 +192,11 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--url", "http://x"}, "--write-key: required with --url"},
 		{[]string{"--connections", "0"}, "--connections: must be at least 1"},
 		{[]string{"--duration", "0s"}, "--duration: must be positive"},
+		{[]string{"--mode", "soak"}, `--mode: must be ingest or freshness, got "soak"`},
+		{[]string{"--mode", "freshness", "--url", "http://x", "--write-key", "k"}, "--api-token: required with --url in freshness mode"},
+		{[]string{"--mode", "freshness", "--rate", "0"}, "--rate: must be positive"},
+		{[]string{"--mode", "freshness", "--batch-size", "1"}, "--batch-size: must be at least 2"},
+		{[]string{"--mode", "freshness", "--poll-interval", "0s"}, "--poll-interval: must be positive"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
