@@ -69,7 +69,7 @@ func (h *Handler) WatchProfile(ctx context.Context, req *profilev1.WatchProfileR
 		p, err := read()
 		switch {
 		case ctx.Err() != nil:
-			return nil // the client went away
+			return ctx.Err() // the client went away, or its deadline passed
 		case errors.Is(err, ErrNotFound):
 			return connect.NewError(connect.CodeNotFound, errors.New("no profile has this "+field))
 		case err != nil:
@@ -78,7 +78,7 @@ func (h *Handler) WatchProfile(ctx context.Context, req *profilev1.WatchProfileR
 		if !proto.Equal(p, last) {
 			if err := stream.Send(&profilev1.WatchProfileResponse{Profile: p}); err != nil {
 				if ctx.Err() != nil {
-					return nil
+					return ctx.Err()
 				}
 				return fmt.Errorf("send profile: %w", err)
 			}
@@ -86,7 +86,7 @@ func (h *Handler) WatchProfile(ctx context.Context, req *profilev1.WatchProfileR
 		}
 		select {
 		case <-ctx.Done():
-			return nil
+			return ctx.Err()
 		case <-sub.C:
 		}
 	}

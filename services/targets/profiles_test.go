@@ -2,7 +2,10 @@ package targets_test
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -127,4 +130,289 @@ func TestProfilesFromSegmentEvents(t *testing.T) {
 	if _, err := anonymous.GetProfile(ctx, byUser); connect.CodeOf(err) != connect.CodeUnauthenticated {
 		t.Errorf("GetProfile without a token = %v, want Unauthenticated", err)
 	}
+}
+
+// TestListProfilesFilter lists profiles with CEL filters over traits,
+// counts and times, pages through matches, and refuses bad filters.
+func TestListProfilesFilter(t *testing.T) {
+	p := start(t)
+	ctx := context.Background()
+	ids, tokens, key := twoWorkspaces(t, p)
+
+	// u0..u9: even users are on "pro", odd on "free"; ui bought i%3 times.
+	var events []string
+	for i := range 10 {
+		plan := "free"
+		if i%2 == 0 {
+			plan = "pro"
+		}
+		events = append(events, fmt.Sprintf(`{"type":"identify","userId":"u%d","traits":{"plan":%q,"age":%d},"timestamp":"2026-11-01T10:00:00Z","messageId":"i%d"}`, i, plan, i, i))
+		for j := range i % 3 {
+			events = append(events, fmt.Sprintf(`{"type":"track","userId":"u%d","event":"Bought","timestamp":"2026-11-0%dT12:00:00Z","messageId":"t%d-%d"}`, i, 2+j, i, j))
+		}
+	}
+	if code, res := post(t, p.url+"/v1/batch", key, `{"batch":[`+strings.Join(events, ",")+`]}`); code != http.StatusOK {
+		t.Fatalf("POST /v1/batch = %d %s", code, res)
+	}
+	client := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	waitFor(t, "all ten profiles", func() (bool, string) {
+		got, err := client.ListProfiles(ctx, &profilev1.ListProfilesRequest{Filter: `profile.user_id.startsWith("u")`})
+		if err != nil {
+			return false, err.Error()
+		}
+		bought := int64(0)
+		for _, p := range got.GetProfiles() {
+			bought += p.GetEventCounts()["Bought"]
+		}
+		return len(got.GetProfiles()) == 10 && bought == 9, fmt.Sprintf("%d profiles, %d Bought", len(got.GetProfiles()), bought)
+	})
+
+	users := func(ps []*profilev1.Profile) []string {
+		var out []string
+		for _, p := range ps {
+			out = append(out, p.GetUserId())
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tt := range []struct {
+		filter string
+		want   []string
+	}{
+		{`profile.traits.plan == "pro"`, []string{"u0", "u2", "u4", "u6", "u8"}},
+		{`profile.traits.plan == "pro" && profile.event_counts["Bought"] >= 2`, []string{"u2", "u8"}},
+		{`"Bought" in profile.event_counts && profile.event_counts["Bought"] == 1`, []string{"u1", "u4", "u7"}},
+		{`profile.traits.age > 6.0`, []string{"u7", "u8", "u9"}},
+		{`profile.last_event_times["Bought"] > timestamp("2026-11-03T00:00:00Z")`, []string{"u2", "u5", "u8"}},
+		{`profile.first_seen_time == timestamp("2026-11-01T10:00:00Z") && profile.user_id == "u3"`, []string{"u3"}},
+		{`size(profile.anonymous_ids) == 0 && profile.user_id in ["u1", "u9"]`, []string{"u1", "u9"}},
+		// A missing trait is an evaluation error: no match, no failure.
+		{`profile.traits.company == "acme"`, nil},
+		{`has(profile.traits.company) || profile.traits.plan == "enterprise"`, nil},
+	} {
+		got, err := client.ListProfiles(ctx, &profilev1.ListProfilesRequest{Filter: tt.filter})
+		if err != nil {
+			t.Errorf("ListProfiles(%s): %v", tt.filter, err)
+			continue
+		}
+		if diff := cmp.Diff(tt.want, users(got.GetProfiles())); diff != "" || got.GetNextPageToken() != "" {
+			t.Errorf("ListProfiles(%s) users (-want +got):\n%s; next page %q, want none", tt.filter, diff, got.GetNextPageToken())
+		}
+	}
+
+	for _, tt := range []struct {
+		filter, wantInMessage string
+	}{
+		{`profile.traits.plan ==`, "<input>:1:"},
+		{`profile.stage == "at_risk"`, "undefined field 'stage'"},
+		{`profile.user_id`, "must be of type bool"},
+		{`profile.event_counts["Bought"] + 1`, "must be of type bool"},
+	} {
+		_, err := client.ListProfiles(ctx, &profilev1.ListProfilesRequest{Filter: tt.filter})
+		if connect.CodeOf(err) != connect.CodeInvalidArgument || !strings.Contains(err.Error(), tt.wantInMessage) {
+			t.Errorf("ListProfiles(%s) = %v; want InvalidArgument containing %q", tt.filter, err, tt.wantInMessage)
+		}
+	}
+
+	// Pages of two pro users each, resumed by the page token.
+	var all []*profilev1.Profile
+	pages := 0
+	for req := (&profilev1.ListProfilesRequest{Filter: `profile.traits.plan == "pro"`, PageSize: 2}); ; pages++ {
+		got, err := client.ListProfiles(ctx, req)
+		if err != nil {
+			t.Fatalf("ListProfiles page %d: %v", pages, err)
+		}
+		if len(got.GetProfiles()) > 2 {
+			t.Fatalf("page %d holds %d profiles, want at most 2", pages, len(got.GetProfiles()))
+		}
+		all = append(all, got.GetProfiles()...)
+		if got.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = got.GetNextPageToken()
+	}
+	if diff := cmp.Diff([]string{"u0", "u2", "u4", "u6", "u8"}, users(all)); diff != "" || pages < 2 {
+		t.Errorf("paged filter after %d pages (-want +got):\n%s", pages+1, diff)
+	}
+	if !slices.IsSortedFunc(all, func(a, b *profilev1.Profile) int { return strings.Compare(a.GetProfileId(), b.GetProfileId()) }) {
+		t.Errorf("paged filter not in profile id order")
+	}
+
+	// Another workspace sees none of it, filter or not.
+	other := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
+	if got, err := other.ListProfiles(ctx, &profilev1.ListProfilesRequest{Filter: `true`}); err != nil || len(got.GetProfiles()) != 0 {
+		t.Errorf("workspace B ListProfiles(true) = %v, %v; want none", got, err)
+	}
+	if _, err := other.ListProfiles(ctx, &profilev1.ListProfilesRequest{WorkspaceId: ids[0], Filter: `true`}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("workspace B ListProfiles(workspace A) = %v; want PermissionDenied", err)
+	}
+}
+
+// TestWatchProfile watches a profile over the Connect protocol and over
+// gRPC: the current profile first, then its new state after a track call,
+// following an identify that merges it into another profile; cancelling
+// ends the stream.
+func TestWatchProfile(t *testing.T) {
+	p := start(t)
+	ids, tokens, key := twoWorkspaces(t, p)
+	for _, tt := range []struct {
+		name string
+		http *http.Client
+		opts []connect.ClientOption
+	}{
+		{"connect", &http.Client{Transport: bearer(tokens[0], http.DefaultTransport)}, nil},
+		{"grpc", &http.Client{Transport: bearer(tokens[0], rpctest.H2CClient().Transport)}, []connect.ClientOption{connect.WithGRPC()}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			anon, user := "anon-"+tt.name, "user-"+tt.name
+			if code, res := post(t, p.url+"/v1/batch", key, fmt.Sprintf(`{"batch":[
+				{"type":"track","anonymousId":%q,"event":"Viewed","messageId":"%s-1"},
+				{"type":"identify","userId":%q,"traits":{"plan":"pro"},"messageId":"%s-2"}
+			]}`, anon, tt.name, user, tt.name)); code != http.StatusOK {
+				t.Fatalf("POST /v1/batch = %d %s", code, res)
+			}
+			client := profilev1connect.NewProfileServiceClient(tt.http, p.url, tt.opts...)
+			waitFor(t, "the anonymous profile", func() (bool, string) {
+				_, err := client.GetProfile(context.Background(), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_AnonymousId{AnonymousId: anon}})
+				return err == nil, fmt.Sprint(err)
+			})
+			waitFor(t, "the user's profile", func() (bool, string) {
+				_, err := client.GetProfile(context.Background(), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: user}})
+				return err == nil, fmt.Sprint(err)
+			})
+
+			ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer cancel()
+			stream, err := client.WatchProfile(ctx, &profilev1.WatchProfileRequest{Id: &profilev1.WatchProfileRequest_AnonymousId{AnonymousId: anon}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer stream.Close()
+			// receiveUntil reads the stream until a profile satisfies ok.
+			receiveUntil := func(what string, ok func(*profilev1.Profile) bool) {
+				t.Helper()
+				for stream.Receive() {
+					if ok(stream.Msg().GetProfile()) {
+						return
+					}
+				}
+				t.Fatalf("stream ended before %s: %v", what, stream.Err())
+			}
+			receiveUntil("the initial profile", func(got *profilev1.Profile) bool {
+				if got.GetEventCounts()["Viewed"] != 1 || got.GetUserId() != "" || got.GetWorkspaceId() != ids[0] {
+					t.Fatalf("first message = %v; want the anonymous profile with one Viewed", got)
+				}
+				return true
+			})
+
+			// A new event shows up on the stream.
+			if code, res := post(t, p.url+"/v1/track", key, fmt.Sprintf(`{"anonymousId":%q,"event":"Clicked","messageId":"%s-3"}`, anon, tt.name)); code != http.StatusOK {
+				t.Fatalf("POST /v1/track = %d %s", code, res)
+			}
+			receiveUntil("the Clicked event", func(got *profilev1.Profile) bool { return got.GetEventCounts()["Clicked"] == 1 })
+
+			// identify merges the anonymous profile into the user's; the
+			// stream follows the survivor, and then its changes.
+			if code, res := post(t, p.url+"/v1/identify", key, fmt.Sprintf(`{"anonymousId":%q,"userId":%q,"messageId":"%s-4"}`, anon, user, tt.name)); code != http.StatusOK {
+				t.Fatalf("POST /v1/identify = %d %s", code, res)
+			}
+			receiveUntil("the merged profile", func(got *profilev1.Profile) bool {
+				return got.GetUserId() == user && got.GetEventCounts()["Clicked"] == 1 && got.GetTraits().GetFields()["plan"].GetStringValue() == "pro"
+			})
+			if code, res := post(t, p.url+"/v1/track", key, fmt.Sprintf(`{"userId":%q,"event":"Bought","messageId":"%s-5"}`, user, tt.name)); code != http.StatusOK {
+				t.Fatalf("POST /v1/track = %d %s", code, res)
+			}
+			receiveUntil("the Bought event", func(got *profilev1.Profile) bool { return got.GetEventCounts()["Bought"] == 1 })
+
+			cancel()
+			for stream.Receive() {
+			}
+			if code := connect.CodeOf(stream.Err()); code != connect.CodeCanceled {
+				t.Errorf("after cancel, stream error = %v; want Canceled", stream.Err())
+			}
+			if err := stream.Close(); err != nil {
+				t.Errorf("Close after cancel: %v", err)
+			}
+
+			// Workspace B finds nothing to watch, and may not name A.
+			other := profilev1connect.NewProfileServiceClient(&http.Client{Transport: bearer(tokens[1], tt.http.Transport.(*bearerTransport).base)}, p.url, tt.opts...)
+			for _, tc := range []struct {
+				req  *profilev1.WatchProfileRequest
+				want connect.Code
+			}{
+				{&profilev1.WatchProfileRequest{Id: &profilev1.WatchProfileRequest_UserId{UserId: user}}, connect.CodeNotFound},
+				{&profilev1.WatchProfileRequest{WorkspaceId: ids[0], Id: &profilev1.WatchProfileRequest_UserId{UserId: user}}, connect.CodePermissionDenied},
+			} {
+				s, err := other.WatchProfile(context.Background(), tc.req)
+				if err == nil {
+					for s.Receive() {
+						t.Errorf("workspace B WatchProfile(%v) received %v", tc.req, s.Msg())
+					}
+					err = s.Err()
+					s.Close()
+				}
+				if connect.CodeOf(err) != tc.want {
+					t.Errorf("workspace B WatchProfile(%v) = %v; want %v", tc.req, err, tc.want)
+				}
+			}
+		})
+	}
+}
+
+// twoWorkspaces creates workspaces A and B with an API token each, and a
+// write key for A.
+func twoWorkspaces(t *testing.T, p *platform) (ids, tokens [2]string, key string) {
+	t.Helper()
+	ctx := context.Background()
+	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(adminToken))
+	for i, name := range []string{"acme", "other"} {
+		ws, err := admin.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids[i] = ws.GetWorkspace().GetId()
+		tok, err := admin.CreateAPIToken(ctx, &workspacev1.CreateAPITokenRequest{WorkspaceId: ids[i], Name: "ops"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		tokens[i] = tok.GetSecret()
+	}
+	wk, err := admin.CreateWriteKey(ctx, &workspacev1.CreateWriteKeyRequest{WorkspaceId: ids[0], Name: "web"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ids, tokens, wk.GetSecret()
+}
+
+// waitFor polls cond until it holds, failing the test after 30 s with
+// cond's last word.
+func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); ; {
+		ok, last := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never saw %s; last: %s", what, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// bearerTransport sends a bearer token on every request, streaming calls
+// included (rpctest.Bearer covers unary calls only).
+type bearerTransport struct {
+	token string
+	base  http.RoundTripper
+}
+
+func bearer(token string, base http.RoundTripper) *bearerTransport {
+	return &bearerTransport{token: token, base: base}
+}
+
+func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	req = req.Clone(req.Context())
+	req.Header.Set("Authorization", "Bearer "+b.token)
+	return b.base.RoundTrip(req)
 }

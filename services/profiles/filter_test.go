@@ -1,0 +1,91 @@
+package profiles
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+)
+
+func TestFilters(t *testing.T) {
+	f, err := newFilters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	traits, _ := structpb.NewStruct(map[string]any{"plan": "pro", "seats": 3})
+	p := &profilev1.Profile{UserId: "u1", Traits: traits, EventCounts: map[string]int64{"Bought": 2}}
+	ten := "[0,1,2,3,4,5,6,7,8,9]"
+	for _, tt := range []struct {
+		expr    string
+		want    bool
+		wantErr string // in the compile or evaluation error
+	}{
+		{expr: `profile.traits.plan == "pro" && profile.event_counts["Bought"] > 1`, want: true},
+		{expr: `profile.traits.seats >= 3.0 && profile.user_id == "u1"`, want: true},
+		{expr: `profile.traits.plan == "free"`, want: false},
+		{expr: `profile.traits.missing == "x"`, want: false},
+		{expr: `profile.event_counts["Viewed"] > 0`, want: false},
+		{expr: `profile.user_id ==`, wantErr: "<input>:1:"},
+		{expr: `profile.nope`, wantErr: "undefined field 'nope'"},
+		{expr: `profile.user_id`, wantErr: "must be of type bool, not string"},
+		{expr: strings.Repeat(" ", maxFilterBytes+1) + "true", wantErr: "longer than"},
+		{expr: ten + ".all(a, " + ten + ".all(b, " + ten + ".all(c, " + ten + ".all(d, " + ten + ".all(e, true)))))", wantErr: errFilterCost.Error()},
+	} {
+		prg, err := f.compile(tt.expr)
+		var got bool
+		if err == nil {
+			got, err = match(context.Background(), prg, p)
+		}
+		switch {
+		case tt.wantErr != "":
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%.60s: err = %v, want one containing %q", tt.expr, err, tt.wantErr)
+			}
+		case err != nil:
+			t.Errorf("%.60s: %v", tt.expr, err)
+		case got != tt.want:
+			t.Errorf("%.60s = %v, want %v", tt.expr, got, tt.want)
+		}
+	}
+
+	// A cancelled context stops evaluation.
+	prg, err := f.compile(`profile.user_id == "u1"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := match(ctx, prg, p); !errors.Is(err, context.Canceled) && err != nil {
+		t.Errorf("match after cancel = %v, want nil or context.Canceled", err)
+	}
+}
+
+func TestFiltersCache(t *testing.T) {
+	f, err := newFilters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := f.compile(`profile.user_id == "a"`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := f.compile(`profile.user_id == "a"`)
+	if first != again {
+		t.Errorf("the same expression was compiled twice")
+	}
+	for i := range filterCacheSize {
+		if _, err := f.compile(`profile.user_id == "` + strings.Repeat("x", i) + `b"`); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(f.byExpr) != filterCacheSize || f.order.Len() != filterCacheSize {
+		t.Errorf("cache holds %d/%d entries, want %d", len(f.byExpr), f.order.Len(), filterCacheSize)
+	}
+	if _, ok := f.byExpr[`profile.user_id == "a"`]; ok {
+		t.Errorf("the least recently used expression was not evicted")
+	}
+}
