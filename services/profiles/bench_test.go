@@ -137,6 +137,7 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 		b.ReportMetric(float64(elapsed.Milliseconds()), "ms/run")
 		b.Logf("%d events (%d users, %d track names) applied and committed in %v: %.0f events/s", committed, len(mix.users), len(mix.counts), elapsed, float64(n)/elapsed.Seconds())
 		checkBenchState(b, pool, mix, n)
+		logTableStats(b, pool)
 		pool.Close()
 		b.StartTimer()
 	}
@@ -243,5 +244,34 @@ func checkBenchState(b *testing.B, pool *pgxpool.Pool, mix benchMix, n int) {
 	}
 	if diff := cmp.Diff(mix.counts, got); diff != "" {
 		b.Errorf("event counts per name (-want +got):\n%s", diff)
+	}
+}
+
+// logTableStats logs how PostgreSQL read the tables during the run: a
+// sequential scan of a table that grows with the run is the first suspect
+// when throughput or freshness falls short.
+func logTableStats(b *testing.B, pool *pgxpool.Pool) {
+	b.Helper()
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+		b.Logf("table stats: %v", err)
+	}
+	rows, err := pool.Query(ctx, `
+		SELECT relname, seq_scan, seq_tup_read, coalesce(idx_scan, 0), n_live_tup, last_autoanalyze IS NOT NULL OR last_analyze IS NOT NULL
+		FROM pg_stat_user_tables WHERE relname LIKE 'profile%' ORDER BY relname`)
+	if err != nil {
+		b.Logf("table stats: %v", err)
+		return
+	}
+	var (
+		name                    string
+		seq, seqRows, idx, live int64
+		analyzed                bool
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&name, &seq, &seqRows, &idx, &live, &analyzed}, func() error {
+		b.Logf("table %-26s seq_scan=%-6d seq_tup_read=%-11d idx_scan=%-8d live=%-8d analyzed=%v", name, seq, seqRows, idx, live, analyzed)
+		return nil
+	}); err != nil {
+		b.Logf("table stats: %v", err)
 	}
 }
