@@ -71,8 +71,11 @@ run: ## Run the whole platform on embedded defaults (whisper dev)
 	$(BIN)/whisper dev
 
 .PHONY: bench
-bench: build ## Benchmarks: ingestion load on whisper dev, platformctl vs conftest, Go micro-benchmarks
+bench: build ## Benchmarks: ingestion load and profile freshness on whisper dev, profiles consumer, platformctl vs conftest, micro-benchmarks
 	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
 	  $(BIN)/whisper-load --whisper $(BIN)/whisper $(BENCH_FLAGS)
+	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
+	  $(BIN)/whisper-load --whisper $(BIN)/whisper --mode=freshness --rate=5000 $(BENCH_FLAGS)
+	go test -run '^$$' -bench BenchmarkConsumerThroughput -benchtime=1x ./services/profiles
 	-go run ./internal/gitops/policybench -build=false
-	go test -run '^$$' -bench . -benchmem ./services/ingest ./internal/auth
+	go test -run '^$$' -bench . -benchmem ./services/ingest ./internal/auth ./internal/telemetry
