@@ -86,7 +86,8 @@ func (h *Handler) GetProfile(ctx context.Context, req *profilev1.GetProfileReque
 	return &profilev1.GetProfileResponse{Profile: pb}, nil
 }
 
-// ListProfiles pages through a workspace's profiles by profile id.
+// ListProfiles pages through a workspace's profiles by profile id, keeping
+// only those the request's CEL filter matches, if it has one.
 func (h *Handler) ListProfiles(ctx context.Context, req *profilev1.ListProfilesRequest) (*profilev1.ListProfilesResponse, error) {
 	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
 	if err != nil {
