@@ -3,12 +3,20 @@ package profiles
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"github.com/whisperhq/whisper/internal/auth"
+	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/internal/pgtest"
+	"github.com/whisperhq/whisper/internal/postgres"
 )
 
 func TestFilters(t *testing.T) {
@@ -87,5 +95,58 @@ func TestFiltersCache(t *testing.T) {
 	}
 	if _, ok := f.byExpr[`profile.user_id == "a"`]; ok {
 		t.Errorf("the least recently used expression was not evicted")
+	}
+}
+
+// TestListProfilesFilterScanBudget: a filtered call stops at the scan
+// budget, and its page token resumes the scan where it stopped, through
+// pages that hold no match, to every match once.
+func TestListProfilesFilterScanBudget(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	if err := postgres.Migrate(ctx, pool, Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(pool)
+	var events []event
+	for i := range 12 {
+		e := event{ws: ws, messageID: fmt.Sprintf("m%d", i), typ: eventv1.EventType_EVENT_TYPE_TRACK, userID: fmt.Sprintf("u%02d", i), name: "Viewed", micros: 1000}
+		if i%4 == 0 {
+			e.name = "Bought"
+		}
+		events = append(events, e)
+	}
+	if _, err := s.applyEvents(ctx, events); err != nil {
+		t.Fatal(err)
+	}
+	h := NewHandler(s, nil)
+	h.scanBudget = 2
+
+	var got []string
+	calls := 0
+	for req := (&profilev1.ListProfilesRequest{Filter: `"Bought" in profile.event_counts`, PageSize: 10}); ; {
+		calls++
+		resp, err := h.ListProfiles(auth.NewContext(ctx, &auth.Principal{WorkspaceID: ws, CredentialID: "tok"}), req)
+		if err != nil {
+			t.Fatalf("call %d: %v", calls, err)
+		}
+		for _, p := range resp.GetProfiles() {
+			got = append(got, p.GetUserId())
+		}
+		if resp.GetNextPageToken() == "" {
+			break
+		}
+		req.PageToken = resp.GetNextPageToken()
+		if calls > 20 {
+			t.Fatal("the scan never ended")
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"u00", "u04", "u08"}; !slices.Equal(got, want) {
+		t.Errorf("matches = %v, want %v", got, want)
+	}
+	// 12 profiles, 2 per call: 6 calls, and a 7th to learn there are no more.
+	if calls < 6 || calls > 7 {
+		t.Errorf("%d calls for 12 profiles at 2 per call, want 6 or 7", calls)
 	}
 }

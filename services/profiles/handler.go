@@ -31,7 +31,10 @@ const (
 type Handler struct {
 	store   *Store
 	filters *filters
-	logger  *slog.Logger
+	// scanBudget is how many profiles a filtered ListProfiles call scans
+	// at most: filterScanBudget, but for tests.
+	scanBudget int
+	logger     *slog.Logger
 }
 
 var _ profilev1connect.ProfileServiceHandler = (*Handler)(nil)
@@ -46,7 +49,7 @@ func NewHandler(store *Store, logger *slog.Logger) *Handler {
 		// The environment is fixed at build time: this is a programming error.
 		panic(err)
 	}
-	return &Handler{store: store, filters: f, logger: logger}
+	return &Handler{store: store, filters: f, scanBudget: filterScanBudget, logger: logger}
 }
 
 // Routes returns the path and handler to mount (behind bearer authn).
@@ -142,8 +145,8 @@ func (h *Handler) listFiltered(ctx context.Context, ws, after string, size int, 
 	defer cancel()
 	resp := &profilev1.ListProfilesResponse{}
 	scanned := 0
-	for scanned < filterScanBudget {
-		chunk := min(filterScanChunk, filterScanBudget-scanned)
+	for scanned < h.scanBudget {
+		chunk := min(filterScanChunk, h.scanBudget-scanned)
 		ps, err := h.store.list(ctx, ws, after, chunk)
 		if err != nil {
 			return nil, h.internal(ctx, "list profiles", err)
