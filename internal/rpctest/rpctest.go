@@ -22,12 +22,29 @@ func Bearer(token string) connect.ClientOption {
 }
 
 func header(authorization string) connect.ClientOption {
-	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", authorization)
-			return next(ctx, req)
-		}
-	}))
+	return connect.WithInterceptors(authHeader(authorization))
+}
+
+// authHeader sets Authorization on unary and streaming calls alike.
+type authHeader string
+
+func (a authHeader) WrapUnary(next connect.UnaryFunc) connect.UnaryFunc {
+	return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+		req.Header().Set("Authorization", string(a))
+		return next(ctx, req)
+	}
+}
+
+func (a authHeader) WrapStreamingClient(next connect.StreamingClientFunc) connect.StreamingClientFunc {
+	return func(ctx context.Context, spec connect.Spec) connect.StreamingClientConn {
+		conn := next(ctx, spec)
+		conn.RequestHeader().Set("Authorization", string(a))
+		return conn
+	}
+}
+
+func (a authHeader) WrapStreamingHandler(next connect.StreamingHandlerFunc) connect.StreamingHandlerFunc {
+	return next
 }
 
 // H2CClient speaks cleartext HTTP/2, as gRPC clients do.

@@ -260,8 +260,8 @@ func TestWatchProfile(t *testing.T) {
 		http *http.Client
 		opts []connect.ClientOption
 	}{
-		{"connect", &http.Client{Transport: bearer(tokens[0], http.DefaultTransport)}, nil},
-		{"grpc", &http.Client{Transport: bearer(tokens[0], rpctest.H2CClient().Transport)}, []connect.ClientOption{connect.WithGRPC()}},
+		{"connect", http.DefaultClient, nil},
+		{"grpc", rpctest.H2CClient(), []connect.ClientOption{connect.WithGRPC()}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			anon, user := "anon-"+tt.name, "user-"+tt.name
@@ -271,7 +271,7 @@ func TestWatchProfile(t *testing.T) {
 			]}`, anon, tt.name, user, tt.name)); code != http.StatusOK {
 				t.Fatalf("POST /v1/batch = %d %s", code, res)
 			}
-			client := profilev1connect.NewProfileServiceClient(tt.http, p.url, tt.opts...)
+			client := profilev1connect.NewProfileServiceClient(tt.http, p.url, append(tt.opts, rpctest.Bearer(tokens[0]))...)
 			waitFor(t, "the anonymous profile", func() (bool, string) {
 				_, err := client.GetProfile(context.Background(), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_AnonymousId{AnonymousId: anon}})
 				return err == nil, fmt.Sprint(err)
@@ -335,7 +335,7 @@ func TestWatchProfile(t *testing.T) {
 			}
 
 			// Workspace B finds nothing to watch, and may not name A.
-			other := profilev1connect.NewProfileServiceClient(&http.Client{Transport: bearer(tokens[1], tt.http.Transport.(*bearerTransport).base)}, p.url, tt.opts...)
+			other := profilev1connect.NewProfileServiceClient(tt.http, p.url, append(tt.opts, rpctest.Bearer(tokens[1]))...)
 			for _, tc := range []struct {
 				req  *profilev1.WatchProfileRequest
 				want connect.Code
@@ -398,21 +398,4 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// bearerTransport sends a bearer token on every request, streaming calls
-// included (rpctest.Bearer covers unary calls only).
-type bearerTransport struct {
-	token string
-	base  http.RoundTripper
-}
-
-func bearer(token string, base http.RoundTripper) *bearerTransport {
-	return &bearerTransport{token: token, base: base}
-}
-
-func (b *bearerTransport) RoundTrip(req *http.Request) (*http.Response, error) {
-	req = req.Clone(req.Context())
-	req.Header.Set("Authorization", "Bearer "+b.token)
-	return b.base.RoundTrip(req)
 }
