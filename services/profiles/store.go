@@ -99,7 +99,7 @@ func markApplied(ctx context.Context, tx pgx.Tx, events []event) (map[[2]string]
 	}
 	rows, err := tx.Query(ctx, `
 		INSERT INTO profile_applied_messages (workspace_id, message_id)
-		SELECT * FROM unnest($1::uuid[], $2::text[])
+		SELECT * FROM unnest($1::text[]::uuid[], $2::text[])
 		ON CONFLICT DO NOTHING
 		RETURNING workspace_id::text, message_id`, ws, ids)
 	if err != nil {
@@ -144,11 +144,9 @@ func load(ctx context.Context, tx pgx.Tx, events []event) (*batch, error) {
 	}
 	slices.Sort(locks)
 	locks = slices.Compact(locks)
-	lb := &pgx.Batch{}
-	for _, l := range locks {
-		lb.Queue(`SELECT pg_advisory_xact_lock($1)`, l)
-	}
-	if err := tx.SendBatch(ctx, lb).Close(); err != nil {
+	// One statement takes every lock, in key order (the subquery's ORDER
+	// BY fixes the order the locks are taken in, so batches cannot deadlock).
+	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(k) FROM (SELECT k FROM unnest($1::bigint[]) AS k ORDER BY k) AS s`, locks); err != nil {
 		return nil, fmt.Errorf("lock identities: %w", err)
 	}
 
@@ -161,7 +159,7 @@ func load(ctx context.Context, tx pgx.Tx, events []event) (*batch, error) {
 	rows, err := tx.Query(ctx, `
 		SELECT i.workspace_id::text, i.kind, i.id, i.profile_id::text
 		FROM profile_identities i
-		JOIN unnest($1::uuid[], $2::text[], $3::text[]) AS k(ws, kind, id)
+		JOIN unnest($1::text[]::uuid[], $2::text[], $3::text[]) AS k(ws, kind, id)
 		  ON i.workspace_id = k.ws AND i.kind = k.kind AND i.id = k.id`, ws, kinds, ids)
 	if err != nil {
 		return nil, fmt.Errorf("read identities: %w", err)
@@ -190,7 +188,7 @@ func load(ctx context.Context, tx pgx.Tx, events []event) (*batch, error) {
 		SELECT p.workspace_id::text, p.profile_id::text, coalesce(p.user_id, ''),
 		       p.traits, p.trait_times, p.event_counts, p.last_event_times, p.first_seen, p.last_seen
 		FROM profiles p
-		JOIN unnest($1::uuid[], $2::uuid[]) AS k(ws, id) ON p.workspace_id = k.ws AND p.profile_id = k.id
+		JOIN unnest($1::text[]::uuid[], $2::text[]::uuid[]) AS k(ws, id) ON p.workspace_id = k.ws AND p.profile_id = k.id
 		ORDER BY p.workspace_id, p.profile_id
 		FOR UPDATE OF p`, pws, pids)
 	if err != nil {
@@ -259,7 +257,7 @@ func write(ctx context.Context, tx pgx.Tx, b *batch) error {
 		wb.Queue(`
 			INSERT INTO profiles (workspace_id, profile_id, user_id, traits, trait_times, event_counts, last_event_times, first_seen, last_seen, updated_at)
 			SELECT ws, id, u, t::jsonb, tt::jsonb, c::jsonb, le::jsonb, f, l, now()
-			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
+			FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[])
 			  AS r(ws, id, u, t, tt, c, le, f, l)
 			ON CONFLICT (workspace_id, profile_id) DO UPDATE SET
 			  user_id = excluded.user_id, traits = excluded.traits, trait_times = excluded.trait_times,
@@ -276,7 +274,7 @@ func write(ctx context.Context, tx pgx.Tx, b *batch) error {
 	if len(iws) > 0 {
 		wb.Queue(`
 			INSERT INTO profile_identities (workspace_id, kind, id, profile_id)
-			SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::uuid[])
+			SELECT * FROM unnest($1::text[]::uuid[], $2::text[], $3::text[], $4::text[]::uuid[])
 			ON CONFLICT (workspace_id, kind, id) DO UPDATE SET profile_id = excluded.profile_id`,
 			iws, ikinds, iids, ipids)
 	}
@@ -290,10 +288,10 @@ func write(ctx context.Context, tx pgx.Tx, b *batch) error {
 		// named were not loaded; they move here.
 		wb.Queue(`
 			UPDATE profile_identities i SET profile_id = m.dst
-			FROM unnest($1::uuid[], $2::uuid[], $3::uuid[]) AS m(ws, src, dst)
+			FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[]::uuid[]) AS m(ws, src, dst)
 			WHERE i.workspace_id = m.ws AND i.profile_id = m.src`, aws, asrc, adst)
 		wb.Queue(`
-			DELETE FROM profiles p USING unnest($1::uuid[], $2::uuid[]) AS d(ws, id)
+			DELETE FROM profiles p USING unnest($1::text[]::uuid[], $2::text[]::uuid[]) AS d(ws, id)
 			WHERE p.workspace_id = d.ws AND p.profile_id = d.id`, aws, asrc)
 	}
 	if wb.Len() == 0 {
