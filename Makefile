@@ -72,7 +72,7 @@ run: ## Run the whole platform on embedded defaults (whisper dev)
 
 .PHONY: bench
 bench: build ## Benchmarks: ingestion load and profile freshness on whisper dev, profiles consumer, platformctl vs conftest, micro-benchmarks
-	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
+	WHISPER_TARGET=ingest WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
 	  $(BIN)/whisper-load --whisper $(BIN)/whisper $(BENCH_FLAGS)
 	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
 	  $(BIN)/whisper-load --whisper $(BIN)/whisper --mode=freshness --rate=5000 $(BENCH_FLAGS)
