@@ -28,25 +28,8 @@ import (
 func TestProfilesFromSegmentEvents(t *testing.T) {
 	p := start(t)
 	ctx := context.Background()
-	admin := workspacev1connect.NewWorkspaceServiceClient(http.DefaultClient, p.url, rpctest.Bearer(adminToken))
-	var ids, tokens [2]string
-	for i, name := range []string{"acme", "other"} {
-		ws, err := admin.CreateWorkspace(ctx, &workspacev1.CreateWorkspaceRequest{Name: name})
-		if err != nil {
-			t.Fatal(err)
-		}
-		ids[i] = ws.GetWorkspace().GetId()
-		tok, err := admin.CreateAPIToken(ctx, &workspacev1.CreateAPITokenRequest{WorkspaceId: ids[i], Name: "ops"})
-		if err != nil {
-			t.Fatal(err)
-		}
-		tokens[i] = tok.GetSecret()
-	}
-	key, err := admin.CreateWriteKey(ctx, &workspacev1.CreateWriteKeyRequest{WorkspaceId: ids[0], Name: "web"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	code, res := post(t, p.url+"/v1/batch", key.GetSecret(), `{"batch":[
+	ids, tokens, key := twoWorkspaces(t, p)
+	code, res := post(t, p.url+"/v1/batch", key, `{"batch":[
 		{"type":"track","anonymousId":"anon-1","event":"Viewed","timestamp":"2026-11-01T10:00:00Z","messageId":"p1"},
 		{"type":"identify","anonymousId":"anon-1","userId":"u1","traits":{"plan":"pro","name":"Ann"},"timestamp":"2026-11-01T10:05:00Z","messageId":"p2"},
 		{"type":"identify","userId":"u1","traits":{"plan":"free"},"timestamp":"2026-11-01T09:00:00Z","messageId":"p3"},
