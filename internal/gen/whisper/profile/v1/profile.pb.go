@@ -23,6 +23,67 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ProfileChangeKind says what kind of change a ProfileChange carries.
+type ProfileChangeKind int32
+
+const (
+	ProfileChangeKind_PROFILE_CHANGE_KIND_UNSPECIFIED ProfileChangeKind = 0
+	// A profile seen for the first time.
+	ProfileChangeKind_PROFILE_CHANGE_KIND_CREATED    ProfileChangeKind = 1
+	ProfileChangeKind_PROFILE_CHANGE_KIND_STAGE      ProfileChangeKind = 2
+	ProfileChangeKind_PROFILE_CHANGE_KIND_TRAITS     ProfileChangeKind = 3
+	ProfileChangeKind_PROFILE_CHANGE_KIND_SCORE_BAND ProfileChangeKind = 4
+	// Another profile was merged into this one (alias or identify).
+	ProfileChangeKind_PROFILE_CHANGE_KIND_MERGED ProfileChangeKind = 5
+)
+
+// Enum value maps for ProfileChangeKind.
+var (
+	ProfileChangeKind_name = map[int32]string{
+		0: "PROFILE_CHANGE_KIND_UNSPECIFIED",
+		1: "PROFILE_CHANGE_KIND_CREATED",
+		2: "PROFILE_CHANGE_KIND_STAGE",
+		3: "PROFILE_CHANGE_KIND_TRAITS",
+		4: "PROFILE_CHANGE_KIND_SCORE_BAND",
+		5: "PROFILE_CHANGE_KIND_MERGED",
+	}
+	ProfileChangeKind_value = map[string]int32{
+		"PROFILE_CHANGE_KIND_UNSPECIFIED": 0,
+		"PROFILE_CHANGE_KIND_CREATED":     1,
+		"PROFILE_CHANGE_KIND_STAGE":       2,
+		"PROFILE_CHANGE_KIND_TRAITS":      3,
+		"PROFILE_CHANGE_KIND_SCORE_BAND":  4,
+		"PROFILE_CHANGE_KIND_MERGED":      5,
+	}
+)
+
+func (x ProfileChangeKind) Enum() *ProfileChangeKind {
+	p := new(ProfileChangeKind)
+	*p = x
+	return p
+}
+
+func (x ProfileChangeKind) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ProfileChangeKind) Descriptor() protoreflect.EnumDescriptor {
+	return file_whisper_profile_v1_profile_proto_enumTypes[0].Descriptor()
+}
+
+func (ProfileChangeKind) Type() protoreflect.EnumType {
+	return &file_whisper_profile_v1_profile_proto_enumTypes[0]
+}
+
+func (x ProfileChangeKind) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ProfileChangeKind.Descriptor instead.
+func (ProfileChangeKind) EnumDescriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{0}
+}
+
 // Profile is what Whisper knows of one user of one workspace.
 type Profile struct {
 	state       protoimpl.MessageState `protogen:"open.v1"`
@@ -45,7 +106,24 @@ type Profile struct {
 	// Timestamp of the latest track event per event name.
 	LastEventTimes map[string]*timestamppb.Timestamp `protobuf:"bytes,9,rep,name=last_event_times,json=lastEventTimes,proto3" json:"last_event_times,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	// When the profile was last written.
-	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	UpdateTime *timestamppb.Timestamp `protobuf:"bytes,10,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	// Lifecycle stage: one of "new", "activated", "engaged", "at_risk",
+	// "dormant", "churned". The rules that assign it are configured per
+	// workspace; the profiles package documents the defaults.
+	Stage string `protobuf:"bytes,11,opt,name=stage,proto3" json:"stage,omitempty"`
+	// When the profile entered its current stage.
+	StageTime *timestamppb.Timestamp `protobuf:"bytes,12,opt,name=stage_time,json=stageTime,proto3" json:"stage_time,omitempty"`
+	// Engagement score, 0 (none) to 100, from recent activity.
+	EngagementScore int32 `protobuf:"varint,13,opt,name=engagement_score,json=engagementScore,proto3" json:"engagement_score,omitempty"`
+	// Churn risk, 0 to 1: the estimated probability that the user does not
+	// come back, from the inputs in scores.
+	ChurnRisk float64 `protobuf:"fixed64,14,opt,name=churn_risk,json=churnRisk,proto3" json:"churn_risk,omitempty"`
+	// The inputs the stage and scores were computed from, so a decision made
+	// on them can explain itself.
+	ScoreInputs *ScoreInputs `protobuf:"bytes,15,opt,name=score_inputs,json=scoreInputs,proto3" json:"score_inputs,omitempty"`
+	// Rolling event counts per event name over the last 1, 7 and 28 days,
+	// as of update_time. Only names seen in the last 28 days are present.
+	RollingCounts map[string]*WindowCounts `protobuf:"bytes,16,rep,name=rolling_counts,json=rollingCounts,proto3" json:"rolling_counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -150,6 +228,358 @@ func (x *Profile) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
+func (x *Profile) GetStage() string {
+	if x != nil {
+		return x.Stage
+	}
+	return ""
+}
+
+func (x *Profile) GetStageTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.StageTime
+	}
+	return nil
+}
+
+func (x *Profile) GetEngagementScore() int32 {
+	if x != nil {
+		return x.EngagementScore
+	}
+	return 0
+}
+
+func (x *Profile) GetChurnRisk() float64 {
+	if x != nil {
+		return x.ChurnRisk
+	}
+	return 0
+}
+
+func (x *Profile) GetScoreInputs() *ScoreInputs {
+	if x != nil {
+		return x.ScoreInputs
+	}
+	return nil
+}
+
+func (x *Profile) GetRollingCounts() map[string]*WindowCounts {
+	if x != nil {
+		return x.RollingCounts
+	}
+	return nil
+}
+
+// WindowCounts counts events over rolling windows ending at the profile's
+// last update.
+type WindowCounts struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Last_1D       int64                  `protobuf:"varint,1,opt,name=last_1d,json=last1d,proto3" json:"last_1d,omitempty"`
+	Last_7D       int64                  `protobuf:"varint,2,opt,name=last_7d,json=last7d,proto3" json:"last_7d,omitempty"`
+	Last_28D      int64                  `protobuf:"varint,3,opt,name=last_28d,json=last28d,proto3" json:"last_28d,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WindowCounts) Reset() {
+	*x = WindowCounts{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WindowCounts) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WindowCounts) ProtoMessage() {}
+
+func (x *WindowCounts) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WindowCounts.ProtoReflect.Descriptor instead.
+func (*WindowCounts) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *WindowCounts) GetLast_1D() int64 {
+	if x != nil {
+		return x.Last_1D
+	}
+	return 0
+}
+
+func (x *WindowCounts) GetLast_7D() int64 {
+	if x != nil {
+		return x.Last_7D
+	}
+	return 0
+}
+
+func (x *WindowCounts) GetLast_28D() int64 {
+	if x != nil {
+		return x.Last_28D
+	}
+	return 0
+}
+
+// ScoreInputs are the features a profile's stage, engagement score and
+// churn risk were computed from, as of computed_time.
+type ScoreInputs struct {
+	state        protoimpl.MessageState `protogen:"open.v1"`
+	ComputedTime *timestamppb.Timestamp `protobuf:"bytes,1,opt,name=computed_time,json=computedTime,proto3" json:"computed_time,omitempty"`
+	// Whole days since the last event (last_seen_time).
+	DaysSinceLastSeen float64 `protobuf:"fixed64,2,opt,name=days_since_last_seen,json=daysSinceLastSeen,proto3" json:"days_since_last_seen,omitempty"`
+	// Days since the first event (first_seen_time).
+	DaysSinceFirstSeen float64 `protobuf:"fixed64,3,opt,name=days_since_first_seen,json=daysSinceFirstSeen,proto3" json:"days_since_first_seen,omitempty"`
+	// Days with at least one event in the last 7 and 28 days.
+	ActiveDays_7D  int32 `protobuf:"varint,4,opt,name=active_days_7d,json=activeDays7d,proto3" json:"active_days_7d,omitempty"`
+	ActiveDays_28D int32 `protobuf:"varint,5,opt,name=active_days_28d,json=activeDays28d,proto3" json:"active_days_28d,omitempty"`
+	// Events of any kind in the last 7 and 28 days.
+	Events_7D  int64 `protobuf:"varint,6,opt,name=events_7d,json=events7d,proto3" json:"events_7d,omitempty"`
+	Events_28D int64 `protobuf:"varint,7,opt,name=events_28d,json=events28d,proto3" json:"events_28d,omitempty"`
+	// Activity trend: events of the last 7 days against the weekly average of
+	// the 21 days before them, as a ratio (1 = steady, below 1 = declining);
+	// 1 when there is no earlier activity to compare with.
+	Trend float64 `protobuf:"fixed64,8,opt,name=trend,proto3" json:"trend,omitempty"`
+	// Whether the workspace's activation event has happened.
+	Activated     bool `protobuf:"varint,9,opt,name=activated,proto3" json:"activated,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ScoreInputs) Reset() {
+	*x = ScoreInputs{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ScoreInputs) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ScoreInputs) ProtoMessage() {}
+
+func (x *ScoreInputs) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ScoreInputs.ProtoReflect.Descriptor instead.
+func (*ScoreInputs) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ScoreInputs) GetComputedTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ComputedTime
+	}
+	return nil
+}
+
+func (x *ScoreInputs) GetDaysSinceLastSeen() float64 {
+	if x != nil {
+		return x.DaysSinceLastSeen
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetDaysSinceFirstSeen() float64 {
+	if x != nil {
+		return x.DaysSinceFirstSeen
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetActiveDays_7D() int32 {
+	if x != nil {
+		return x.ActiveDays_7D
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetActiveDays_28D() int32 {
+	if x != nil {
+		return x.ActiveDays_28D
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetEvents_7D() int64 {
+	if x != nil {
+		return x.Events_7D
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetEvents_28D() int64 {
+	if x != nil {
+		return x.Events_28D
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetTrend() float64 {
+	if x != nil {
+		return x.Trend
+	}
+	return 0
+}
+
+func (x *ScoreInputs) GetActivated() bool {
+	if x != nil {
+		return x.Activated
+	}
+	return false
+}
+
+// ProfileChange is the value of every record on the whisper.profiles topic,
+// keyed like events (workspace_id and user, see event.v1.Event): it is
+// published when a change that matters to decisions happens to a profile.
+// Delivery is at least once; change_id is stable across redeliveries so a
+// consumer can make its effects idempotent.
+type ProfileChange struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unique per change, the same on every redelivery of it.
+	ChangeId    string `protobuf:"bytes,1,opt,name=change_id,json=changeId,proto3" json:"change_id,omitempty"`
+	WorkspaceId string `protobuf:"bytes,2,opt,name=workspace_id,json=workspaceId,proto3" json:"workspace_id,omitempty"`
+	// What changed; at least one.
+	Kinds []ProfileChangeKind `protobuf:"varint,3,rep,packed,name=kinds,proto3,enum=whisper.profile.v1.ProfileChangeKind" json:"kinds,omitempty"`
+	// The stage before the change; empty for a new profile.
+	PreviousStage string `protobuf:"bytes,4,opt,name=previous_stage,json=previousStage,proto3" json:"previous_stage,omitempty"`
+	// Trait keys whose values changed (set, replaced or deleted).
+	ChangedTraits []string `protobuf:"bytes,5,rep,name=changed_traits,json=changedTraits,proto3" json:"changed_traits,omitempty"`
+	// The engagement score band before and after the change: 0 (score
+	// 0-19), 1 (20-39), 2 (40-59), 3 (60-79), 4 (80-100).
+	PreviousScoreBand int32 `protobuf:"varint,6,opt,name=previous_score_band,json=previousScoreBand,proto3" json:"previous_score_band,omitempty"`
+	ScoreBand         int32 `protobuf:"varint,7,opt,name=score_band,json=scoreBand,proto3" json:"score_band,omitempty"`
+	// The profile after the change.
+	Profile *Profile `protobuf:"bytes,8,opt,name=profile,proto3" json:"profile,omitempty"`
+	// When the change was applied.
+	ChangeTime *timestamppb.Timestamp `protobuf:"bytes,9,opt,name=change_time,json=changeTime,proto3" json:"change_time,omitempty"`
+	// When a profile merged away into this one by an alias, its id.
+	MergedProfileIds []string `protobuf:"bytes,10,rep,name=merged_profile_ids,json=mergedProfileIds,proto3" json:"merged_profile_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *ProfileChange) Reset() {
+	*x = ProfileChange{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ProfileChange) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ProfileChange) ProtoMessage() {}
+
+func (x *ProfileChange) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ProfileChange.ProtoReflect.Descriptor instead.
+func (*ProfileChange) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ProfileChange) GetChangeId() string {
+	if x != nil {
+		return x.ChangeId
+	}
+	return ""
+}
+
+func (x *ProfileChange) GetWorkspaceId() string {
+	if x != nil {
+		return x.WorkspaceId
+	}
+	return ""
+}
+
+func (x *ProfileChange) GetKinds() []ProfileChangeKind {
+	if x != nil {
+		return x.Kinds
+	}
+	return nil
+}
+
+func (x *ProfileChange) GetPreviousStage() string {
+	if x != nil {
+		return x.PreviousStage
+	}
+	return ""
+}
+
+func (x *ProfileChange) GetChangedTraits() []string {
+	if x != nil {
+		return x.ChangedTraits
+	}
+	return nil
+}
+
+func (x *ProfileChange) GetPreviousScoreBand() int32 {
+	if x != nil {
+		return x.PreviousScoreBand
+	}
+	return 0
+}
+
+func (x *ProfileChange) GetScoreBand() int32 {
+	if x != nil {
+		return x.ScoreBand
+	}
+	return 0
+}
+
+func (x *ProfileChange) GetProfile() *Profile {
+	if x != nil {
+		return x.Profile
+	}
+	return nil
+}
+
+func (x *ProfileChange) GetChangeTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ChangeTime
+	}
+	return nil
+}
+
+func (x *ProfileChange) GetMergedProfileIds() []string {
+	if x != nil {
+		return x.MergedProfileIds
+	}
+	return nil
+}
+
 type GetProfileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workspace to read; empty means the caller's own (an API token's).
@@ -166,7 +596,7 @@ type GetProfileRequest struct {
 
 func (x *GetProfileRequest) Reset() {
 	*x = GetProfileRequest{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[1]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -178,7 +608,7 @@ func (x *GetProfileRequest) String() string {
 func (*GetProfileRequest) ProtoMessage() {}
 
 func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[1]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -191,7 +621,7 @@ func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileRequest.ProtoReflect.Descriptor instead.
 func (*GetProfileRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{1}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetProfileRequest) GetWorkspaceId() string {
@@ -251,7 +681,7 @@ type GetProfileResponse struct {
 
 func (x *GetProfileResponse) Reset() {
 	*x = GetProfileResponse{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[2]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -263,7 +693,7 @@ func (x *GetProfileResponse) String() string {
 func (*GetProfileResponse) ProtoMessage() {}
 
 func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[2]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -276,7 +706,7 @@ func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileResponse.ProtoReflect.Descriptor instead.
 func (*GetProfileResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{2}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *GetProfileResponse) GetProfile() *Profile {
@@ -316,7 +746,7 @@ type ListProfilesRequest struct {
 
 func (x *ListProfilesRequest) Reset() {
 	*x = ListProfilesRequest{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[3]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -328,7 +758,7 @@ func (x *ListProfilesRequest) String() string {
 func (*ListProfilesRequest) ProtoMessage() {}
 
 func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[3]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -341,7 +771,7 @@ func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProfilesRequest.ProtoReflect.Descriptor instead.
 func (*ListProfilesRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{3}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListProfilesRequest) GetWorkspaceId() string {
@@ -383,7 +813,7 @@ type ListProfilesResponse struct {
 
 func (x *ListProfilesResponse) Reset() {
 	*x = ListProfilesResponse{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -395,7 +825,7 @@ func (x *ListProfilesResponse) String() string {
 func (*ListProfilesResponse) ProtoMessage() {}
 
 func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -408,7 +838,7 @@ func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProfilesResponse.ProtoReflect.Descriptor instead.
 func (*ListProfilesResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{4}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ListProfilesResponse) GetProfiles() []*Profile {
@@ -441,7 +871,7 @@ type WatchProfileRequest struct {
 
 func (x *WatchProfileRequest) Reset() {
 	*x = WatchProfileRequest{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -453,7 +883,7 @@ func (x *WatchProfileRequest) String() string {
 func (*WatchProfileRequest) ProtoMessage() {}
 
 func (x *WatchProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -466,7 +896,7 @@ func (x *WatchProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProfileRequest.ProtoReflect.Descriptor instead.
 func (*WatchProfileRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{5}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *WatchProfileRequest) GetWorkspaceId() string {
@@ -526,7 +956,7 @@ type WatchProfileResponse struct {
 
 func (x *WatchProfileResponse) Reset() {
 	*x = WatchProfileResponse{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -538,7 +968,7 @@ func (x *WatchProfileResponse) String() string {
 func (*WatchProfileResponse) ProtoMessage() {}
 
 func (x *WatchProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -551,7 +981,7 @@ func (x *WatchProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProfileResponse.ProtoReflect.Descriptor instead.
 func (*WatchProfileResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{6}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *WatchProfileResponse) GetProfile() *Profile {
@@ -565,7 +995,7 @@ var File_whisper_profile_v1_profile_proto protoreflect.FileDescriptor
 
 const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\n" +
-	" whisper/profile/v1/profile.proto\x12\x12whisper.profile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xc8\x05\n" +
+	" whisper/profile/v1/profile.proto\x12\x12whisper.profile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\b\n" +
 	"\aProfile\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x1d\n" +
 	"\n" +
@@ -579,13 +1009,53 @@ const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\x10last_event_times\x18\t \x03(\v2/.whisper.profile.v1.Profile.LastEventTimesEntryR\x0elastEventTimes\x12;\n" +
 	"\vupdate_time\x18\n" +
 	" \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"updateTime\x1a>\n" +
+	"updateTime\x12\x14\n" +
+	"\x05stage\x18\v \x01(\tR\x05stage\x129\n" +
+	"\n" +
+	"stage_time\x18\f \x01(\v2\x1a.google.protobuf.TimestampR\tstageTime\x12)\n" +
+	"\x10engagement_score\x18\r \x01(\x05R\x0fengagementScore\x12\x1d\n" +
+	"\n" +
+	"churn_risk\x18\x0e \x01(\x01R\tchurnRisk\x12B\n" +
+	"\fscore_inputs\x18\x0f \x01(\v2\x1f.whisper.profile.v1.ScoreInputsR\vscoreInputs\x12U\n" +
+	"\x0erolling_counts\x18\x10 \x03(\v2..whisper.profile.v1.Profile.RollingCountsEntryR\rrollingCounts\x1a>\n" +
 	"\x10EventCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a]\n" +
 	"\x13LastEventTimesEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x120\n" +
-	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\"|\n" +
+	"\x05value\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\x05value:\x028\x01\x1ab\n" +
+	"\x12RollingCountsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x126\n" +
+	"\x05value\x18\x02 \x01(\v2 .whisper.profile.v1.WindowCountsR\x05value:\x028\x01\"[\n" +
+	"\fWindowCounts\x12\x17\n" +
+	"\alast_1d\x18\x01 \x01(\x03R\x06last1d\x12\x17\n" +
+	"\alast_7d\x18\x02 \x01(\x03R\x06last7d\x12\x19\n" +
+	"\blast_28d\x18\x03 \x01(\x03R\alast28d\"\xf0\x02\n" +
+	"\vScoreInputs\x12?\n" +
+	"\rcomputed_time\x18\x01 \x01(\v2\x1a.google.protobuf.TimestampR\fcomputedTime\x12/\n" +
+	"\x14days_since_last_seen\x18\x02 \x01(\x01R\x11daysSinceLastSeen\x121\n" +
+	"\x15days_since_first_seen\x18\x03 \x01(\x01R\x12daysSinceFirstSeen\x12$\n" +
+	"\x0eactive_days_7d\x18\x04 \x01(\x05R\factiveDays7d\x12&\n" +
+	"\x0factive_days_28d\x18\x05 \x01(\x05R\ractiveDays28d\x12\x1b\n" +
+	"\tevents_7d\x18\x06 \x01(\x03R\bevents7d\x12\x1d\n" +
+	"\n" +
+	"events_28d\x18\a \x01(\x03R\tevents28d\x12\x14\n" +
+	"\x05trend\x18\b \x01(\x01R\x05trend\x12\x1c\n" +
+	"\tactivated\x18\t \x01(\bR\tactivated\"\xcb\x03\n" +
+	"\rProfileChange\x12\x1b\n" +
+	"\tchange_id\x18\x01 \x01(\tR\bchangeId\x12!\n" +
+	"\fworkspace_id\x18\x02 \x01(\tR\vworkspaceId\x12;\n" +
+	"\x05kinds\x18\x03 \x03(\x0e2%.whisper.profile.v1.ProfileChangeKindR\x05kinds\x12%\n" +
+	"\x0eprevious_stage\x18\x04 \x01(\tR\rpreviousStage\x12%\n" +
+	"\x0echanged_traits\x18\x05 \x03(\tR\rchangedTraits\x12.\n" +
+	"\x13previous_score_band\x18\x06 \x01(\x05R\x11previousScoreBand\x12\x1d\n" +
+	"\n" +
+	"score_band\x18\a \x01(\x05R\tscoreBand\x125\n" +
+	"\aprofile\x18\b \x01(\v2\x1b.whisper.profile.v1.ProfileR\aprofile\x12;\n" +
+	"\vchange_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"changeTime\x12,\n" +
+	"\x12merged_profile_ids\x18\n" +
+	" \x03(\tR\x10mergedProfileIds\"|\n" +
 	"\x11GetProfileRequest\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x19\n" +
 	"\auser_id\x18\x02 \x01(\tH\x00R\x06userId\x12#\n" +
@@ -608,7 +1078,14 @@ const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\fanonymous_id\x18\x03 \x01(\tH\x00R\vanonymousIdB\x04\n" +
 	"\x02id\"M\n" +
 	"\x14WatchProfileResponse\x125\n" +
-	"\aprofile\x18\x01 \x01(\v2\x1b.whisper.profile.v1.ProfileR\aprofile2\xbb\x02\n" +
+	"\aprofile\x18\x01 \x01(\v2\x1b.whisper.profile.v1.ProfileR\aprofile*\xdc\x01\n" +
+	"\x11ProfileChangeKind\x12#\n" +
+	"\x1fPROFILE_CHANGE_KIND_UNSPECIFIED\x10\x00\x12\x1f\n" +
+	"\x1bPROFILE_CHANGE_KIND_CREATED\x10\x01\x12\x1d\n" +
+	"\x19PROFILE_CHANGE_KIND_STAGE\x10\x02\x12\x1e\n" +
+	"\x1aPROFILE_CHANGE_KIND_TRAITS\x10\x03\x12\"\n" +
+	"\x1ePROFILE_CHANGE_KIND_SCORE_BAND\x10\x04\x12\x1e\n" +
+	"\x1aPROFILE_CHANGE_KIND_MERGED\x10\x052\xbb\x02\n" +
 	"\x0eProfileService\x12]\n" +
 	"\n" +
 	"GetProfile\x12%.whisper.profile.v1.GetProfileRequest\x1a&.whisper.profile.v1.GetProfileResponse\"\x00\x12c\n" +
@@ -628,42 +1105,56 @@ func file_whisper_profile_v1_profile_proto_rawDescGZIP() []byte {
 	return file_whisper_profile_v1_profile_proto_rawDescData
 }
 
-var file_whisper_profile_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_whisper_profile_v1_profile_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_whisper_profile_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_whisper_profile_v1_profile_proto_goTypes = []any{
-	(*Profile)(nil),               // 0: whisper.profile.v1.Profile
-	(*GetProfileRequest)(nil),     // 1: whisper.profile.v1.GetProfileRequest
-	(*GetProfileResponse)(nil),    // 2: whisper.profile.v1.GetProfileResponse
-	(*ListProfilesRequest)(nil),   // 3: whisper.profile.v1.ListProfilesRequest
-	(*ListProfilesResponse)(nil),  // 4: whisper.profile.v1.ListProfilesResponse
-	(*WatchProfileRequest)(nil),   // 5: whisper.profile.v1.WatchProfileRequest
-	(*WatchProfileResponse)(nil),  // 6: whisper.profile.v1.WatchProfileResponse
-	nil,                           // 7: whisper.profile.v1.Profile.EventCountsEntry
-	nil,                           // 8: whisper.profile.v1.Profile.LastEventTimesEntry
-	(*structpb.Struct)(nil),       // 9: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(ProfileChangeKind)(0),        // 0: whisper.profile.v1.ProfileChangeKind
+	(*Profile)(nil),               // 1: whisper.profile.v1.Profile
+	(*WindowCounts)(nil),          // 2: whisper.profile.v1.WindowCounts
+	(*ScoreInputs)(nil),           // 3: whisper.profile.v1.ScoreInputs
+	(*ProfileChange)(nil),         // 4: whisper.profile.v1.ProfileChange
+	(*GetProfileRequest)(nil),     // 5: whisper.profile.v1.GetProfileRequest
+	(*GetProfileResponse)(nil),    // 6: whisper.profile.v1.GetProfileResponse
+	(*ListProfilesRequest)(nil),   // 7: whisper.profile.v1.ListProfilesRequest
+	(*ListProfilesResponse)(nil),  // 8: whisper.profile.v1.ListProfilesResponse
+	(*WatchProfileRequest)(nil),   // 9: whisper.profile.v1.WatchProfileRequest
+	(*WatchProfileResponse)(nil),  // 10: whisper.profile.v1.WatchProfileResponse
+	nil,                           // 11: whisper.profile.v1.Profile.EventCountsEntry
+	nil,                           // 12: whisper.profile.v1.Profile.LastEventTimesEntry
+	nil,                           // 13: whisper.profile.v1.Profile.RollingCountsEntry
+	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
 }
 var file_whisper_profile_v1_profile_proto_depIdxs = []int32{
-	9,  // 0: whisper.profile.v1.Profile.traits:type_name -> google.protobuf.Struct
-	10, // 1: whisper.profile.v1.Profile.first_seen_time:type_name -> google.protobuf.Timestamp
-	10, // 2: whisper.profile.v1.Profile.last_seen_time:type_name -> google.protobuf.Timestamp
-	7,  // 3: whisper.profile.v1.Profile.event_counts:type_name -> whisper.profile.v1.Profile.EventCountsEntry
-	8,  // 4: whisper.profile.v1.Profile.last_event_times:type_name -> whisper.profile.v1.Profile.LastEventTimesEntry
-	10, // 5: whisper.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
-	0,  // 6: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
-	0,  // 7: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
-	0,  // 8: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
-	10, // 9: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
-	1,  // 10: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
-	3,  // 11: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
-	5,  // 12: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
-	2,  // 13: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
-	4,  // 14: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
-	6,  // 15: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
-	13, // [13:16] is the sub-list for method output_type
-	10, // [10:13] is the sub-list for method input_type
-	10, // [10:10] is the sub-list for extension type_name
-	10, // [10:10] is the sub-list for extension extendee
-	0,  // [0:10] is the sub-list for field type_name
+	14, // 0: whisper.profile.v1.Profile.traits:type_name -> google.protobuf.Struct
+	15, // 1: whisper.profile.v1.Profile.first_seen_time:type_name -> google.protobuf.Timestamp
+	15, // 2: whisper.profile.v1.Profile.last_seen_time:type_name -> google.protobuf.Timestamp
+	11, // 3: whisper.profile.v1.Profile.event_counts:type_name -> whisper.profile.v1.Profile.EventCountsEntry
+	12, // 4: whisper.profile.v1.Profile.last_event_times:type_name -> whisper.profile.v1.Profile.LastEventTimesEntry
+	15, // 5: whisper.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
+	15, // 6: whisper.profile.v1.Profile.stage_time:type_name -> google.protobuf.Timestamp
+	3,  // 7: whisper.profile.v1.Profile.score_inputs:type_name -> whisper.profile.v1.ScoreInputs
+	13, // 8: whisper.profile.v1.Profile.rolling_counts:type_name -> whisper.profile.v1.Profile.RollingCountsEntry
+	15, // 9: whisper.profile.v1.ScoreInputs.computed_time:type_name -> google.protobuf.Timestamp
+	0,  // 10: whisper.profile.v1.ProfileChange.kinds:type_name -> whisper.profile.v1.ProfileChangeKind
+	1,  // 11: whisper.profile.v1.ProfileChange.profile:type_name -> whisper.profile.v1.Profile
+	15, // 12: whisper.profile.v1.ProfileChange.change_time:type_name -> google.protobuf.Timestamp
+	1,  // 13: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	1,  // 14: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
+	1,  // 15: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	15, // 16: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
+	2,  // 17: whisper.profile.v1.Profile.RollingCountsEntry.value:type_name -> whisper.profile.v1.WindowCounts
+	5,  // 18: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
+	7,  // 19: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
+	9,  // 20: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
+	6,  // 21: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
+	8,  // 22: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
+	10, // 23: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_whisper_profile_v1_profile_proto_init() }
@@ -671,11 +1162,11 @@ func file_whisper_profile_v1_profile_proto_init() {
 	if File_whisper_profile_v1_profile_proto != nil {
 		return
 	}
-	file_whisper_profile_v1_profile_proto_msgTypes[1].OneofWrappers = []any{
+	file_whisper_profile_v1_profile_proto_msgTypes[4].OneofWrappers = []any{
 		(*GetProfileRequest_UserId)(nil),
 		(*GetProfileRequest_AnonymousId)(nil),
 	}
-	file_whisper_profile_v1_profile_proto_msgTypes[5].OneofWrappers = []any{
+	file_whisper_profile_v1_profile_proto_msgTypes[8].OneofWrappers = []any{
 		(*WatchProfileRequest_UserId)(nil),
 		(*WatchProfileRequest_AnonymousId)(nil),
 	}
@@ -684,13 +1175,14 @@ func file_whisper_profile_v1_profile_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_whisper_profile_v1_profile_proto_rawDesc), len(file_whisper_profile_v1_profile_proto_rawDesc)),
-			NumEnums:      0,
-			NumMessages:   9,
+			NumEnums:      1,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_whisper_profile_v1_profile_proto_goTypes,
 		DependencyIndexes: file_whisper_profile_v1_profile_proto_depIdxs,
+		EnumInfos:         file_whisper_profile_v1_profile_proto_enumTypes,
 		MessageInfos:      file_whisper_profile_v1_profile_proto_msgTypes,
 	}.Build()
 	File_whisper_profile_v1_profile_proto = out.File
