@@ -14,8 +14,12 @@ import (
 	"os/signal"
 	"runtime/debug"
 	"syscall"
+	"time"
+
+	"go.opentelemetry.io/otel"
 
 	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/tracing"
 	"github.com/whisperhq/whisper/services/targets"
 )
 
@@ -26,6 +30,8 @@ commands:
   dev     run every target on embedded Kafka and Redis and a local PostgreSQL
 
 Every flag has an environment fallback: --http-addr is WHISPER_HTTP_ADDR.
+Tracing is off unless OTEL_EXPORTER_OTLP_ENDPOINT is set; the standard OTEL_*
+variables apply (protocol, headers, sampler, service name, resource attributes).
 Run "whisper <command> -h" for its flags.
 `
 
@@ -79,10 +85,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "whisper %s: %v\n", cmd, err)
 		return 2
 	}
+	tp, err := startTracing(ctx, cfg.Targets, logger)
+	if err != nil {
+		fmt.Fprintf(stderr, "whisper %s: %v\n", cmd, err)
+		return 2
+	}
+	cfg.TracerProvider = tp.TracerProvider()
 	if cmd == "dev" {
 		err = targets.RunDev(ctx, cfg, dev, logger, stdout)
 	} else {
 		err = targets.Run(ctx, cfg, logger, targets.Options{})
+	}
+	// Spans of the last requests are still buffered: export them before
+	// exiting, within the time a pod gets after its stop signal.
+	flushCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), traceFlushTimeout)
+	defer cancel()
+	if flushErr := tp.Shutdown(flushCtx); flushErr != nil {
+		logger.Warn("traces not all exported at shutdown", "err", flushErr)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "whisper %s: %v\n", cmd, err)
@@ -99,9 +118,31 @@ func newLogger(w io.Writer, level, format string) (*slog.Logger, error) {
 	opts := &slog.HandlerOptions{Level: l}
 	switch format {
 	case "json":
-		return slog.New(slog.NewJSONHandler(w, opts)), nil
+		return slog.New(tracing.NewLogHandler(slog.NewJSONHandler(w, opts))), nil
 	case "text":
-		return slog.New(slog.NewTextHandler(w, opts)), nil
+		return slog.New(tracing.NewLogHandler(slog.NewTextHandler(w, opts))), nil
 	}
 	return nil, fmt.Errorf("--log-format: %q is not json or text", format)
+}
+
+// traceFlushTimeout bounds the export of the last spans at exit.
+const traceFlushTimeout = 5 * time.Second
+
+// startTracing sets up the process's tracing from the OTEL_* environment
+// (off unless OTEL_EXPORTER_OTLP_ENDPOINT is set) and makes it the global
+// provider, propagator and error handler, for libraries that use those.
+func startTracing(ctx context.Context, targetNames []string, logger *slog.Logger) (*tracing.Provider, error) {
+	tp, err := tracing.New(ctx, tracing.Options{Targets: targetNames})
+	if err != nil {
+		return nil, err
+	}
+	otel.SetTextMapPropagator(tracing.Propagator)
+	otel.SetErrorHandler(otel.ErrorHandlerFunc(func(err error) {
+		logger.Warn("opentelemetry", "err", err)
+	}))
+	if tp.Enabled() {
+		otel.SetTracerProvider(tp.TracerProvider())
+		logger.InfoContext(ctx, "tracing on: exporting spans over OTLP")
+	}
+	return tp, nil
 }

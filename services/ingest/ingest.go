@@ -23,9 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/tracing"
 )
 
 // WriteKeyResolver finds the workspace of a write key. It returns an error
@@ -52,6 +55,9 @@ type Options struct {
 	AckTimeout time.Duration
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// TracerProvider, when set, traces each request's send to the broker
+	// and writes its trace context into the records' headers; nil: no spans.
+	TracerProvider trace.TracerProvider
 }
 
 // Service accepts events.
@@ -64,6 +70,7 @@ type Service struct {
 	logger     *slog.Logger
 	now        func() time.Time
 	ackTimeout time.Duration
+	tracing    trace.TracerProvider
 }
 
 // New returns the service.
@@ -76,6 +83,7 @@ func New(o Options) *Service {
 		logger:     o.Logger,
 		now:        o.Now,
 		ackTimeout: o.AckTimeout,
+		tracing:    o.TracerProvider,
 	}
 	if s.ackTimeout <= 0 {
 		s.ackTimeout = 10 * time.Second
@@ -213,6 +221,10 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 	// A client hanging up must not cancel records already handed over: that
 	// would only turn a success into a partial write.
 	ctx = context.WithoutCancel(ctx)
+	// One span for the request's records, not one per record: they share
+	// its context, written once into every record's headers.
+	ctx, span := tracing.StartSend(ctx, s.tracing, kafka.TopicEvents, len(records))
+	tracing.InjectRecords(ctx, records...)
 	var (
 		wg       sync.WaitGroup
 		mu       sync.Mutex
@@ -243,6 +255,10 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 	go func() {
 		wg.Wait()
 		close(acked)
+		if firstErr != nil { // no write once wg is done
+			span.SetStatus(codes.Error, firstErr.Error())
+		}
+		span.End()
 		// After the answer, off the request's path: remember the acked ids,
 		// then end the claims. A retry in this process waits on the claim,
 		// so it sees the outcome even before the mark lands in Redis.

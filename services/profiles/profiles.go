@@ -31,11 +31,13 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/tracing"
 )
 
 //go:embed migrations/*.sql
@@ -94,6 +96,9 @@ type Options struct {
 	Logger     *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// TracerProvider, when set, gives each partition batch process spans
+	// in the traces its records carry (see tracing.StartProcess).
+	TracerProvider trace.TracerProvider
 }
 
 // Service consumes events into profiles.
@@ -103,11 +108,12 @@ type Service struct {
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
+	tracing trace.TracerProvider
 }
 
 // New returns the service; Run starts its consumer.
 func New(o Options) *Service {
-	s := &Service{store: o.Store, client: o.Client, metrics: newMetrics(o.Registerer), logger: o.Logger, now: o.Now}
+	s := &Service{store: o.Store, client: o.Client, metrics: newMetrics(o.Registerer), logger: o.Logger, now: o.Now, tracing: o.TracerProvider}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
 	}
@@ -167,7 +173,9 @@ func (s *Service) Run(ctx context.Context) error {
 
 // processPartition dead-letters what cannot be decoded and applies the
 // rest, retrying until it succeeds or ctx ends.
-func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) error {
+func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err error) {
+	ctx, spans := tracing.StartProcess(ctx, s.tracing, "", recs)
+	defer func() { spans.End(err) }()
 	start := s.now()
 	var events []event
 	var dead []*kgo.Record

@@ -23,6 +23,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/whisperhq/whisper/internal/auth"
 	"github.com/whisperhq/whisper/internal/config"
@@ -33,6 +34,7 @@ import (
 	"github.com/whisperhq/whisper/internal/postgres"
 	"github.com/whisperhq/whisper/internal/rpc"
 	"github.com/whisperhq/whisper/internal/telemetry"
+	"github.com/whisperhq/whisper/internal/tracing"
 	"github.com/whisperhq/whisper/internal/workspace"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
@@ -62,6 +64,10 @@ type Config struct {
 	IngestAckTimeout time.Duration
 	// FlushTimeout bounds the final flush of producers at shutdown.
 	FlushTimeout time.Duration
+	// TracerProvider traces RPCs, HTTP routes and Kafka hand-offs; nil
+	// (tracing off) adds no instrumentation. Set by the process (see
+	// internal/tracing), not a flag.
+	TracerProvider trace.TracerProvider
 }
 
 // RegisterFlags binds c to fs.
@@ -148,7 +154,8 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 
 	reg := telemetry.NewRegistry()
 	red := telemetry.NewRED(reg)
-	handlerOpts := []connect.HandlerOption{connect.WithInterceptors(red.Interceptor())}
+	tp := cfg.TracerProvider
+	handlerOpts := []connect.HandlerOption{connect.WithInterceptors(append(tracing.Interceptors(tp), red.Interceptor())...)}
 
 	pool, err := postgres.Open(ctx, cfg.DatabaseURL)
 	if err != nil {
@@ -191,9 +198,10 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		svc := ingest.New(ingest.Options{
 			Producer: producer, Redis: rdb, WriteKeys: authenticator,
 			Registerer: reg, Logger: logger.With("target", Ingest), AckTimeout: cfg.IngestAckTimeout,
+			TracerProvider: tp,
 		})
 		for pattern, h := range svc.Routes() {
-			srv.Handle(pattern, red.Route(pattern, h))
+			srv.Handle(pattern, tracing.Route(tp, pattern, red.Route(pattern, h)))
 		}
 		path, h := svc.ConnectHandler(handlerOpts...)
 		srv.HandleService(ingestv1connect.IngestServiceName, path, h)
@@ -223,6 +231,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		profileStore := profiles.NewStore(pool)
 		svc := profiles.New(profiles.Options{
 			Store: profileStore, Client: consumer, Registerer: reg, Logger: logger.With("target", Profiles),
+			TracerProvider: tp,
 		})
 		path, h := profiles.NewHandler(profileStore, logger.With("target", Profiles)).Routes(handlerOpts...)
 		srv.HandleService(profilev1connect.ProfileServiceName, path, authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...).Wrap(h))
