@@ -30,6 +30,8 @@ type devOptions struct {
 	binary, logPath string
 	linger          time.Duration
 	startTimeout    time.Duration
+	// env is added to the child's environment, after the inherited one.
+	env []string
 }
 
 // dev is a `whisper dev` child process.
@@ -75,6 +77,7 @@ func startDev(ctx context.Context, o devOptions, logger *slog.Logger) (_ *dev, e
 		"WHISPER_DEV_ADMIN_TOKEN="+benchAdminToken,
 		"WHISPER_KAFKA_LINGER="+o.linger.String(),
 	)
+	cmd.Env = append(cmd.Env, o.env...)
 	cmd.Stdout = banner
 	cmd.Stderr = logFile
 	cmd.SysProcAttr = childAttrs()

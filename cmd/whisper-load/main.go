@@ -61,6 +61,7 @@ type options struct {
 	startTimeout                time.Duration
 	linger                      time.Duration
 	jsonOut, check, skipCeiling bool
+	tracing                     bool
 
 	mode, apiToken  string
 	rate            float64
@@ -99,6 +100,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&o.templates, "templates", 256, "distinct pre-rendered batches (message ids are unique whatever this is)")
 	fs.DurationVar(&o.linger, "kafka-linger", kafkaDefaults.Linger, "producer linger of the ceiling phase, and of `whisper dev` when started here: keep it the ingest target's")
 	fs.BoolVar(&o.skipCeiling, "skip-ceiling", false, "skip the ceiling phase")
+	fs.BoolVar(&o.tracing, "tracing", false, "run `whisper dev` with tracing on, every span exported over OTLP to a sink in this process that discards them; off, OTEL_SDK_DISABLED=true keeps it off whatever the environment says")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.BoolVar(&o.check, "check", false, "exit 3 when a target is missed")
 	fs.StringVar(&o.mode, "mode", modeIngest, "what to measure: ingest (throughput, latency, ceiling) or freshness (ack to GetProfile)")
@@ -202,6 +204,9 @@ func (o options) validate() error {
 	default:
 		errs = append(errs, fmt.Errorf("--mode: must be %s or %s, got %q", modeIngest, modeFreshness, o.mode))
 	}
+	if o.tracing && o.url != "" {
+		errs = append(errs, errors.New("--tracing: only when whisper-load starts whisper dev, not with --url"))
+	}
 	if o.linger < 0 {
 		errs = append(errs, fmt.Errorf("--kafka-linger: must not be negative, got %v", o.linger))
 	}
@@ -213,8 +218,13 @@ func (o options) validate() error {
 func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.Logger) (_ *loadgen.Report, err error) {
 	note := "the load generator runs on this machine; the server at " + o.url
 	if o.url == "" {
+		env, stopTracing, err := tracingEnv(o.tracing, logger)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, stopTracing()) }()
 		dev, err := startDev(ctx, devOptions{
-			binary: o.whisper, logPath: o.whisperLog, linger: o.linger, startTimeout: o.startTimeout,
+			binary: o.whisper, logPath: o.whisperLog, linger: o.linger, startTimeout: o.startTimeout, env: env,
 		}, logger)
 		if err != nil {
 			return nil, err
@@ -263,8 +273,13 @@ func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.L
 func freshness(ctx context.Context, o options, logger *slog.Logger) (_ *loadgen.FreshnessReport, err error) {
 	note := "the load generator runs on this machine; the server at " + o.url
 	if o.url == "" {
+		env, stopTracing, err := tracingEnv(o.tracing, logger)
+		if err != nil {
+			return nil, err
+		}
+		defer func() { err = errors.Join(err, stopTracing()) }()
 		dev, err := startDev(ctx, devOptions{
-			binary: o.whisper, logPath: o.whisperLog, linger: o.linger, startTimeout: o.startTimeout,
+			binary: o.whisper, logPath: o.whisperLog, linger: o.linger, startTimeout: o.startTimeout, env: env,
 		}, logger)
 		if err != nil {
 			return nil, err
@@ -289,4 +304,27 @@ func freshness(ctx context.Context, o options, logger *slog.Logger) (_ *loadgen.
 	report := &loadgen.FreshnessReport{Machine: loadgen.Machine{CPUs: runtime.NumCPU(), Note: note}, Freshness: res}
 	report.Judge()
 	return report, nil
+}
+
+// tracingEnv is the environment that turns tracing on or off in `whisper
+// dev`. On, it starts an OTLP sink; stop (after the child exited and
+// flushed) closes it and logs what it received, so a run shows that spans
+// really were exported.
+func tracingEnv(on bool, logger *slog.Logger) (env []string, stop func() error, err error) {
+	if !on {
+		return []string{"OTEL_SDK_DISABLED=true"}, func() error { return nil }, nil
+	}
+	sink, err := startOTLPSink(logger)
+	if err != nil {
+		return nil, nil, err
+	}
+	logger.Info("tracing on: whisper dev exports every span to an in-process OTLP sink", "url", sink.url)
+	return sink.env(), func() error {
+		err := sink.stop()
+		logger.Info("OTLP sink", "spans", sink.spans.Load(), "export_requests", sink.requests.Load(), "rejected", sink.rejected.Load())
+		if err == nil && sink.spans.Load() == 0 {
+			err = errors.New("--tracing: whisper dev exported no span; was tracing really on?")
+		}
+		return err
+	}, nil
 }

@@ -197,6 +197,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--mode", "freshness", "--rate", "0"}, "--rate: must be positive"},
 		{[]string{"--mode", "freshness", "--batch-size", "1"}, "--batch-size: must be at least 2"},
 		{[]string{"--mode", "freshness", "--poll-interval", "0s"}, "--poll-interval: must be positive"},
+		{[]string{"--tracing", "--url", "http://x", "--write-key", "k"}, "--tracing: only when whisper-load starts whisper dev"},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

@@ -1,0 +1,171 @@
+package targets_test
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/protobuf/proto"
+
+	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
+	ingestv1 "github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
+	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/kafkatest"
+	"github.com/whisperhq/whisper/internal/pgtest"
+	"github.com/whisperhq/whisper/internal/redistest"
+	"github.com/whisperhq/whisper/internal/rpctest"
+	"github.com/whisperhq/whisper/internal/tracing"
+	"github.com/whisperhq/whisper/services/targets"
+)
+
+// startTraced is start with tracing on, every span kept in memory.
+func startTraced(t *testing.T) (*platform, *tracetest.SpanRecorder) {
+	t.Helper()
+	rec := tracetest.NewSpanRecorder()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	_, brokers := kafkatest.NewCluster(t)
+	redistest.New(t)
+	fs := flag.NewFlagSet("t", flag.ContinueOnError)
+	var cfg targets.Config
+	cfg.RegisterFlags(fs)
+	cfg.Kafka.Brokers = brokers
+	cfg.Kafka.Partitions = 3
+	cfg.DatabaseURL = pgtest.NewDatabase(t)
+	cfg.RedisURL = redistest.URL(t)
+	cfg.AdminToken = adminToken
+	cfg.HTTP.ShutdownTimeout = 10 * time.Second
+	cfg.TracerProvider = tp
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &platform{url: "http://" + ln.Addr().String(), brokers: brokers, cancel: cancel, done: make(chan error, 1)}
+	ready := make(chan struct{})
+	logger := slog.New(tracing.NewLogHandler(slog.NewTextHandler(io.Discard, nil)))
+	go func() {
+		p.done <- targets.Run(ctx, cfg, logger, targets.Options{Listener: ln, Ready: func(string) { close(ready) }})
+	}()
+	select {
+	case <-ready:
+	case err := <-p.done:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("platform not ready after 30 s")
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-p.done; err != nil {
+			t.Errorf("Run returned %v after a clean stop", err)
+		}
+		tp.Shutdown(context.Background())
+	})
+	return p, rec
+}
+
+// TestTraceFollowsAnEvent sends one event over the Segment HTTP API and one
+// over Connect. Each request's trace holds its server span, the send to
+// whisper.events under it, and the profiles consumer's processing under
+// that, linked through the traceparent header the record carries on the
+// broker.
+func TestTraceFollowsAnEvent(t *testing.T) {
+	p, rec := startTraced(t)
+	ctx := context.Background()
+	_, _, key := twoWorkspaces(t, p)
+
+	if code, res := post(t, p.url+"/v1/track", key, `{"userId":"u1","event":"Signed Up","messageId":"http-1"}`); code != http.StatusOK {
+		t.Fatalf("POST /v1/track = %d %s", code, res)
+	}
+	client := ingestv1connect.NewIngestServiceClient(http.DefaultClient, p.url, rpctest.BasicAuth(key))
+	if _, err := client.Track(ctx, &ingestv1.TrackRequest{
+		Common: &ingestv1.Common{MessageId: "rpc-1", UserId: "u2"}, Event: "Signed Up",
+	}); err != nil {
+		t.Fatalf("Track: %v", err)
+	}
+
+	// The records on the broker carry the trace of their request.
+	traceOf := map[string]trace.TraceID{} // message id -> trace in the record's header
+	for _, r := range kafkatest.ReadAll(t, p.brokers, kafka.TopicEvents, 2, 10*time.Second) {
+		var ev eventv1.Event
+		if err := proto.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatal(err)
+		}
+		sc := trace.SpanContextFromContext(tracing.ContextFromRecord(ctx, r))
+		if !sc.IsValid() || !sc.IsSampled() {
+			t.Fatalf("record %s carries no sampled trace context; headers %v", ev.GetMessageId(), r.Headers)
+		}
+		traceOf[ev.GetMessageId()] = sc.TraceID()
+	}
+
+	for _, tc := range []struct {
+		messageID string
+		root      string
+	}{
+		{"http-1", "POST /v1/track"},
+		{"rpc-1", "whisper.ingest.v1.IngestService/Track"},
+	} {
+		t.Run(tc.messageID, func(t *testing.T) {
+			id, ok := traceOf[tc.messageID]
+			if !ok {
+				t.Fatalf("no record of %s on %s", tc.messageID, kafka.TopicEvents)
+			}
+			want := []string{
+				tc.root + " (server)",
+				"  send whisper.events (producer)",
+				"    process whisper.events (consumer)",
+			}
+			var got []string
+			waitFor(t, "the trace of "+tc.messageID+" through profiles", func() (bool, string) {
+				got = tree(rec.Ended(), id)
+				return cmp.Equal(want, got), strings.Join(got, "\n")
+			})
+		})
+	}
+}
+
+// tree renders the spans of one trace as an indented tree, children in the
+// order they started.
+func tree(spans []sdktrace.ReadOnlySpan, id trace.TraceID) []string {
+	children := map[trace.SpanID][]sdktrace.ReadOnlySpan{}
+	ids := map[trace.SpanID]bool{}
+	for _, s := range spans {
+		if s.SpanContext().TraceID() == id {
+			ids[s.SpanContext().SpanID()] = true
+		}
+	}
+	var roots []sdktrace.ReadOnlySpan
+	for _, s := range spans {
+		if s.SpanContext().TraceID() != id {
+			continue
+		}
+		if parent := s.Parent().SpanID(); s.Parent().IsValid() && ids[parent] {
+			children[parent] = append(children[parent], s)
+		} else {
+			roots = append(roots, s)
+		}
+	}
+	var out []string
+	var walk func(s sdktrace.ReadOnlySpan, depth int)
+	walk = func(s sdktrace.ReadOnlySpan, depth int) {
+		out = append(out, fmt.Sprintf("%s%s (%s)", strings.Repeat("  ", depth), s.Name(), s.SpanKind()))
+		for _, c := range children[s.SpanContext().SpanID()] {
+			walk(c, depth+1)
+		}
+	}
+	for _, r := range roots {
+		walk(r, 0)
+	}
+	return out
+}
