@@ -21,6 +21,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kprom"
 
 	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/tracing"
 )
 
 // The topics of the platform.
@@ -94,6 +95,31 @@ func NewClient(c Config, name string, reg prometheus.Registerer, opts ...kgo.Opt
 		return nil, fmt.Errorf("kafka client %s: %w", name, err)
 	}
 	return cl, nil
+}
+
+// TraceContext is the client option that writes the trace context of each
+// produced record's context (the ctx passed to Produce, unless the record
+// has its own) into the record's headers, so that whoever consumes it
+// continues the producer's trace with tracing.ContextFromRecord. A record
+// that already carries a traceparent keeps it: a dead-lettered copy stays in
+// the trace of the event it copies, and a producer that injected the context
+// of its own send span (tracing.InjectRecords) keeps that. Records produced
+// outside any span are left as they are, so the option costs a context
+// lookup per record when tracing is off.
+func TraceContext() kgo.Opt { return kgo.WithHooks(traceHook{}) }
+
+type traceHook struct{}
+
+func (traceHook) OnProduceRecordBuffered(r *kgo.Record) {
+	if r.Context == nil {
+		return
+	}
+	for _, h := range r.Headers {
+		if h.Key == tracing.HeaderTraceParent {
+			return
+		}
+	}
+	tracing.InjectRecords(r.Context, r)
 }
 
 // EnsureTopics creates the topics that do not exist yet. Existing topics are

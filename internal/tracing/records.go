@@ -14,6 +14,9 @@ import (
 	"go.opentelemetry.io/otel/trace"
 )
 
+// HeaderTraceParent is the record header of the W3C trace context.
+const HeaderTraceParent = "traceparent"
+
 // recordCarrier reads and writes a record's headers for the propagator.
 type recordCarrier struct{ r *kgo.Record }
 
