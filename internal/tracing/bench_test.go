@@ -8,6 +8,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -80,6 +81,52 @@ func BenchmarkInterceptorStack(b *testing.B) {
 			b.ResetTimer()
 			for b.Loop() {
 				_, _ = call(ctx, req)
+			}
+		})
+	}
+}
+
+// BenchmarkIngestRequest measures the tracing work of one Segment batch
+// request of 100 events, as ingest does it: the route's server span, the
+// send span, and the trace context written into the 100 records' headers.
+// Off is what runs with tracing off (Route returns the handler itself).
+// Spans go to a batch processor whose exporter discards them, so OTLP
+// encoding and sending are not in these numbers (whisper-load --tracing
+// has them).
+func BenchmarkIngestRequest(b *testing.B) {
+	sdk := func(s sdktrace.Sampler) trace.TracerProvider {
+		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(s), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+		b.Cleanup(func() { tp.Shutdown(context.Background()) })
+		return tp
+	}
+	for _, bc := range []struct {
+		name string
+		tp   func() trace.TracerProvider
+	}{
+		{"off", func() trace.TracerProvider { return nil }},
+		{"sampler=0", func() trace.TracerProvider { return sdk(sdktrace.ParentBased(sdktrace.NeverSample())) }},
+		{"sampler=1", func() trace.TracerProvider { return sdk(sdktrace.ParentBased(sdktrace.AlwaysSample())) }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			tp := bc.tp()
+			recs := make([]*kgo.Record, 100)
+			for i := range recs {
+				recs[i] = &kgo.Record{Topic: "whisper.events", Headers: make([]kgo.RecordHeader, 0, 1)}
+			}
+			h := tracing.Route(tp, "/v1/batch", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				for _, rec := range recs {
+					rec.Headers = rec.Headers[:0] // new records each request, without the allocation
+				}
+				ctx, span := tracing.StartSend(r.Context(), tp, "whisper.events", len(recs))
+				tracing.InjectRecords(ctx, recs...)
+				span.End()
+			}))
+			req := httptest.NewRequest(http.MethodPost, "/v1/batch", nil)
+			w := httptest.NewRecorder()
+			b.ReportAllocs()
+			b.ResetTimer()
+			for b.Loop() {
+				h.ServeHTTP(w, req)
 			}
 		})
 	}
