@@ -83,4 +83,4 @@ bench: build ## Benchmarks: ingestion load and profile freshness on whisper dev,
 	go test -run '^$$' -bench BenchmarkConsumerThroughput -benchtime=1x ./services/profiles
 	-go run ./internal/gitops/policybench -build=false
 	go test -run '^$$' -bench . -benchmem ./services/ingest ./internal/auth ./internal/telemetry
-	go test -run '^$$' -bench InterceptorStack -benchmem ./internal/tracing
+	go test -run '^$$' -bench . -benchmem ./internal/tracing

@@ -131,3 +131,29 @@ func BenchmarkIngestRequest(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkStartProcess measures a consumer's tracing work for one poll of
+// 5,000 records sent by 50 requests (100 records each, as the load
+// generator sends them): reading their headers and starting and ending 50
+// sampled process spans.
+func BenchmarkStartProcess(b *testing.B) {
+	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	b.Cleanup(func() { tp.Shutdown(context.Background()) })
+	var recs []*kgo.Record
+	for range 50 {
+		ctx, span := tp.Tracer("b").Start(context.Background(), "send")
+		span.End()
+		for range 100 {
+			r := &kgo.Record{Topic: "whisper.events"}
+			tracing.InjectRecords(ctx, r)
+			recs = append(recs, r)
+		}
+	}
+	ctx := context.Background()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		_, p := tracing.StartProcess(ctx, tp, "whisper-profiles", recs)
+		p.End(nil)
+	}
+}

@@ -23,12 +23,20 @@ type recordCarrier struct{ r *kgo.Record }
 var _ propagation.TextMapCarrier = recordCarrier{}
 
 func (c recordCarrier) Get(key string) string {
-	for _, h := range c.r.Headers {
+	return string(headerValue(c.r, key))
+}
+
+// headerValue is the value of r's header key, nil when r has none.
+func headerValue(r *kgo.Record, key string) []byte {
+	for _, h := range r.Headers {
 		if h.Key == key {
-			return string(h.Value)
+			if h.Value == nil {
+				return []byte{}
+			}
+			return h.Value
 		}
 	}
-	return ""
+	return nil
 }
 
 func (c recordCarrier) Set(key, value string) {
@@ -132,14 +140,16 @@ func StartProcess(ctx context.Context, tp trace.TracerProvider, group string, re
 	}
 	var (
 		parents []parent
-		byID    = map[[24]byte]int{}
-		noTrace = -1
-		links   []trace.Link
+		// Records of one request carry the same traceparent bytes: the
+		// headers are parsed once per distinct value, not once per record.
+		byHeader = map[string]int{}
+		byID     = map[[24]byte]int{}
+		noTrace  = -1
+		links    []trace.Link
 	)
 	for _, r := range recs {
-		rctx := ContextFromRecord(ctx, r)
-		sc := trace.SpanContextFromContext(rctx)
-		if !sc.IsValid() {
+		header := headerValue(r, HeaderTraceParent)
+		if header == nil {
 			if noTrace < 0 {
 				noTrace = len(parents)
 				parents = append(parents, parent{ctx: ctx})
@@ -147,21 +157,37 @@ func StartProcess(ctx context.Context, tp trace.TracerProvider, group string, re
 			parents[noTrace].count++
 			continue
 		}
+		if i, ok := byHeader[string(header)]; ok {
+			parents[i].count++
+			continue
+		}
+		rctx := ContextFromRecord(ctx, r)
+		sc := trace.SpanContextFromContext(rctx)
+		if !sc.IsValid() {
+			if noTrace < 0 {
+				noTrace = len(parents)
+				parents = append(parents, parent{ctx: ctx})
+			}
+			byHeader[string(header)] = noTrace
+			parents[noTrace].count++
+			continue
+		}
 		var id [24]byte
 		tid, sid := sc.TraceID(), sc.SpanID()
 		copy(id[:16], tid[:])
 		copy(id[16:], sid[:])
-		if i, ok := byID[id]; ok {
+		if i, ok := byID[id]; ok { // the same span, differently flagged
+			byHeader[string(header)] = i
 			parents[i].count++
 			continue
 		}
 		if len(parents) == maxProcessSpans {
 			links = append(links, trace.Link{SpanContext: sc})
-			byID[id] = 0 // its records count on the first span
+			byID[id], byHeader[string(header)] = 0, 0 // its records count on the first span
 			parents[0].count++
 			continue
 		}
-		byID[id] = len(parents)
+		byID[id], byHeader[string(header)] = len(parents), len(parents)
 		parents = append(parents, parent{ctx: rctx, count: 1})
 	}
 	topic := recs[0].Topic

@@ -93,8 +93,9 @@ func TestInjectRecords(t *testing.T) {
 }
 
 // TestStartProcess gives a batch of records from two traces (one of them
-// twice) and a record without a context: three process spans, each in its
-// record's trace, counting its records.
+// twice), a record without a context and one with an unreadable one: three
+// process spans, two in their records' traces and one new, counting their
+// records.
 func TestStartProcess(t *testing.T) {
 	tp, rec := newRecorder(t)
 	ctxA, a := tp.Tracer("t").Start(context.Background(), "send A")
@@ -105,10 +106,11 @@ func TestStartProcess(t *testing.T) {
 	rA2 := &kgo.Record{Topic: "whisper.events", Partition: 2}
 	rB := &kgo.Record{Topic: "whisper.events", Partition: 2}
 	rNone := &kgo.Record{Topic: "whisper.events", Partition: 2}
+	rBad := &kgo.Record{Topic: "whisper.events", Partition: 2, Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte("garbage")}}}
 	tracing.InjectRecords(ctxA, rA1, rA2)
 	tracing.InjectRecords(ctxB, rB)
 
-	ctx, p := tracing.StartProcess(context.Background(), tp, "whisper-profiles", []*kgo.Record{rA1, rNone, rB, rA2})
+	ctx, p := tracing.StartProcess(context.Background(), tp, "whisper-profiles", []*kgo.Record{rA1, rNone, rB, rBad, rA2})
 	if got := trace.SpanContextFromContext(ctx); got.TraceID() != a.SpanContext().TraceID() {
 		t.Errorf("returned context is in trace %v, want the first record's %v", got.TraceID(), a.SpanContext().TraceID())
 	}
@@ -141,7 +143,7 @@ func TestStartProcess(t *testing.T) {
 	}
 	want := []span{
 		{Name: "process whisper.events", Kind: trace.SpanKindConsumer, Parent: a.SpanContext().SpanID(), SameTrace: a.SpanContext().TraceID(), Count: 2, Group: "whisper-profiles", Partition: "2"},
-		{Name: "process whisper.events", Kind: trace.SpanKindConsumer, Count: 1, Group: "whisper-profiles", Partition: "2", NewTraceOK: true},
+		{Name: "process whisper.events", Kind: trace.SpanKindConsumer, Count: 2, Group: "whisper-profiles", Partition: "2", NewTraceOK: true},
 		{Name: "process whisper.events", Kind: trace.SpanKindConsumer, Parent: b.SpanContext().SpanID(), SameTrace: b.SpanContext().TraceID(), Count: 1, Group: "whisper-profiles", Partition: "2"},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
