@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"reflect"
@@ -20,6 +21,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/whisperhq/whisper/internal/tracing"
@@ -115,15 +117,44 @@ func newOTLPReceiver(t *testing.T) *otlpReceiver {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		r.mu.Lock()
-		r.reqs = append(r.reqs, &msg)
-		r.mu.Unlock()
+		r.keep(&msg)
 		out, _ := proto.Marshal(&coltracepb.ExportTraceServiceResponse{})
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		w.Write(out)
 	}))
 	t.Cleanup(r.srv.Close)
 	return r
+}
+
+func (r *otlpReceiver) keep(msg *coltracepb.ExportTraceServiceRequest) {
+	r.mu.Lock()
+	r.reqs = append(r.reqs, msg)
+	r.mu.Unlock()
+}
+
+// grpcReceiver is the same collector over OTLP/gRPC.
+type grpcReceiver struct {
+	coltracepb.UnimplementedTraceServiceServer
+	r *otlpReceiver
+}
+
+func (g grpcReceiver) Export(_ context.Context, req *coltracepb.ExportTraceServiceRequest) (*coltracepb.ExportTraceServiceResponse, error) {
+	g.r.keep(req)
+	return &coltracepb.ExportTraceServiceResponse{}, nil
+}
+
+// newGRPCReceiver returns a receiver and its OTLP/gRPC endpoint URL.
+func newGRPCReceiver(t *testing.T) (*otlpReceiver, string) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &otlpReceiver{}
+	srv := grpc.NewServer()
+	coltracepb.RegisterTraceServiceServer(srv, grpcReceiver{r: r})
+	go srv.Serve(ln)
+	t.Cleanup(srv.Stop)
+	return r, "http://" + ln.Addr().String()
 }
 
 // spans returns "service.name/whisper.targets span-name" of every span
@@ -149,29 +180,49 @@ func (r *otlpReceiver) spans() []string {
 }
 
 // TestNewExportsOverOTLP sets OTEL_EXPORTER_OTLP_ENDPOINT to a fake
-// collector: spans arrive there, under service.name whisper and the
-// process's targets, by the time Shutdown returns.
+// collector, over each protocol: spans arrive there, under service.name
+// whisper (or OTEL_SERVICE_NAME) and the process's targets, by the time
+// Shutdown returns.
 func TestNewExportsOverOTLP(t *testing.T) {
-	recv := newOTLPReceiver(t)
-	clearOTELEnv(t)
-	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.srv.URL)
-	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment.name=test")
-	p, err := tracing.New(context.Background(), tracing.Options{Targets: []string{"ingest", "profiles"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !p.Enabled() {
-		t.Fatal("tracing off with OTEL_EXPORTER_OTLP_ENDPOINT set")
-	}
-	_, span := p.TracerProvider().Tracer("t").Start(context.Background(), "POST /v1/track")
-	span.End()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := p.Shutdown(ctx); err != nil {
-		t.Fatalf("Shutdown: %v", err)
-	}
-	if diff := cmp.Diff([]string{"whisper/ingest,profiles POST /v1/track"}, recv.spans()); diff != "" {
-		t.Errorf("spans received (-want +got):\n%s", diff)
+	for _, tc := range []struct {
+		name, protocol, serviceName, want string
+	}{
+		{"http/protobuf by default", "", "", "whisper/ingest,profiles POST /v1/track"},
+		{"http/protobuf", "http/protobuf", "", "whisper/ingest,profiles POST /v1/track"},
+		{"grpc", "grpc", "", "whisper/ingest,profiles POST /v1/track"},
+		{"service name from the environment", "", "whisper-ingest", "whisper-ingest/ingest,profiles POST /v1/track"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			clearOTELEnv(t)
+			var recv *otlpReceiver
+			if tc.protocol == "grpc" {
+				var url string
+				recv, url = newGRPCReceiver(t)
+				t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", url)
+			} else {
+				recv = newOTLPReceiver(t)
+				t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", recv.srv.URL)
+			}
+			t.Setenv("OTEL_EXPORTER_OTLP_PROTOCOL", tc.protocol)
+			t.Setenv("OTEL_SERVICE_NAME", tc.serviceName)
+			p, err := tracing.New(context.Background(), tracing.Options{Targets: []string{"ingest", "profiles"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !p.Enabled() {
+				t.Fatal("tracing off with OTEL_EXPORTER_OTLP_ENDPOINT set")
+			}
+			_, span := p.TracerProvider().Tracer("t").Start(context.Background(), "POST /v1/track")
+			span.End()
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := p.Shutdown(ctx); err != nil {
+				t.Fatalf("Shutdown: %v", err)
+			}
+			if diff := cmp.Diff([]string{tc.want}, recv.spans()); diff != "" {
+				t.Errorf("spans received (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
