@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -116,7 +117,7 @@ func TestListProfilesFilterScanBudget(t *testing.T) {
 		}
 		events = append(events, e)
 	}
-	if _, err := s.applyEvents(ctx, events); err != nil {
+	if _, err := s.applyEvents(ctx, events, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	h := NewHandler(s, nil)

@@ -42,7 +42,7 @@ func TestConcurrentBatchesOnOneProfile(t *testing.T) {
 	for j := range aliases {
 		setup = append(setup, next(event{typ: eventv1.EventType_EVENT_TYPE_TRACK, userID: fmt.Sprintf("x%d", j), name: "X"}))
 	}
-	if _, err := s.applyEvents(ctx, setup); err != nil {
+	if _, err := s.applyEvents(ctx, setup, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	work := make([][][]event, writers+1)
@@ -63,7 +63,7 @@ func TestConcurrentBatchesOnOneProfile(t *testing.T) {
 		wg.Go(func() {
 			for _, b := range w {
 				for {
-					_, err := s.applyEvents(ctx, b)
+					_, err := s.applyEvents(ctx, b, time.Now())
 					if errors.Is(err, errProfileMoved) {
 						continue
 					}

@@ -215,14 +215,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			return err
 		}
 		defer consumer.Close()
-		if err := kafka.EnsureTopics(ctx, consumer, cfg.Kafka, kafka.TopicEvents, kafka.TopicEventsDLQ); err != nil {
+		if err := kafka.EnsureTopics(ctx, consumer, cfg.Kafka, kafka.TopicEvents, kafka.TopicEventsDLQ, kafka.TopicProfiles); err != nil {
 			return fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
 		}
 		srv.AddCheck("kafka-profiles", consumer.Ping)
+		// Rolling activity is mirrored to Redis for decide's hot path.
+		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
+		profilesRedis := redis.NewClient(rdbOpts)
+		defer profilesRedis.Close()
+		srv.AddCheck("redis-profiles", func(ctx context.Context) error { return profilesRedis.Ping(ctx).Err() })
 
 		profileStore := profiles.NewStore(pool)
 		svc := profiles.New(profiles.Options{
-			Store: profileStore, Client: consumer, Registerer: reg, Logger: logger.With("target", Profiles),
+			Store: profileStore, Client: consumer, Redis: profilesRedis, Registerer: reg, Logger: logger.With("target", Profiles),
 		})
 		path, h := profiles.NewHandler(profileStore, logger.With("target", Profiles)).Routes(handlerOpts...)
 		srv.HandleService(profilev1connect.ProfileServiceName, path, authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...).Wrap(h))
