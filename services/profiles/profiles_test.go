@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -808,5 +809,249 @@ func TestProfileChanges(t *testing.T) {
 		if diff := cmp.Diff(st.want, got, cmp.AllowUnexported(want{})); diff != "" {
 			t.Errorf("%s: changes published (-want +got):\n%s", st.name, diff)
 		}
+	}
+}
+
+// metricValue reads a counter or gauge with exactly the given labels; 0
+// when absent.
+func metricValue(reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue next
+				}
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestSweeperMovesIdleProfiles: a profile without events becomes dormant,
+// then churned, as the clock passes, and each change is published.
+func TestSweeperMovesIdleProfiles(t *testing.T) {
+	h := newHarness(t)
+	reg := h.consume(t, "g")
+	h.produce(t, track(wsA, "idle", "", "Viewed", 0))
+	byUser := &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "idle"}}
+	stageOf := func(want string) func() bool {
+		return func() bool {
+			res, err := h.handler.GetProfile(as(wsA), byUser)
+			return err == nil && res.GetProfile().GetStage() == want
+		}
+	}
+	waitFor(t, "stage new", stageOf("new"))
+	h.waitOutboxEmpty(t)
+	seen := map[string]bool{}
+	for _, c := range h.readChanges(t, h.topicSize(t, kafka.TopicProfiles)) {
+		seen[c.GetChangeId()] = true
+	}
+
+	for _, step := range []struct {
+		after         time.Duration
+		stage, before string
+		inputs        *profilev1.ScoreInputs
+		rolling       *profilev1.WindowCounts
+	}{
+		{15 * 24 * time.Hour, "dormant", "new",
+			// The one event is more than 7 days old: trend 0.
+			&profilev1.ScoreInputs{DaysSinceLastSeen: 15, DaysSinceFirstSeen: 15, ActiveDays_28D: 1, Events_28D: 1, Trend: 0},
+			&profilev1.WindowCounts{Last_28D: 1}},
+		{31 * 24 * time.Hour, "churned", "dormant",
+			&profilev1.ScoreInputs{DaysSinceLastSeen: 31, DaysSinceFirstSeen: 31, Trend: 1},
+			nil},
+	} {
+		now := t0.Add(step.after)
+		h.clock.set(now)
+		waitFor(t, "stage "+step.stage, stageOf(step.stage))
+		res, err := h.handler.GetProfile(as(wsA), byUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := res.GetProfile()
+		step.inputs.ComputedTime = timestamppb.New(now)
+		if diff := cmp.Diff(step.inputs, p.GetScoreInputs(), protocmp.Transform()); diff != "" {
+			t.Errorf("%s: inputs (-want +got):\n%s", step.stage, diff)
+		}
+		if !p.GetStageTime().AsTime().Equal(now) || !p.GetUpdateTime().AsTime().Equal(now) {
+			t.Errorf("%s: stage time %v, update time %v; want both %v", step.stage, p.GetStageTime().AsTime(), p.GetUpdateTime().AsTime(), now)
+		}
+		if diff := cmp.Diff(step.rolling, p.GetRollingCounts()["Viewed"], protocmp.Transform()); diff != "" {
+			t.Errorf("%s: rolling Viewed (-want +got):\n%s", step.stage, diff)
+		}
+		h.waitOutboxEmpty(t)
+		var fresh []*profilev1.ProfileChange
+		for _, c := range h.readChanges(t, h.topicSize(t, kafka.TopicProfiles)) {
+			if !seen[c.GetChangeId()] {
+				seen[c.GetChangeId()] = true
+				fresh = append(fresh, c)
+			}
+		}
+		if len(fresh) != 1 {
+			t.Fatalf("%s: %d changes published, want 1: %v", step.stage, len(fresh), fresh)
+		}
+		c := fresh[0]
+		if !slices.Equal(c.GetKinds(), []profilev1.ProfileChangeKind{profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_STAGE}) ||
+			c.GetPreviousStage() != step.before || !c.GetChangeTime().AsTime().Equal(now) {
+			t.Errorf("%s: published %v", step.stage, c)
+		}
+		if diff := cmp.Diff(p, c.GetProfile(), protocmp.Transform()); diff != "" {
+			t.Errorf("%s: the change's profile is not GetProfile's (-get +change):\n%s", step.stage, diff)
+		}
+		if n := metricValue(reg, "whisper_profiles_stage_transitions_total", map[string]string{"from": step.before, "to": step.stage}); n != 1 {
+			t.Errorf("%s: transitions{from=%s,to=%s} = %v, want 1", step.stage, step.before, step.stage, n)
+		}
+	}
+}
+
+// TestRedisDown: while Redis is unreachable the applied batches are not
+// committed; once it is back the mirror is written and the offsets follow,
+// with nothing applied twice.
+func TestRedisDown(t *testing.T) {
+	h := newHarness(t)
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	reg := h.consumeWith(t, "g", rdb)
+	profileID := func(user string) string {
+		var id string
+		waitFor(t, "profile of "+user, func() bool {
+			res, err := h.handler.GetProfile(as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: user}})
+			id = res.GetProfile().GetProfileId()
+			return err == nil
+		})
+		return id
+	}
+	day := strconv.FormatInt(t0.Unix()/86400, 10)
+	mirrored := func(user string) func() bool {
+		id := profileID(user)
+		return func() bool {
+			got, err := rdb.HGetAll(context.Background(), profiles.RollingKey(wsA, id)).Result()
+			return err == nil && got[day] == "1" && got[day+":Viewed"] == "1"
+		}
+	}
+	h.produce(t, track(wsA, "u0", "", "Viewed", 0))
+	waitFor(t, "u0 mirrored", mirrored("u0"))
+	waitFor(t, "the first offset to be committed", func() bool { return h.committed(t, "g") == 1 })
+
+	mr.Close()
+	h.produce(t, track(wsA, "u1", "", "Viewed", 0), track(wsA, "u2", "", "Viewed", 0))
+	waitFor(t, "failed mirror attempts", func() bool {
+		return counterValue(reg, "whisper_profiles_failures_total", "operation", "mirror to redis") >= 2
+	})
+	if n := h.committed(t, "g"); n != 1 {
+		t.Fatalf("committed offsets sum to %d while Redis was down, want 1", n)
+	}
+
+	if err := mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "u1 mirrored", mirrored("u1"))
+	waitFor(t, "u2 mirrored", mirrored("u2"))
+	waitFor(t, "every offset to be committed", func() bool { return h.committed(t, "g") == 3 })
+	if n, d := recordCount(reg, "applied"), recordCount(reg, "duplicate"); n != 3 || d != 0 {
+		t.Errorf("%v records applied and %v duplicates, want 3 and 0", n, d)
+	}
+}
+
+// TestLifecycleRules: the rules RPCs validate, stay within the caller's
+// workspace, and a change re-stages existing profiles.
+func TestLifecycleRules(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	admin := auth.NewContext(context.Background(), &auth.Principal{Admin: true})
+	defaults := &profilev1.LifecycleRules{
+		ActivationEvent: "Signed Up", NewDays: 7, EngagedActiveDays: 3, AtRiskIdleDays: 7,
+		AtRiskTrend: 0.5, DormantIdleDays: 14, ChurnedIdleDays: 30,
+	}
+	with := func(mutate func(*profilev1.LifecycleRules)) *profilev1.LifecycleRules {
+		r := proto.Clone(defaults).(*profilev1.LifecycleRules)
+		mutate(r)
+		return r
+	}
+	got, err := h.handler.GetLifecycleRules(as(wsA), &profilev1.GetLifecycleRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&profilev1.GetLifecycleRulesResponse{Rules: defaults, Defaults: true}, got, protocmp.Transform()); diff != "" {
+		t.Errorf("GetLifecycleRules before any update (-want +got):\n%s", diff)
+	}
+
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		req      *profilev1.UpdateLifecycleRulesRequest
+		code     connect.Code
+		contains string
+	}{
+		{"no rules", as(wsA), &profilev1.UpdateLifecycleRulesRequest{}, connect.CodeInvalidArgument, "rules: required"},
+		{"no activation event", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.ActivationEvent = "" })}, connect.CodeInvalidArgument, "rules.activation_event"},
+		{"unset thresholds", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: &profilev1.LifecycleRules{ActivationEvent: "x"}}, connect.CodeInvalidArgument, "rules.new_days"},
+		{"engaged over 7", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.EngagedActiveDays = 9 })}, connect.CodeInvalidArgument, "rules.engaged_active_days"},
+		{"at risk after dormant", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.AtRiskIdleDays = 20 })}, connect.CodeInvalidArgument, "rules.at_risk_idle_days"},
+		{"negative trend", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.AtRiskTrend = -1 })}, connect.CodeInvalidArgument, "rules.at_risk_trend"},
+		{"dormant after churned", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.DormantIdleDays = 40 })}, connect.CodeInvalidArgument, "rules.dormant_idle_days"},
+		{"churned over a year", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.ChurnedIdleDays = 400 })}, connect.CodeInvalidArgument, "rules.churned_idle_days"},
+		{"another workspace", as(wsB), &profilev1.UpdateLifecycleRulesRequest{WorkspaceId: wsA, Rules: defaults}, connect.CodePermissionDenied, ""},
+		{"admin without a workspace", admin, &profilev1.UpdateLifecycleRulesRequest{Rules: defaults}, connect.CodeInvalidArgument, "workspace_id"},
+		{"no principal", context.Background(), &profilev1.UpdateLifecycleRulesRequest{Rules: defaults}, connect.CodeUnauthenticated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := h.handler.UpdateLifecycleRules(tt.ctx, tt.req)
+			if connect.CodeOf(err) != tt.code || !strings.Contains(fmt.Sprint(err), tt.contains) {
+				t.Fatalf("UpdateLifecycleRules = %v, %v; want %v containing %q", res, err, tt.code, tt.contains)
+			}
+		})
+	}
+	if _, err := h.handler.GetLifecycleRules(as(wsB), &profilev1.GetLifecycleRulesRequest{WorkspaceId: wsA}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("workspace B GetLifecycleRules(workspace A) = %v, want PermissionDenied", err)
+	}
+
+	// A user who bought but never signed up is new; once the workspace
+	// says buying activates, the sweeper re-stages the user.
+	h.produce(t, track(wsA, "buyer", "", "Bought", 0), track(wsB, "buyer", "", "Bought", 0))
+	stage := func(ws string) string {
+		res, err := h.handler.GetProfile(as(ws), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "buyer"}})
+		if err != nil {
+			return err.Error()
+		}
+		return res.GetProfile().GetStage()
+	}
+	waitFor(t, "both buyers new", func() bool { return stage(wsA) == "new" && stage(wsB) == "new" })
+	custom := with(func(r *profilev1.LifecycleRules) { r.ActivationEvent = "Bought" })
+	upd, err := h.handler.UpdateLifecycleRules(admin, &profilev1.UpdateLifecycleRulesRequest{WorkspaceId: wsA, Rules: custom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = h.handler.GetLifecycleRules(as(wsA), &profilev1.GetLifecycleRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&profilev1.GetLifecycleRulesResponse{Rules: custom, UpdateTime: upd.GetUpdateTime()}, got, protocmp.Transform()); diff != "" {
+		t.Errorf("GetLifecycleRules after the update (-want +got):\n%s", diff)
+	}
+	if got, err := h.handler.GetLifecycleRules(as(wsB), &profilev1.GetLifecycleRulesRequest{}); err != nil || !got.GetDefaults() {
+		t.Errorf("workspace B's rules = %v, %v; want still the defaults", got, err)
+	}
+	waitFor(t, "workspace A's buyer activated", func() bool { return stage(wsA) == "activated" })
+	time.Sleep(200 * time.Millisecond) // several sweeps
+	if s := stage(wsB); s != "new" {
+		t.Errorf("workspace B's buyer is %s, want new: A's rules reached B", s)
 	}
 }
