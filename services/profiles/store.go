@@ -326,7 +326,8 @@ func write(ctx context.Context, tx pgx.Tx, b *batch, rules map[string]Rules, now
 		if c.matters() {
 			changes = append(changes, c)
 		}
-		if st.stage != p.stage || !p.stored {
+		if st.stage != p.stage || !p.stored || p.stageTime == 0 {
+			// (A row from before lifecycles has a default stage and no time.)
 			p.stageTime = now
 		}
 		p.stage, p.score = st.stage, st.score

@@ -110,7 +110,7 @@ func (s *Store) sweep(ctx context.Context, now time.Time, limit int) (sweepResul
 		wb.Queue(`
 			UPDATE profiles p SET
 			  stage = u.st, engagement_score = u.sc, churn_risk = u.cr, score_inputs = u.si::jsonb, stage_due_at = u.due,
-			  stage_time = CASE WHEN u.moved THEN $10 ELSE p.stage_time END,
+			  stage_time = CASE WHEN u.moved OR p.stage_time IS NULL THEN $10 ELSE p.stage_time END,
 			  updated_at = CASE WHEN u.mattered THEN $10 ELSE p.updated_at END
 			FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::int[], $5::float8[], $6::text[], $7::timestamptz[], $8::bool[], $9::bool[])
 			  AS u(ws, id, st, sc, cr, si, due, moved, mattered)

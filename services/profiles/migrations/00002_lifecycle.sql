@@ -22,6 +22,9 @@ ALTER TABLE profiles
     -- time alone; NULL when never. The sweeper recomputes due profiles.
     ADD COLUMN stage_due_at     timestamptz;
 
+-- Rows that exist already are due at once: the sweeper gives them a stage.
+UPDATE profiles SET stage_due_at = 'epoch';
+
 CREATE INDEX profiles_stage_due_idx ON profiles (stage_due_at) WHERE stage_due_at IS NOT NULL;
 
 -- Per-workspace lifecycle rules; a workspace without a row uses the
