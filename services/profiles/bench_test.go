@@ -101,7 +101,13 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 		b.StopTimer()
 		ctx, cancel := context.WithCancel(context.Background())
 		_, brokers := kafkatest.NewCluster(b, kfake.SeedTopics(12, kafka.TopicEvents, kafka.TopicEventsDLQ, kafka.TopicProfiles))
-		pool, err := postgres.Open(ctx, pgtest.NewDatabase(b))
+		// Tuned as the profiles target tunes its pool.
+		poolCfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		profiles.TunePool(poolCfg)
+		pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -547,3 +547,21 @@ func (s *Store) list(ctx context.Context, ws, afterID string, limit int) ([]Prof
 	}
 	return out, nil
 }
+
+// TunePool adjusts the configuration of the pool a Store is built on:
+// every statement is planned for its actual parameters
+// (plan_cache_mode=force_custom_plan).
+//
+// pgx prepares and caches statements, and after five executions PostgreSQL
+// may switch a prepared statement to a generic plan, which it keeps. On
+// fresh tables that generic plan is made from empty-table statistics (and
+// cannot see how many elements an unnest array holds), so it stays a plan
+// for empty tables as they grow: a first load run measured p99 freshness
+// of 1.6 s. Custom plans cost a little planning per statement and track
+// the tables' real size from the first row on.
+func TunePool(cfg *pgxpool.Config) {
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	cfg.ConnConfig.RuntimeParams["plan_cache_mode"] = "force_custom_plan"
+}

@@ -21,6 +21,7 @@ import (
 
 	"connectrpc.com/authn"
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 
@@ -225,7 +226,19 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		defer profilesRedis.Close()
 		srv.AddCheck("redis-profiles", func(ctx context.Context) error { return profilesRedis.Ping(ctx).Err() })
 
-		profileStore := profiles.NewStore(pool)
+		// The profiles target has a pool of its own, tuned for its
+		// statements (see profiles.TunePool).
+		poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		profiles.TunePool(poolCfg)
+		profilesPool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		defer profilesPool.Close()
+		profileStore := profiles.NewStore(profilesPool)
 		svc := profiles.New(profiles.Options{
 			Store: profileStore, Client: consumer, Redis: profilesRedis, Registerer: reg, Logger: logger.With("target", Profiles),
 		})
