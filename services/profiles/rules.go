@@ -78,10 +78,16 @@ func (s *Store) getRules(ctx context.Context, ws string) (Rules, time.Time, erro
 }
 
 // putRules replaces workspace ws's rules (valid ones) and makes all its
-// profiles due, so that the sweeper re-stages them by the new rules.
+// profiles due, so that the sweeper re-stages them by the new rules. It
+// holds the workspace's rules lock exclusively, so no batch of the
+// workspace is in flight with the old rules when it commits (see
+// markApplied); the UPDATE is one statement over the workspace's profiles.
 func (s *Store) putRules(ctx context.Context, ws string, r Rules) (time.Time, error) {
 	var updated time.Time
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock($1)`, rulesLockKey(ws)); err != nil {
+			return fmt.Errorf("lock lifecycle rules: %w", err)
+		}
 		if err := tx.QueryRow(ctx, `
 			INSERT INTO profiles_lifecycle_rules (workspace_id, activation_event, new_days, engaged_active_days,
 			  at_risk_idle_days, at_risk_trend, dormant_idle_days, churned_idle_days, updated_at)

@@ -133,6 +133,10 @@ func (s *Store) applyEvents(ctx context.Context, events []event, now time.Time) 
 // markApplied records the batch's message ids and returns those that were
 // not recorded before, with the lifecycle rules of the batch's workspaces
 // (those that have set some), in one round trip.
+//
+// The rules are read under a shared lock on each workspace's rules, which
+// putRules takes exclusively: a batch either sees new rules, or commits
+// before they do, and then putRules makes the profiles it wrote due.
 func markApplied(ctx context.Context, tx pgx.Tx, events []event) (map[[2]string]bool, map[string]Rules, error) {
 	ws := make([]string, len(events))
 	ids := make([]string, len(events))
@@ -141,7 +145,12 @@ func markApplied(ctx context.Context, tx pgx.Tx, events []event) (map[[2]string]
 		ws[i], ids[i] = e.ws, e.messageID
 		wsSet[e.ws] = true
 	}
+	var locks []int64
+	for w := range wsSet {
+		locks = append(locks, rulesLockKey(w))
+	}
 	qb := &pgx.Batch{}
+	qb.Queue(`SELECT pg_advisory_xact_lock_shared(k) FROM (SELECT k FROM unnest($1::bigint[]) AS k ORDER BY k) AS s`, locks)
 	qb.Queue(`
 		INSERT INTO profile_applied_messages (workspace_id, message_id)
 		SELECT * FROM unnest($1::text[]::uuid[], $2::text[])
@@ -150,6 +159,9 @@ func markApplied(ctx context.Context, tx pgx.Tx, events []event) (map[[2]string]
 	qb.Queue(`SELECT `+rulesColumns+` FROM profiles_lifecycle_rules WHERE workspace_id = ANY($1::text[]::uuid[])`, slices.Collect(maps.Keys(wsSet)))
 	br := tx.SendBatch(ctx, qb)
 	defer br.Close()
+	if _, err := br.Exec(); err != nil {
+		return nil, nil, fmt.Errorf("lock lifecycle rules: %w", err)
+	}
 	rows, err := br.Query()
 	if err != nil {
 		return nil, nil, fmt.Errorf("record message ids: %w", err)
@@ -170,6 +182,15 @@ func markApplied(ctx context.Context, tx pgx.Tx, events []event) (map[[2]string]
 		return nil, nil, fmt.Errorf("record message ids: %w", err)
 	}
 	return fresh, rules, nil
+}
+
+// rulesLockKey is the advisory lock key of workspace ws's lifecycle rules.
+func rulesLockKey(ws string) int64 {
+	h := fnv.New64a()
+	h.Write([]byte("lifecycle rules"))
+	h.Write([]byte{0})
+	h.Write([]byte(ws))
+	return int64(h.Sum64())
 }
 
 func lockKey(k idKey) int64 {
