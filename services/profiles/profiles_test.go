@@ -222,7 +222,7 @@ func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
 
 func TestIdentityAliasAndReplay(t *testing.T) {
 	h := newHarness(t)
-	h.consume(t, "g1")
+	reg1 := h.consume(t, "g1")
 	h.produce(t,
 		track(wsA, "", "anon-1", "Viewed", 0),
 		identify(wsA, "u1", "anon-1", `{"plan":"free","name":"Ann"}`, time.Minute),
@@ -286,6 +286,15 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 	}
 	if len(list.GetProfiles()) != 1 {
 		t.Errorf("ListProfiles: %d profiles, want 1 (the alias merged two): %v", len(list.GetProfiles()), list.GetProfiles())
+	}
+
+	// Every partition that had records reports its lag: none left.
+	waitFor(t, "the consumer lag to reach 0", func() bool {
+		lag, partitions := gaugeSum(reg1, "whisper_profiles_consumer_lag_records")
+		return lag == 0 && partitions >= 2 // the four user keys hash to at least two of the three partitions
+	})
+	if n := metricValue(reg1, "whisper_profiles_records_total", map[string]string{"outcome": "applied"}); n != 10 {
+		t.Errorf("%v records applied, want 10", n)
 	}
 
 	// Redis mirrors the day's buckets, absolutely.
@@ -810,6 +819,25 @@ func TestProfileChanges(t *testing.T) {
 			t.Errorf("%s: changes published (-want +got):\n%s", st.name, diff)
 		}
 	}
+}
+
+// gaugeSum sums the series of a gauge and counts them.
+func gaugeSum(reg *prometheus.Registry, name string) (float64, int) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1, 0
+	}
+	var sum float64
+	n := 0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+				n++
+			}
+		}
+	}
+	return sum, n
 }
 
 // metricValue reads a counter or gauge with exactly the given labels; 0
