@@ -336,10 +336,11 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) erro
 	}
 	if len(events) > 0 {
 		var res applyResult
-		var applyStart time.Time
+		var applied time.Duration // of the attempt that succeeded
 		if err := s.retry(ctx, opApply, func() (err error) {
-			applyStart = time.Now()
+			attempt := time.Now()
 			res, err = s.store.applyEvents(ctx, events, s.now())
+			applied = time.Since(attempt)
 			return err
 		}); err != nil {
 			return err
@@ -353,13 +354,14 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) erro
 		// The transaction is committed: what remains is to mirror it,
 		// which is retried on its own (applying again would find only
 		// duplicates). Offsets wait for it.
-		mirrorStart := time.Now()
+		var mirrorStart time.Time
 		if err := s.retry(ctx, opMirror, func() error {
+			mirrorStart = time.Now()
 			return writeMirror(ctx, s.redis, res.mirror, res.deleted)
 		}); err != nil {
 			return err
 		}
-		s.metrics.applyDuration.Observe(time.Since(mirrorStart).Seconds() + mirrorStart.Sub(applyStart).Seconds())
+		s.metrics.applyDuration.Observe((applied + time.Since(mirrorStart)).Seconds())
 	}
 	s.metrics.batchDuration.Observe(time.Since(start).Seconds())
 	return nil
@@ -412,7 +414,7 @@ func (s *Service) sweepLoop(ctx context.Context) {
 func (s *Service) relayLoop(ctx context.Context) {
 	t := time.NewTicker(s.relayEvery)
 	defer t.Stop()
-	backoff := time.Duration(0)
+	failing := false // since the last drain: retry on the ticker only
 	for {
 		tick := false
 		select {
@@ -422,8 +424,8 @@ func (s *Service) relayLoop(ctx context.Context) {
 		case <-t.C:
 			tick = true
 		}
-		if backoff > 0 && !tick {
-			continue // after a failure, wait for the ticker
+		if failing && !tick {
+			continue
 		}
 		for {
 			n, err := s.store.drainOutbox(ctx, relayLimit, func(ctx context.Context, recs []*kgo.Record) error {
@@ -434,11 +436,11 @@ func (s *Service) relayLoop(ctx context.Context) {
 					return
 				}
 				s.metrics.failures.WithLabelValues(opPublish).Inc()
-				s.logger.WarnContext(ctx, "publish profile changes; retrying", "err", err)
-				backoff = s.relayEvery
+				s.logger.WarnContext(ctx, "publish profile changes; retrying", "err", err, "in", s.relayEvery)
+				failing = true
 				break
 			}
-			backoff = 0
+			failing = false
 			s.metrics.published.Add(float64(n))
 			if n < relayLimit {
 				break
