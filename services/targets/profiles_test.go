@@ -19,7 +19,9 @@ import (
 	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
 	workspacev1 "github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
+	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpctest"
+	"github.com/whisperhq/whisper/services/profiles"
 )
 
 // TestProfilesFromSegmentEvents sends identify, track and alias calls over
@@ -103,6 +105,18 @@ func TestProfilesFromSegmentEvents(t *testing.T) {
 	if got, err := client.GetProfile(ctx, byUser); err != nil || got.GetProfile().GetStage() == "" || got.GetProfile().GetScoreInputs() == nil {
 		t.Errorf("GetProfile(u1) = %v, %v; want a stage and its score inputs", got, err)
 	}
+	// The rolling activity is mirrored to the Redis of --redis-url (its
+	// buckets depend on the wall clock; that it was written does not).
+	rdb := redistest.New(t)
+	waitFor(t, "the redis mirror", func() (bool, string) {
+		got, err := client.GetProfile(ctx, byUser)
+		if err != nil {
+			return false, err.Error()
+		}
+		key := profiles.RollingKey(ids[0], got.GetProfile().GetProfileId())
+		v, err := rdb.HGet(ctx, key, profiles.RollingVersionField).Result()
+		return err == nil && v != "", fmt.Sprintf("%s version %q, %v", key, v, err)
+	})
 	rules, err := client.GetLifecycleRules(ctx, &profilev1.GetLifecycleRulesRequest{})
 	if err != nil || !rules.GetDefaults() || rules.GetRules().GetActivationEvent() != "Signed Up" {
 		t.Errorf("GetLifecycleRules = %v, %v; want the defaults", rules, err)
