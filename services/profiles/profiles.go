@@ -119,7 +119,9 @@
 // user id, else the first anonymous id, see kafka.Key). A profile's changes
 // are numbered in its commit order (they are written under its row lock)
 // and only one relay runs at a time across replicas (an advisory lock), so
-// they are produced in order. Delivery is at least once: a relay that
+// they are produced in order. With several replicas, a change committed by
+// one while another's relay holds the lock waits for the next pass, at most
+// a relay interval (1 s). Delivery is at least once: a relay that
 // stops between produce and delete publishes those changes again, with
 // the same change_id. Limitation: when an anonymous profile gets a user
 // id, its key changes, and its changes before and after may sit on
