@@ -26,6 +26,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
 
@@ -89,17 +90,24 @@ func newBenchMix(n, users int) benchMix {
 // pre-produced events is applied in PostgreSQL and its offset committed.
 // Run it with -benchtime=1x; -profiles.events sets the size.
 //
-// The profiles target writes PostgreSQL only (no Redis counters yet), so
-// that is what this measures.
+// It measures the whole path: the PostgreSQL transaction, the Redis mirror
+// (WHISPER_TEST_REDIS_URL) and the outbox relay running beside them.
 func BenchmarkConsumerThroughput(b *testing.B) {
 	n := *benchEvents
 	mix := newBenchMix(n, *benchUsers)
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	rdb := redistest.New(b)
 	for b.Loop() {
 		b.StopTimer()
 		ctx, cancel := context.WithCancel(context.Background())
-		_, brokers := kafkatest.NewCluster(b, kfake.SeedTopics(12, kafka.TopicEvents, kafka.TopicEventsDLQ))
-		pool, err := postgres.Open(ctx, pgtest.NewDatabase(b))
+		_, brokers := kafkatest.NewCluster(b, kfake.SeedTopics(12, kafka.TopicEvents, kafka.TopicEventsDLQ, kafka.TopicProfiles))
+		// Tuned as the profiles target tunes its pool.
+		poolCfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(b))
+		if err != nil {
+			b.Fatal(err)
+		}
+		profiles.TunePool(poolCfg)
+		pool, err := pgxpool.NewWithConfig(ctx, poolCfg)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -113,10 +121,10 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		if err := kafka.EnsureTopics(ctx, consumer, kcfg, kafka.TopicEvents, kafka.TopicEventsDLQ); err != nil {
+		if err := kafka.EnsureTopics(ctx, consumer, kcfg, kafka.TopicEvents, kafka.TopicEventsDLQ, kafka.TopicProfiles); err != nil {
 			b.Fatal(err)
 		}
-		svc := profiles.New(profiles.Options{Store: profiles.NewStore(pool), Client: consumer, Registerer: prometheus.NewRegistry(), Logger: logger})
+		svc := profiles.New(profiles.Options{Store: profiles.NewStore(pool), Client: consumer, Redis: rdb, Registerer: prometheus.NewRegistry(), Logger: logger})
 		adm, closeAdm := newAdmin(b, brokers)
 
 		b.StartTimer()

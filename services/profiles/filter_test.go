@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -25,7 +26,12 @@ func TestFilters(t *testing.T) {
 		t.Fatal(err)
 	}
 	traits, _ := structpb.NewStruct(map[string]any{"plan": "pro", "seats": 3})
-	p := &profilev1.Profile{UserId: "u1", Traits: traits, EventCounts: map[string]int64{"Bought": 2}}
+	p := &profilev1.Profile{
+		UserId: "u1", Traits: traits, EventCounts: map[string]int64{"Bought": 2},
+		Stage: StageAtRisk, EngagementScore: 35, ChurnRisk: 0.62,
+		ScoreInputs:   &profilev1.ScoreInputs{DaysSinceLastSeen: 9, Trend: 0.4},
+		RollingCounts: map[string]*profilev1.WindowCounts{"Bought": {Last_7D: 0, Last_28D: 2}},
+	}
 	ten := "[0,1,2,3,4,5,6,7,8,9]"
 	for _, tt := range []struct {
 		expr    string
@@ -37,6 +43,11 @@ func TestFilters(t *testing.T) {
 		{expr: `profile.traits.plan == "free"`, want: false},
 		{expr: `profile.traits.missing == "x"`, want: false},
 		{expr: `profile.event_counts["Viewed"] > 0`, want: false},
+		// The lifecycle fields decide reads.
+		{expr: `profile.stage == "at_risk" && profile.traits.plan == "pro"`, want: true},
+		{expr: `profile.churn_risk > 0.5 && profile.engagement_score < 40 && profile.score_inputs.trend < 0.5`, want: true},
+		{expr: `profile.rolling_counts["Bought"].last_28d >= 2 && profile.rolling_counts["Bought"].last_7d == 0`, want: true},
+		{expr: `profile.stage in ["dormant", "churned"]`, want: false},
 		{expr: `profile.user_id ==`, wantErr: "<input>:1:"},
 		{expr: `profile.nope`, wantErr: "undefined field 'nope'"},
 		{expr: `profile.user_id`, wantErr: "must be of type bool, not string"},
@@ -116,7 +127,7 @@ func TestListProfilesFilterScanBudget(t *testing.T) {
 		}
 		events = append(events, e)
 	}
-	if _, err := s.applyEvents(ctx, events); err != nil {
+	if _, err := s.applyEvents(ctx, events, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	h := NewHandler(s, nil)

@@ -254,5 +254,31 @@ func toProto(p Profile) (*profilev1.Profile, error) {
 	for name, us := range p.LastEventTimes {
 		out.LastEventTimes[name] = timestamppb.New(time.UnixMicro(us))
 	}
+	if p.StageTime != nil {
+		// Rows written before lifecycles existed have none until their
+		// next change.
+		out.Stage = p.Stage
+		out.StageTime = timestamppb.New(*p.StageTime)
+		out.EngagementScore = p.EngagementScore
+		out.ChurnRisk = p.ChurnRisk
+		in := p.Inputs
+		out.ScoreInputs = &profilev1.ScoreInputs{
+			ComputedTime:       timestamppb.New(time.UnixMicro(in.ComputedMicros)),
+			DaysSinceLastSeen:  in.DaysSinceLastSeen,
+			DaysSinceFirstSeen: in.DaysSinceFirst,
+			ActiveDays_7D:      in.ActiveDays7d,
+			ActiveDays_28D:     in.ActiveDays28d,
+			Events_7D:          in.Events7d,
+			Events_28D:         in.Events28d,
+			Trend:              in.Trend,
+			Activated:          in.Activated,
+		}
+	}
+	if w := p.Daily.windows(p.UpdatedAt.UnixMicro()); len(w) > 0 {
+		out.RollingCounts = make(map[string]*profilev1.WindowCounts, len(w))
+		for name, c := range w {
+			out.RollingCounts[name] = &profilev1.WindowCounts{Last_1D: c.d1, Last_7D: c.d7, Last_28D: c.d28}
+		}
+	}
 	return out, nil
 }

@@ -40,10 +40,22 @@ type profile struct {
 	lastEvent  map[string]int64
 	firstSeen  int64
 	lastSeen   int64
+	daily      activity
+	// version counts the writes of the row (see the Redis mirror).
+	version int64
+	// The lifecycle as stored: for a loaded profile, what was loaded,
+	// until the batch recomputes it.
+	stage     string
+	stageTime int64
+	score     int32
 	// stored says the row exists in PostgreSQL (it was loaded, not created).
 	stored bool
 	// changed says an event of the batch reached the profile.
 	changed bool
+	// loadedTraits are the traits as loaded (nil for a new profile);
+	// mergedIDs the stored profiles merged into this one.
+	loadedTraits map[string]json.RawMessage
+	mergedIDs    []string
 }
 
 func newProfile(ws string) *profile {
@@ -53,7 +65,26 @@ func newProfile(ws string) *profile {
 		traitTimes: map[string]int64{},
 		counts:     map[string]int64{},
 		lastEvent:  map[string]int64{},
+		daily:      activity{},
 	}
+}
+
+// changedTraits lists the trait keys whose values differ from the loaded
+// ones (set, replaced or deleted), sorted.
+func (p *profile) changedTraits() []string {
+	var out []string
+	for k, v := range p.traits {
+		if old, ok := p.loadedTraits[k]; !ok || !bytes.Equal(old, v) {
+			out = append(out, k)
+		}
+	}
+	for k := range p.loadedTraits {
+		if _, ok := p.traits[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
 }
 
 // touch widens the seen interval to include t.
@@ -97,6 +128,8 @@ func (p *profile) absorb(src *profile) {
 			delete(p.traits, k)
 		}
 	}
+	p.daily.absorb(src.daily)
+	p.mergedIDs = append(p.mergedIDs, src.mergedIDs...)
 	for name, n := range src.counts {
 		p.counts[name] += n
 	}
@@ -243,10 +276,13 @@ type batch struct {
 	linked map[idKey]bool
 	// absorbed maps each merged-away profile to the one that absorbed it.
 	absorbed map[profileKey]profileKey
+	// now is the clock of the batch, in Unix microseconds.
+	now int64
 }
 
-func newBatch() *batch {
+func newBatch(now int64) *batch {
 	return &batch{
+		now:      now,
 		ids:      map[idKey]profileKey{},
 		profiles: map[profileKey]*profile{},
 		linked:   map[idKey]bool{},
@@ -304,6 +340,7 @@ func (b *batch) merge(src, dst *profile) {
 	delete(b.profiles, src.key)
 	if src.stored {
 		b.absorbed[src.key] = dst.key
+		dst.mergedIDs = append(dst.mergedIDs, src.key.id)
 	}
 }
 
@@ -317,6 +354,11 @@ func (b *batch) apply(e event) {
 	}
 	p.changed = true
 	p.touch(e.micros)
+	name := ""
+	if e.typ == eventv1.EventType_EVENT_TYPE_TRACK {
+		name = e.name
+	}
+	p.daily.add(e.micros, name, b.now)
 	switch e.typ {
 	case eventv1.EventType_EVENT_TYPE_IDENTIFY:
 		p.setTraits(e.traits, e.micros)

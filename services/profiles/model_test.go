@@ -126,7 +126,7 @@ func TestBatchApply(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			b := newBatch()
+			b := newBatch(100 * microsPerDay)
 			for _, e := range tt.events {
 				e.ws = ws
 				b.apply(e)

@@ -5,16 +5,22 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/alicebob/miniredis/v2"
 	"github.com/google/go-cmp/cmp"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -30,6 +36,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
 
@@ -46,11 +53,31 @@ type harness struct {
 	producer *kgo.Client
 	store    *profiles.Store
 	handler  *profiles.Handler
+	rdb      *redis.Client
+	clock    *clock
+}
+
+// clock is a controlled clock, at t0 plus an hour unless set.
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = t
 }
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
-	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(3, kafka.TopicEvents, kafka.TopicEventsDLQ))
+	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(3, kafka.TopicEvents, kafka.TopicEventsDLQ, kafka.TopicProfiles))
 	dbURL := pgtest.NewDatabase(t)
 	pool, err := pgxpool.New(context.Background(), dbURL)
 	if err != nil {
@@ -67,19 +94,31 @@ func newHarness(t *testing.T) *harness {
 	}
 	t.Cleanup(producer.Close)
 	store := profiles.NewStore(pool)
-	return &harness{dbURL: dbURL, brokers: brokers, producer: producer, store: store, handler: profiles.NewHandler(store, logger)}
+	return &harness{
+		dbURL: dbURL, brokers: brokers, producer: producer, store: store, handler: profiles.NewHandler(store, logger),
+		rdb: redistest.New(t), clock: &clock{t: t0.Add(time.Hour)},
+	}
 }
 
 // consume runs a consumer in group until the test ends; its metrics are
 // on the returned registry.
 func (h *harness) consume(t *testing.T, group string) *prometheus.Registry {
 	t.Helper()
+	return h.consumeWith(t, group, h.rdb)
+}
+
+// consumeWith is consume with another Redis client.
+func (h *harness) consumeWith(t *testing.T, group string, rdb *redis.Client) *prometheus.Registry {
+	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(h.brokers...)}, profiles.ConsumerOpts(group)...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	svc := profiles.New(profiles.Options{Store: h.store, Client: cl, Registerer: reg})
+	svc := profiles.New(profiles.Options{
+		Store: h.store, Client: cl, Redis: rdb, Registerer: reg, Now: h.clock.now,
+		SweepInterval: 50 * time.Millisecond, RelayInterval: 50 * time.Millisecond,
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- svc.Run(ctx) }()
@@ -143,10 +182,18 @@ func as(ws string) context.Context {
 }
 
 // waitProfile polls GetProfile until it returns want (ignoring the
-// generated profile id and the write time) or the deadline passes.
+// generated profile id, the write time and the computed lifecycle fields)
+// or the deadline passes.
 func (h *harness) waitProfile(t *testing.T, ctx context.Context, req *profilev1.GetProfileRequest, want *profilev1.Profile) *profilev1.Profile {
 	t.Helper()
-	opts := []cmp.Option{protocmp.Transform(), protocmp.IgnoreFields(&profilev1.Profile{}, "profile_id", "update_time")}
+	return h.waitProfileCmp(t, ctx, req, want, protocmp.IgnoreFields(&profilev1.Profile{},
+		"stage", "stage_time", "engagement_score", "churn_risk", "score_inputs", "rolling_counts"))
+}
+
+// waitProfileCmp is waitProfile comparing what opts do not ignore.
+func (h *harness) waitProfileCmp(t *testing.T, ctx context.Context, req *profilev1.GetProfileRequest, want *profilev1.Profile, opts ...cmp.Option) *profilev1.Profile {
+	t.Helper()
+	opts = append(opts, protocmp.Transform(), protocmp.IgnoreFields(&profilev1.Profile{}, "profile_id", "update_time"))
 	deadline := time.Now().Add(20 * time.Second)
 	var diff string
 	for time.Now().Before(deadline) {
@@ -175,7 +222,7 @@ func mustStruct(t *testing.T, m map[string]any) *structpb.Struct {
 
 func TestIdentityAliasAndReplay(t *testing.T) {
 	h := newHarness(t)
-	h.consume(t, "g1")
+	reg1 := h.consume(t, "g1")
 	h.produce(t,
 		track(wsA, "", "anon-1", "Viewed", 0),
 		identify(wsA, "u1", "anon-1", `{"plan":"free","name":"Ann"}`, time.Minute),
@@ -186,22 +233,41 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 		identify(wsA, "old-id", "", `{"city":"Oslo","plan":"trial"}`, -time.Hour),
 		alias(wsA, "u1", "old-id", 4*time.Minute),
 		track(wsA, "old-id", "", "Bought", 5*time.Minute),
+		track(wsA, "u1", "", "Signed Up", 6*time.Minute),
 		// Same user id in another workspace: a different profile.
 		track(wsB, "u1", "", "Viewed", 0),
 	)
+	now := t0.Add(time.Hour) // the harness's clock
 	want := &profilev1.Profile{
 		WorkspaceId:    wsA,
 		UserId:         "u1",
 		AnonymousIds:   []string{"anon-1", "old-id"},
 		Traits:         mustStruct(t, map[string]any{"plan": "free", "name": "Ann", "city": "Oslo"}),
 		FirstSeenTime:  timestamppb.New(t0.Add(-time.Hour)),
-		LastSeenTime:   timestamppb.New(t0.Add(5 * time.Minute)),
-		EventCounts:    map[string]int64{"Viewed": 3, "Bought": 2},
-		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0.Add(2 * time.Minute)), "Bought": timestamppb.New(t0.Add(5 * time.Minute))},
+		LastSeenTime:   timestamppb.New(t0.Add(6 * time.Minute)),
+		EventCounts:    map[string]int64{"Viewed": 3, "Bought": 2, "Signed Up": 1},
+		LastEventTimes: map[string]*timestamppb.Timestamp{"Viewed": timestamppb.New(t0.Add(2 * time.Minute)), "Bought": timestamppb.New(t0.Add(5 * time.Minute)), "Signed Up": timestamppb.New(t0.Add(6 * time.Minute))},
+		// Every event is of t0's day: one active day, nine events, no
+		// earlier activity (trend 1), the activation event seen.
+		Stage:     profiles.StageActivated,
+		StageTime: timestamppb.New(now),
+		// 100·σ(-3 + 0.6·1 + 0.1·1) = 100·σ(-2.3) = 9.1
+		EngagementScore: 9,
+		// σ(-1.5 - 0.4·1 - 0.05·1) = σ(-1.95) = 0.12455
+		ChurnRisk: 0.1246,
+		ScoreInputs: &profilev1.ScoreInputs{
+			ComputedTime: timestamppb.New(now), DaysSinceLastSeen: 0, DaysSinceFirstSeen: 0,
+			ActiveDays_7D: 1, ActiveDays_28D: 1, Events_7D: 9, Events_28D: 9, Trend: 1, Activated: true,
+		},
+		RollingCounts: map[string]*profilev1.WindowCounts{
+			"Viewed":    {Last_1D: 3, Last_7D: 3, Last_28D: 3},
+			"Bought":    {Last_1D: 2, Last_7D: 2, Last_28D: 2},
+			"Signed Up": {Last_1D: 1, Last_7D: 1, Last_28D: 1},
+		},
 	}
 	// The alias and the later event may be applied by other partitions'
 	// batches in either order; the end state is the same.
-	got := h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, want)
+	got := h.waitProfileCmp(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, want)
 	for _, req := range []*profilev1.GetProfileRequest{
 		{Id: &profilev1.GetProfileRequest_AnonymousId{AnonymousId: "anon-1"}},
 		{Id: &profilev1.GetProfileRequest_UserId{UserId: "old-id"}},
@@ -222,15 +288,54 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 		t.Errorf("ListProfiles: %d profiles, want 1 (the alias merged two): %v", len(list.GetProfiles()), list.GetProfiles())
 	}
 
+	// Every partition that had records reports its lag: none left.
+	waitFor(t, "the consumer lag to reach 0", func() bool {
+		lag, partitions := gaugeSum(reg1, "whisper_profiles_consumer_lag_records")
+		return lag == 0 && partitions >= 2 // the four user keys hash to at least two of the three partitions
+	})
+	if n := metricValue(reg1, "whisper_profiles_records_total", map[string]string{"outcome": "applied"}); n != 10 {
+		t.Errorf("%v records applied, want 10", n)
+	}
+
+	// Redis mirrors the day's buckets, absolutely.
+	day := strconv.FormatInt(t0.Unix()/86400, 10)
+	wantRolling := map[string]string{day: "9", day + ":Viewed": "3", day + ":Bought": "2", day + ":Signed Up": "1"}
+	rolling := h.waitRolling(t, wsA, got.GetProfileId(), wantRolling)
+
+	// whisper.profiles: the last change of u1's profile carries the state
+	// GetProfile shows. (Whether old-id's profile existed before the alias
+	// merged it depends on how the partitions' batches interleave; see
+	// TestProfileChanges for MERGED.)
+	h.waitOutboxEmpty(t)
+	published := h.topicSize(t, kafka.TopicProfiles)
+	changes := h.readChanges(t, published)
+	var last *profilev1.ProfileChange
+	kinds := map[profilev1.ProfileChangeKind]bool{}
+	for _, c := range changes {
+		if c.GetProfile().GetProfileId() == got.GetProfileId() {
+			last = c
+			for _, k := range c.GetKinds() {
+				kinds[k] = true
+			}
+		}
+	}
+	if diff := cmp.Diff(got, last.GetProfile(), protocmp.Transform()); diff != "" {
+		t.Errorf("last published change of u1 (-GetProfile +change):\n%s", diff)
+	}
+	if !kinds[profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_CREATED] {
+		t.Errorf("u1's changes are of kinds %v; want CREATED among them", kinds)
+	}
+
 	// Replay: a fresh group consumes the whole topic again; every record is
-	// a duplicate and nothing changes, not even the write time.
+	// a duplicate and nothing changes, not even the write time, nothing is
+	// published again and the Redis mirror holds the same values.
 	reg := h.consume(t, "g2-replay")
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && recordCount(reg, "duplicate") < 9 {
+	for time.Now().Before(deadline) && recordCount(reg, "duplicate") < 10 {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := recordCount(reg, "duplicate"); n != 9 {
-		t.Fatalf("replay: %v duplicates, want 9", n)
+	if n := recordCount(reg, "duplicate"); n != 10 {
+		t.Fatalf("replay: %v duplicates, want 10", n)
 	}
 	if n := recordCount(reg, "applied"); n != 0 {
 		t.Errorf("replay: %v records applied again, want 0", n)
@@ -242,6 +347,104 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 	if diff := cmp.Diff(got, res.GetProfile(), protocmp.Transform()); diff != "" {
 		t.Errorf("profile changed by the replay (-before +after):\n%s", diff)
 	}
+	time.Sleep(300 * time.Millisecond) // several relay intervals
+	h.waitOutboxEmpty(t)
+	if n := h.topicSize(t, kafka.TopicProfiles); n != published {
+		t.Errorf("whisper.profiles has %d records after the replay, %d before", n, published)
+	}
+	after, err := h.rdb.HGetAll(context.Background(), profiles.RollingKey(wsA, got.GetProfileId())).Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(rolling, after); diff != "" {
+		t.Errorf("redis mirror changed by the replay (-before +after):\n%s", diff)
+	}
+}
+
+// waitRolling polls the Redis mirror of a profile until its bucket fields
+// are want, and returns the whole hash (version included).
+func (h *harness) waitRolling(t *testing.T, ws, profileID string, want map[string]string) map[string]string {
+	t.Helper()
+	var got map[string]string
+	var err error
+	waitFor(t, "the redis mirror", func() bool {
+		got, err = h.rdb.HGetAll(context.Background(), profiles.RollingKey(ws, profileID)).Result()
+		if err != nil || got[profiles.RollingVersionField] == "" {
+			return false
+		}
+		buckets := maps.Clone(got)
+		delete(buckets, profiles.RollingVersionField)
+		return cmp.Equal(want, buckets)
+	})
+	ttl := h.rdb.PTTL(context.Background(), profiles.RollingKey(ws, profileID)).Val()
+	if ttl <= profiles.RollingTTL-time.Minute || ttl > profiles.RollingTTL {
+		t.Errorf("rolling key TTL %v, want about %v", ttl, profiles.RollingTTL)
+	}
+	return got
+}
+
+// waitOutboxEmpty waits until every change in the outbox is published.
+func (h *harness) waitOutboxEmpty(t *testing.T) {
+	t.Helper()
+	pool := h.pool(t)
+	waitFor(t, "the outbox to drain", func() bool {
+		var n int
+		return pool.QueryRow(context.Background(), `SELECT count(*) FROM profile_outbox`).Scan(&n) == nil && n == 0
+	})
+}
+
+func (h *harness) pool(t *testing.T) *pgxpool.Pool {
+	t.Helper()
+	pool, err := pgxpool.New(context.Background(), h.dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	return pool
+}
+
+// topicSize sums the end offsets of topic's partitions.
+func (h *harness) topicSize(t *testing.T, topic string) int64 {
+	t.Helper()
+	cl, err := kgo.NewClient(kgo.SeedBrokers(h.brokers...))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	ends, err := kadm.NewClient(cl).ListEndOffsets(context.Background(), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	ends.Each(func(o kadm.ListedOffset) { n += o.Offset })
+	return n
+}
+
+// readChanges reads n records of whisper.profiles, in partition order,
+// checking that no change id repeats.
+func (h *harness) readChanges(t *testing.T, n int64) []*profilev1.ProfileChange {
+	t.Helper()
+	recs := kafkatest.ReadAll(t, h.brokers, kafka.TopicProfiles, int(n), 10*time.Second)
+	if int64(len(recs)) != n {
+		t.Fatalf("read %d records of whisper.profiles, want %d", len(recs), n)
+	}
+	seen := map[string]bool{}
+	var out []*profilev1.ProfileChange
+	for _, r := range recs {
+		c := &profilev1.ProfileChange{}
+		if err := proto.Unmarshal(r.Value, c); err != nil {
+			t.Fatal(err)
+		}
+		if seen[c.GetChangeId()] {
+			t.Errorf("change %s published twice", c.GetChangeId())
+		}
+		seen[c.GetChangeId()] = true
+		if want := kafka.Key(c.GetWorkspaceId(), c.GetProfile().GetUserId()); c.GetProfile().GetUserId() != "" && string(r.Key) != string(want) {
+			t.Errorf("change of %s keyed %q, want %q", c.GetProfile().GetUserId(), r.Key, want)
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // recordCount reads whisper_profiles_records_total{outcome}.
@@ -527,5 +730,356 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
+	}
+}
+
+// TestProfileChanges applies events one at a time and checks what each
+// publishes on whisper.profiles: creation, trait changes, merges and stage
+// changes, in order, and nothing for an event that moves no stage, band or
+// trait.
+func TestProfileChanges(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	byUser := func(u string) *profilev1.GetProfileRequest {
+		return &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: u}}
+	}
+	type want struct {
+		kinds         []profilev1.ProfileChangeKind
+		previousStage string
+		stage         string
+		traits        []string
+		merged        bool
+	}
+	const (
+		created = profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_CREATED
+		stage   = profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_STAGE
+		traits  = profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_TRAITS
+		merged  = profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_MERGED
+	)
+	var u2ID string
+	steps := []struct {
+		name  string
+		event *eventv1.Event
+		user  string
+		check func(*profilev1.Profile) bool
+		want  []want
+	}{
+		{"identify creates", identify(wsA, "u1", "", `{"plan":"free"}`, 0), "u1",
+			func(p *profilev1.Profile) bool { return p != nil },
+			[]want{{kinds: []profilev1.ProfileChangeKind{created}, stage: "new", traits: []string{"plan"}}}},
+		{"same trait value: nothing that matters", identify(wsA, "u1", "", `{"plan":"free"}`, time.Minute), "u1",
+			func(p *profilev1.Profile) bool { return p.GetLastSeenTime().AsTime().Equal(t0.Add(time.Minute)) },
+			nil},
+		{"a trait changes", identify(wsA, "u1", "", `{"plan":"pro","seats":3}`, 2*time.Minute), "u1",
+			func(p *profilev1.Profile) bool { return p.GetTraits().GetFields()["plan"].GetStringValue() == "pro" },
+			[]want{{kinds: []profilev1.ProfileChangeKind{traits}, previousStage: "new", stage: "new", traits: []string{"plan", "seats"}}}},
+		{"another user", track(wsA, "u2", "", "Viewed", 3*time.Minute), "u2",
+			func(p *profilev1.Profile) bool { u2ID = p.GetProfileId(); return p != nil },
+			[]want{{kinds: []profilev1.ProfileChangeKind{created}, stage: "new"}}},
+		{"alias merges u2 into u1", alias(wsA, "u1", "u2", 4*time.Minute), "u1",
+			func(p *profilev1.Profile) bool { return p.GetEventCounts()["Viewed"] == 1 },
+			[]want{{kinds: []profilev1.ProfileChangeKind{merged}, previousStage: "new", stage: "new", merged: true}}},
+		{"activation", track(wsA, "u1", "", "Signed Up", 5*time.Minute), "u1",
+			func(p *profilev1.Profile) bool { return p.GetStage() == "activated" },
+			[]want{{kinds: []profilev1.ProfileChangeKind{stage}, previousStage: "new", stage: "activated"}}},
+	}
+	seen := map[string]bool{}
+	for _, st := range steps {
+		h.produce(t, st.event)
+		var p *profilev1.Profile
+		waitFor(t, st.name, func() bool {
+			res, err := h.handler.GetProfile(as(wsA), byUser(st.user))
+			p = res.GetProfile()
+			return err == nil && st.check(p)
+		})
+		h.waitOutboxEmpty(t)
+		n := h.topicSize(t, kafka.TopicProfiles)
+		all := h.readChanges(t, n)
+		// Each step publishes at most one change: the new ones are those
+		// not seen before, whatever partition they are on.
+		var got []want
+		var fresh []*profilev1.ProfileChange
+		for _, c := range all {
+			if !seen[c.GetChangeId()] {
+				seen[c.GetChangeId()] = true
+				fresh = append(fresh, c)
+			}
+		}
+		for _, c := range fresh {
+			w := want{kinds: c.GetKinds(), previousStage: c.GetPreviousStage(), stage: c.GetProfile().GetStage(), traits: c.GetChangedTraits(), merged: len(c.GetMergedProfileIds()) > 0}
+			got = append(got, w)
+			if w.merged && !slices.Equal(c.GetMergedProfileIds(), []string{u2ID}) {
+				t.Errorf("%s: merged %v, want [%s]", st.name, c.GetMergedProfileIds(), u2ID)
+			}
+			if diff := cmp.Diff(p, c.GetProfile(), protocmp.Transform()); diff != "" {
+				t.Errorf("%s: the change's profile is not GetProfile's (-get +change):\n%s", st.name, diff)
+			}
+		}
+		if diff := cmp.Diff(st.want, got, cmp.AllowUnexported(want{})); diff != "" {
+			t.Errorf("%s: changes published (-want +got):\n%s", st.name, diff)
+		}
+	}
+}
+
+// gaugeSum sums the series of a gauge and counts them.
+func gaugeSum(reg *prometheus.Registry, name string) (float64, int) {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1, 0
+	}
+	var sum float64
+	n := 0
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.GetMetric() {
+				sum += m.GetGauge().GetValue()
+				n++
+			}
+		}
+	}
+	return sum, n
+}
+
+// metricValue reads a counter or gauge with exactly the given labels; 0
+// when absent.
+func metricValue(reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		return -1
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != len(labels) {
+				continue
+			}
+			for _, l := range m.GetLabel() {
+				if labels[l.GetName()] != l.GetValue() {
+					continue next
+				}
+			}
+			if m.GetGauge() != nil {
+				return m.GetGauge().GetValue()
+			}
+			return m.GetCounter().GetValue()
+		}
+	}
+	return 0
+}
+
+// TestSweeperMovesIdleProfiles: a profile without events becomes dormant,
+// then churned, as the clock passes, and each change is published.
+func TestSweeperMovesIdleProfiles(t *testing.T) {
+	h := newHarness(t)
+	reg := h.consume(t, "g")
+	h.produce(t, track(wsA, "idle", "", "Viewed", 0))
+	byUser := &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "idle"}}
+	stageOf := func(want string) func() bool {
+		return func() bool {
+			res, err := h.handler.GetProfile(as(wsA), byUser)
+			return err == nil && res.GetProfile().GetStage() == want
+		}
+	}
+	waitFor(t, "stage new", stageOf("new"))
+	h.waitOutboxEmpty(t)
+	seen := map[string]bool{}
+	for _, c := range h.readChanges(t, h.topicSize(t, kafka.TopicProfiles)) {
+		seen[c.GetChangeId()] = true
+	}
+
+	for _, step := range []struct {
+		after         time.Duration
+		stage, before string
+		inputs        *profilev1.ScoreInputs
+		rolling       *profilev1.WindowCounts
+	}{
+		{15 * 24 * time.Hour, "dormant", "new",
+			// The one event is more than 7 days old: trend 0.
+			&profilev1.ScoreInputs{DaysSinceLastSeen: 15, DaysSinceFirstSeen: 15, ActiveDays_28D: 1, Events_28D: 1, Trend: 0},
+			&profilev1.WindowCounts{Last_28D: 1}},
+		{31 * 24 * time.Hour, "churned", "dormant",
+			&profilev1.ScoreInputs{DaysSinceLastSeen: 31, DaysSinceFirstSeen: 31, Trend: 1},
+			nil},
+	} {
+		now := t0.Add(step.after)
+		h.clock.set(now)
+		waitFor(t, "stage "+step.stage, stageOf(step.stage))
+		res, err := h.handler.GetProfile(as(wsA), byUser)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := res.GetProfile()
+		step.inputs.ComputedTime = timestamppb.New(now)
+		if diff := cmp.Diff(step.inputs, p.GetScoreInputs(), protocmp.Transform()); diff != "" {
+			t.Errorf("%s: inputs (-want +got):\n%s", step.stage, diff)
+		}
+		if !p.GetStageTime().AsTime().Equal(now) || !p.GetUpdateTime().AsTime().Equal(now) {
+			t.Errorf("%s: stage time %v, update time %v; want both %v", step.stage, p.GetStageTime().AsTime(), p.GetUpdateTime().AsTime(), now)
+		}
+		if diff := cmp.Diff(step.rolling, p.GetRollingCounts()["Viewed"], protocmp.Transform()); diff != "" {
+			t.Errorf("%s: rolling Viewed (-want +got):\n%s", step.stage, diff)
+		}
+		h.waitOutboxEmpty(t)
+		var fresh []*profilev1.ProfileChange
+		for _, c := range h.readChanges(t, h.topicSize(t, kafka.TopicProfiles)) {
+			if !seen[c.GetChangeId()] {
+				seen[c.GetChangeId()] = true
+				fresh = append(fresh, c)
+			}
+		}
+		if len(fresh) != 1 {
+			t.Fatalf("%s: %d changes published, want 1: %v", step.stage, len(fresh), fresh)
+		}
+		c := fresh[0]
+		if !slices.Equal(c.GetKinds(), []profilev1.ProfileChangeKind{profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_STAGE}) ||
+			c.GetPreviousStage() != step.before || !c.GetChangeTime().AsTime().Equal(now) {
+			t.Errorf("%s: published %v", step.stage, c)
+		}
+		if diff := cmp.Diff(p, c.GetProfile(), protocmp.Transform()); diff != "" {
+			t.Errorf("%s: the change's profile is not GetProfile's (-get +change):\n%s", step.stage, diff)
+		}
+		if n := metricValue(reg, "whisper_profiles_stage_transitions_total", map[string]string{"from": step.before, "to": step.stage}); n != 1 {
+			t.Errorf("%s: transitions{from=%s,to=%s} = %v, want 1", step.stage, step.before, step.stage, n)
+		}
+	}
+}
+
+// TestRedisDown: while Redis is unreachable the applied batches are not
+// committed; once it is back the mirror is written and the offsets follow,
+// with nothing applied twice.
+func TestRedisDown(t *testing.T) {
+	h := newHarness(t)
+	mr := miniredis.RunT(t)
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	t.Cleanup(func() { rdb.Close() })
+	reg := h.consumeWith(t, "g", rdb)
+	profileID := func(user string) string {
+		var id string
+		waitFor(t, "profile of "+user, func() bool {
+			res, err := h.handler.GetProfile(as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: user}})
+			id = res.GetProfile().GetProfileId()
+			return err == nil
+		})
+		return id
+	}
+	day := strconv.FormatInt(t0.Unix()/86400, 10)
+	mirrored := func(user string) func() bool {
+		id := profileID(user)
+		return func() bool {
+			got, err := rdb.HGetAll(context.Background(), profiles.RollingKey(wsA, id)).Result()
+			return err == nil && got[day] == "1" && got[day+":Viewed"] == "1"
+		}
+	}
+	h.produce(t, track(wsA, "u0", "", "Viewed", 0))
+	waitFor(t, "u0 mirrored", mirrored("u0"))
+	waitFor(t, "the first offset to be committed", func() bool { return h.committed(t, "g") == 1 })
+
+	mr.Close()
+	h.produce(t, track(wsA, "u1", "", "Viewed", 0), track(wsA, "u2", "", "Viewed", 0))
+	waitFor(t, "failed mirror attempts", func() bool {
+		return counterValue(reg, "whisper_profiles_failures_total", "operation", "mirror to redis") >= 2
+	})
+	if n := h.committed(t, "g"); n != 1 {
+		t.Fatalf("committed offsets sum to %d while Redis was down, want 1", n)
+	}
+
+	if err := mr.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "u1 mirrored", mirrored("u1"))
+	waitFor(t, "u2 mirrored", mirrored("u2"))
+	waitFor(t, "every offset to be committed", func() bool { return h.committed(t, "g") == 3 })
+	if n, d := recordCount(reg, "applied"), recordCount(reg, "duplicate"); n != 3 || d != 0 {
+		t.Errorf("%v records applied and %v duplicates, want 3 and 0", n, d)
+	}
+}
+
+// TestLifecycleRules: the rules RPCs validate, stay within the caller's
+// workspace, and a change re-stages existing profiles.
+func TestLifecycleRules(t *testing.T) {
+	h := newHarness(t)
+	h.consume(t, "g")
+	admin := auth.NewContext(context.Background(), &auth.Principal{Admin: true})
+	defaults := &profilev1.LifecycleRules{
+		ActivationEvent: "Signed Up", NewDays: 7, EngagedActiveDays: 3, AtRiskIdleDays: 7,
+		AtRiskTrend: 0.5, DormantIdleDays: 14, ChurnedIdleDays: 30,
+	}
+	with := func(mutate func(*profilev1.LifecycleRules)) *profilev1.LifecycleRules {
+		r := proto.Clone(defaults).(*profilev1.LifecycleRules)
+		mutate(r)
+		return r
+	}
+	got, err := h.handler.GetLifecycleRules(as(wsA), &profilev1.GetLifecycleRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&profilev1.GetLifecycleRulesResponse{Rules: defaults, Defaults: true}, got, protocmp.Transform()); diff != "" {
+		t.Errorf("GetLifecycleRules before any update (-want +got):\n%s", diff)
+	}
+
+	tests := []struct {
+		name     string
+		ctx      context.Context
+		req      *profilev1.UpdateLifecycleRulesRequest
+		code     connect.Code
+		contains string
+	}{
+		{"no rules", as(wsA), &profilev1.UpdateLifecycleRulesRequest{}, connect.CodeInvalidArgument, "rules: required"},
+		{"no activation event", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.ActivationEvent = "" })}, connect.CodeInvalidArgument, "rules.activation_event"},
+		{"unset thresholds", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: &profilev1.LifecycleRules{ActivationEvent: "x"}}, connect.CodeInvalidArgument, "rules.new_days"},
+		{"engaged over 7", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.EngagedActiveDays = 9 })}, connect.CodeInvalidArgument, "rules.engaged_active_days"},
+		{"at risk after dormant", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.AtRiskIdleDays = 20 })}, connect.CodeInvalidArgument, "rules.at_risk_idle_days"},
+		{"negative trend", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.AtRiskTrend = -1 })}, connect.CodeInvalidArgument, "rules.at_risk_trend"},
+		{"dormant after churned", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.DormantIdleDays = 40 })}, connect.CodeInvalidArgument, "rules.dormant_idle_days"},
+		{"churned over a year", as(wsA), &profilev1.UpdateLifecycleRulesRequest{Rules: with(func(r *profilev1.LifecycleRules) { r.ChurnedIdleDays = 400 })}, connect.CodeInvalidArgument, "rules.churned_idle_days"},
+		{"another workspace", as(wsB), &profilev1.UpdateLifecycleRulesRequest{WorkspaceId: wsA, Rules: defaults}, connect.CodePermissionDenied, ""},
+		{"admin without a workspace", admin, &profilev1.UpdateLifecycleRulesRequest{Rules: defaults}, connect.CodeInvalidArgument, "workspace_id"},
+		{"no principal", context.Background(), &profilev1.UpdateLifecycleRulesRequest{Rules: defaults}, connect.CodeUnauthenticated, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res, err := h.handler.UpdateLifecycleRules(tt.ctx, tt.req)
+			if connect.CodeOf(err) != tt.code || !strings.Contains(fmt.Sprint(err), tt.contains) {
+				t.Fatalf("UpdateLifecycleRules = %v, %v; want %v containing %q", res, err, tt.code, tt.contains)
+			}
+		})
+	}
+	if _, err := h.handler.GetLifecycleRules(as(wsB), &profilev1.GetLifecycleRulesRequest{WorkspaceId: wsA}); connect.CodeOf(err) != connect.CodePermissionDenied {
+		t.Errorf("workspace B GetLifecycleRules(workspace A) = %v, want PermissionDenied", err)
+	}
+
+	// A user who bought but never signed up is new; once the workspace
+	// says buying activates, the sweeper re-stages the user.
+	h.produce(t, track(wsA, "buyer", "", "Bought", 0), track(wsB, "buyer", "", "Bought", 0))
+	stage := func(ws string) string {
+		res, err := h.handler.GetProfile(as(ws), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "buyer"}})
+		if err != nil {
+			return err.Error()
+		}
+		return res.GetProfile().GetStage()
+	}
+	waitFor(t, "both buyers new", func() bool { return stage(wsA) == "new" && stage(wsB) == "new" })
+	custom := with(func(r *profilev1.LifecycleRules) { r.ActivationEvent = "Bought" })
+	upd, err := h.handler.UpdateLifecycleRules(admin, &profilev1.UpdateLifecycleRulesRequest{WorkspaceId: wsA, Rules: custom})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err = h.handler.GetLifecycleRules(as(wsA), &profilev1.GetLifecycleRulesRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(&profilev1.GetLifecycleRulesResponse{Rules: custom, UpdateTime: upd.GetUpdateTime()}, got, protocmp.Transform()); diff != "" {
+		t.Errorf("GetLifecycleRules after the update (-want +got):\n%s", diff)
+	}
+	if got, err := h.handler.GetLifecycleRules(as(wsB), &profilev1.GetLifecycleRulesRequest{}); err != nil || !got.GetDefaults() {
+		t.Errorf("workspace B's rules = %v, %v; want still the defaults", got, err)
+	}
+	waitFor(t, "workspace A's buyer activated", func() bool { return stage(wsA) == "activated" })
+	time.Sleep(200 * time.Millisecond) // several sweeps
+	if s := stage(wsB); s != "new" {
+		t.Errorf("workspace B's buyer is %s, want new: A's rules reached B", s)
 	}
 }

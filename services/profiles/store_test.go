@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	"github.com/whisperhq/whisper/internal/pgtest"
@@ -42,7 +43,7 @@ func TestConcurrentBatchesOnOneProfile(t *testing.T) {
 	for j := range aliases {
 		setup = append(setup, next(event{typ: eventv1.EventType_EVENT_TYPE_TRACK, userID: fmt.Sprintf("x%d", j), name: "X"}))
 	}
-	if _, err := s.applyEvents(ctx, setup); err != nil {
+	if _, err := s.applyEvents(ctx, setup, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	work := make([][][]event, writers+1)
@@ -63,7 +64,7 @@ func TestConcurrentBatchesOnOneProfile(t *testing.T) {
 		wg.Go(func() {
 			for _, b := range w {
 				for {
-					_, err := s.applyEvents(ctx, b)
+					_, err := s.applyEvents(ctx, b, time.Now())
 					if errors.Is(err, errProfileMoved) {
 						continue
 					}
@@ -109,5 +110,26 @@ func TestPurgeApplied(t *testing.T) {
 	left, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil || len(left) != 1 || left[0] != "recent" {
 		t.Errorf("left %v (%v), want [recent]", left, err)
+	}
+}
+
+// TestTunePool: a tuned pool plans every statement for its parameters.
+func TestTunePool(t *testing.T) {
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	TunePool(cfg)
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Close()
+	var mode string
+	if err := pool.QueryRow(context.Background(), `SHOW plan_cache_mode`).Scan(&mode); err != nil {
+		t.Fatal(err)
+	}
+	if mode != "force_custom_plan" {
+		t.Errorf("plan_cache_mode = %s, want force_custom_plan", mode)
 	}
 }

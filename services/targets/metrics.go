@@ -44,7 +44,9 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	defer producer.Close()
 	ingest.New(ingest.Options{Producer: producer, Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
 
-	// Profiles: its consumer's own metrics (its Kafka client registers none).
+	// Profiles: its consumer's own metrics (consumer lag, batches, apply
+	// latency, outcomes, stage transitions, the outbox); its Kafka client
+	// registers none here.
 	profiles.New(profiles.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
 
 	return rec.Catalogue()

@@ -37,6 +37,17 @@ func TestMetricCatalogue(t *testing.T) {
 		// client_id label.
 		{"whisper_kafka_produce_bytes_total", contract.Counter, []string{"client_id", "node_id", "topic"}, 0},
 		{"whisper_kafka_request_duration_e2e_seconds", contract.Histogram, []string{"client_id", "node_id"}, 0},
+		// Profiles: the consumer, the lifecycle and the outbox.
+		{"whisper_profiles_records_total", contract.Counter, []string{"outcome"}, 0},
+		{"whisper_profiles_failures_total", contract.Counter, []string{"operation"}, 0},
+		{"whisper_profiles_consumer_lag_records", contract.Gauge, []string{"partition"}, 0},
+		{"whisper_profiles_batch_records", contract.Histogram, nil, 1024},
+		{"whisper_profiles_apply_duration_seconds", contract.Histogram, nil, 0.001},
+		{"whisper_profiles_stage_transitions_total", contract.Counter, []string{"from", "to"}, 0},
+		{"whisper_profiles_sweep_recomputed_total", contract.Counter, nil, 0},
+		{"whisper_profiles_outbox_published_total", contract.Counter, nil, 0},
+		{"whisper_profiles_outbox_backlog_records", contract.Gauge, nil, 0},
+		{"whisper_profiles_outbox_oldest_age_seconds", contract.Gauge, nil, 0},
 		{"go_goroutines", contract.Gauge, nil, 0},
 		{"process_cpu_seconds_total", contract.Counter, nil, 0},
 	}

@@ -19,7 +19,9 @@ import (
 	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
 	workspacev1 "github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
+	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpctest"
+	"github.com/whisperhq/whisper/services/profiles"
 )
 
 // TestProfilesFromSegmentEvents sends identify, track and alias calls over
@@ -63,7 +65,10 @@ func TestProfilesFromSegmentEvents(t *testing.T) {
 	}
 	client := profilev1connect.NewProfileServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
 	byUser := &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}
-	opts := []cmp.Option{protocmp.Transform(), protocmp.IgnoreFields(&profilev1.Profile{}, "profile_id", "update_time")}
+	// The lifecycle fields depend on the wall clock (the events are dated);
+	// the profiles package tests them on a controlled one.
+	opts := []cmp.Option{protocmp.Transform(), protocmp.IgnoreFields(&profilev1.Profile{}, "profile_id", "update_time",
+		"stage", "stage_time", "engagement_score", "churn_risk", "score_inputs", "rolling_counts")}
 	var diff string
 	for deadline := time.Now().Add(30 * time.Second); ; {
 		got, err := client.GetProfile(ctx, byUser)
@@ -96,6 +101,25 @@ func TestProfilesFromSegmentEvents(t *testing.T) {
 	list, err := client.ListProfiles(ctx, &profilev1.ListProfilesRequest{})
 	if err != nil || len(list.GetProfiles()) != 1 {
 		t.Errorf("ListProfiles = %v, %v; want the one merged profile", list, err)
+	}
+	if got, err := client.GetProfile(ctx, byUser); err != nil || got.GetProfile().GetStage() == "" || got.GetProfile().GetScoreInputs() == nil {
+		t.Errorf("GetProfile(u1) = %v, %v; want a stage and its score inputs", got, err)
+	}
+	// The rolling activity is mirrored to the Redis of --redis-url (its
+	// buckets depend on the wall clock; that it was written does not).
+	rdb := redistest.New(t)
+	waitFor(t, "the redis mirror", func() (bool, string) {
+		got, err := client.GetProfile(ctx, byUser)
+		if err != nil {
+			return false, err.Error()
+		}
+		key := profiles.RollingKey(ids[0], got.GetProfile().GetProfileId())
+		v, err := rdb.HGet(ctx, key, profiles.RollingVersionField).Result()
+		return err == nil && v != "", fmt.Sprintf("%s version %q, %v", key, v, err)
+	})
+	rules, err := client.GetLifecycleRules(ctx, &profilev1.GetLifecycleRulesRequest{})
+	if err != nil || !rules.GetDefaults() || rules.GetRules().GetActivationEvent() != "Signed Up" {
+		t.Errorf("GetLifecycleRules = %v, %v; want the defaults", rules, err)
 	}
 
 	// Another workspace's token reaches none of it.
@@ -187,7 +211,7 @@ func TestListProfilesFilter(t *testing.T) {
 		filter, wantInMessage string
 	}{
 		{`profile.traits.plan ==`, "<input>:1:"},
-		{`profile.stage == "at_risk"`, "undefined field 'stage'"},
+		{`profile.segment == "vip"`, "undefined field 'segment'"},
 		{`profile.user_id`, "must be of type bool"},
 		{`profile.event_counts["Bought"] + 1`, "must be of type bool"},
 	} {

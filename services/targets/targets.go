@@ -21,6 +21,7 @@ import (
 
 	"connectrpc.com/authn"
 	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
@@ -223,14 +224,31 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			return err
 		}
 		defer consumer.Close()
-		if err := kafka.EnsureTopics(ctx, consumer, cfg.Kafka, kafka.TopicEvents, kafka.TopicEventsDLQ); err != nil {
+		if err := kafka.EnsureTopics(ctx, consumer, cfg.Kafka, kafka.TopicEvents, kafka.TopicEventsDLQ, kafka.TopicProfiles); err != nil {
 			return fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
 		}
 		srv.AddCheck("kafka-profiles", consumer.Ping)
+		// Rolling activity is mirrored to Redis for decide's hot path.
+		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
+		profilesRedis := redis.NewClient(rdbOpts)
+		defer profilesRedis.Close()
+		srv.AddCheck("redis-profiles", func(ctx context.Context) error { return profilesRedis.Ping(ctx).Err() })
 
-		profileStore := profiles.NewStore(pool)
+		// The profiles target has a pool of its own, tuned for its
+		// statements (see profiles.TunePool).
+		poolCfg, err := pgxpool.ParseConfig(cfg.DatabaseURL)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		profiles.TunePool(poolCfg)
+		profilesPool, err := pgxpool.NewWithConfig(ctx, poolCfg)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		defer profilesPool.Close()
+		profileStore := profiles.NewStore(profilesPool)
 		svc := profiles.New(profiles.Options{
-			Store: profileStore, Client: consumer, Registerer: reg, Logger: logger.With("target", Profiles),
+			Store: profileStore, Client: consumer, Redis: profilesRedis, Registerer: reg, Logger: logger.With("target", Profiles),
 			TracerProvider: tp,
 		})
 		path, h := profiles.NewHandler(profileStore, logger.With("target", Profiles)).Routes(handlerOpts...)

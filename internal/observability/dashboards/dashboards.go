@@ -32,6 +32,7 @@ func Render() (map[string][]byte, error) {
 		"overview.json": Overview(),
 		"ingest.json":   Ingest(),
 		"business.json": Business(),
+		"profiles.json": Profiles(),
 	}
 	out := map[string][]byte{}
 	for file, b := range builders {

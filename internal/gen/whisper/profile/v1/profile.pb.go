@@ -580,6 +580,327 @@ func (x *ProfileChange) GetMergedProfileIds() []string {
 	return nil
 }
 
+// LifecycleRules say how a workspace's profiles are assigned their
+// lifecycle stage; the profiles package documents how they are applied.
+// Idle time is the time since the profile's last event.
+type LifecycleRules struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The track event whose first occurrence activates a user, e.g.
+	// "Signed Up"; 1-1024 bytes.
+	ActivationEvent string `protobuf:"bytes,1,opt,name=activation_event,json=activationEvent,proto3" json:"activation_event,omitempty"`
+	// A profile not activated stays "new" for this many days after its first
+	// event; 1-365.
+	NewDays int32 `protobuf:"varint,2,opt,name=new_days,json=newDays,proto3" json:"new_days,omitempty"`
+	// Days with events in the last 7 that make a profile "engaged"; 1-7.
+	EngagedActiveDays int32 `protobuf:"varint,3,opt,name=engaged_active_days,json=engagedActiveDays,proto3" json:"engaged_active_days,omitempty"`
+	// Idle days after which a profile is "at_risk"; at least 1, below
+	// dormant_idle_days.
+	AtRiskIdleDays int32 `protobuf:"varint,4,opt,name=at_risk_idle_days,json=atRiskIdleDays,proto3" json:"at_risk_idle_days,omitempty"`
+	// Activity trend (see ScoreInputs.trend) below which a profile is
+	// "at_risk"; 0-1, 0 disables the trend rule.
+	AtRiskTrend float64 `protobuf:"fixed64,5,opt,name=at_risk_trend,json=atRiskTrend,proto3" json:"at_risk_trend,omitempty"`
+	// Idle days after which a profile is "dormant"; below churned_idle_days.
+	DormantIdleDays int32 `protobuf:"varint,6,opt,name=dormant_idle_days,json=dormantIdleDays,proto3" json:"dormant_idle_days,omitempty"`
+	// Idle days after which a profile is "churned"; at most 365.
+	ChurnedIdleDays int32 `protobuf:"varint,7,opt,name=churned_idle_days,json=churnedIdleDays,proto3" json:"churned_idle_days,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *LifecycleRules) Reset() {
+	*x = LifecycleRules{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LifecycleRules) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LifecycleRules) ProtoMessage() {}
+
+func (x *LifecycleRules) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LifecycleRules.ProtoReflect.Descriptor instead.
+func (*LifecycleRules) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *LifecycleRules) GetActivationEvent() string {
+	if x != nil {
+		return x.ActivationEvent
+	}
+	return ""
+}
+
+func (x *LifecycleRules) GetNewDays() int32 {
+	if x != nil {
+		return x.NewDays
+	}
+	return 0
+}
+
+func (x *LifecycleRules) GetEngagedActiveDays() int32 {
+	if x != nil {
+		return x.EngagedActiveDays
+	}
+	return 0
+}
+
+func (x *LifecycleRules) GetAtRiskIdleDays() int32 {
+	if x != nil {
+		return x.AtRiskIdleDays
+	}
+	return 0
+}
+
+func (x *LifecycleRules) GetAtRiskTrend() float64 {
+	if x != nil {
+		return x.AtRiskTrend
+	}
+	return 0
+}
+
+func (x *LifecycleRules) GetDormantIdleDays() int32 {
+	if x != nil {
+		return x.DormantIdleDays
+	}
+	return 0
+}
+
+func (x *LifecycleRules) GetChurnedIdleDays() int32 {
+	if x != nil {
+		return x.ChurnedIdleDays
+	}
+	return 0
+}
+
+type GetLifecycleRulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workspace; empty means the caller's own (an API token's). The
+	// admin token must name one.
+	WorkspaceId   string `protobuf:"bytes,1,opt,name=workspace_id,json=workspaceId,proto3" json:"workspace_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLifecycleRulesRequest) Reset() {
+	*x = GetLifecycleRulesRequest{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLifecycleRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLifecycleRulesRequest) ProtoMessage() {}
+
+func (x *GetLifecycleRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLifecycleRulesRequest.ProtoReflect.Descriptor instead.
+func (*GetLifecycleRulesRequest) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *GetLifecycleRulesRequest) GetWorkspaceId() string {
+	if x != nil {
+		return x.WorkspaceId
+	}
+	return ""
+}
+
+type GetLifecycleRulesResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Rules *LifecycleRules        `protobuf:"bytes,1,opt,name=rules,proto3" json:"rules,omitempty"`
+	// True when the workspace has set no rules and these are the defaults.
+	Defaults bool `protobuf:"varint,2,opt,name=defaults,proto3" json:"defaults,omitempty"`
+	// When the rules were last updated; unset for the defaults.
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetLifecycleRulesResponse) Reset() {
+	*x = GetLifecycleRulesResponse{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetLifecycleRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetLifecycleRulesResponse) ProtoMessage() {}
+
+func (x *GetLifecycleRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetLifecycleRulesResponse.ProtoReflect.Descriptor instead.
+func (*GetLifecycleRulesResponse) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *GetLifecycleRulesResponse) GetRules() *LifecycleRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *GetLifecycleRulesResponse) GetDefaults() bool {
+	if x != nil {
+		return x.Defaults
+	}
+	return false
+}
+
+func (x *GetLifecycleRulesResponse) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
+type UpdateLifecycleRulesRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workspace; empty means the caller's own (an API token's). The
+	// admin token must name one.
+	WorkspaceId string `protobuf:"bytes,1,opt,name=workspace_id,json=workspaceId,proto3" json:"workspace_id,omitempty"`
+	// The new rules, whole: every field must be set to a valid value.
+	Rules         *LifecycleRules `protobuf:"bytes,2,opt,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateLifecycleRulesRequest) Reset() {
+	*x = UpdateLifecycleRulesRequest{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateLifecycleRulesRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateLifecycleRulesRequest) ProtoMessage() {}
+
+func (x *UpdateLifecycleRulesRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateLifecycleRulesRequest.ProtoReflect.Descriptor instead.
+func (*UpdateLifecycleRulesRequest) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *UpdateLifecycleRulesRequest) GetWorkspaceId() string {
+	if x != nil {
+		return x.WorkspaceId
+	}
+	return ""
+}
+
+func (x *UpdateLifecycleRulesRequest) GetRules() *LifecycleRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+type UpdateLifecycleRulesResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Rules         *LifecycleRules        `protobuf:"bytes,1,opt,name=rules,proto3" json:"rules,omitempty"`
+	UpdateTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=update_time,json=updateTime,proto3" json:"update_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UpdateLifecycleRulesResponse) Reset() {
+	*x = UpdateLifecycleRulesResponse{}
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UpdateLifecycleRulesResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UpdateLifecycleRulesResponse) ProtoMessage() {}
+
+func (x *UpdateLifecycleRulesResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UpdateLifecycleRulesResponse.ProtoReflect.Descriptor instead.
+func (*UpdateLifecycleRulesResponse) Descriptor() ([]byte, []int) {
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *UpdateLifecycleRulesResponse) GetRules() *LifecycleRules {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *UpdateLifecycleRulesResponse) GetUpdateTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdateTime
+	}
+	return nil
+}
+
 type GetProfileRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The workspace to read; empty means the caller's own (an API token's).
@@ -596,7 +917,7 @@ type GetProfileRequest struct {
 
 func (x *GetProfileRequest) Reset() {
 	*x = GetProfileRequest{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -608,7 +929,7 @@ func (x *GetProfileRequest) String() string {
 func (*GetProfileRequest) ProtoMessage() {}
 
 func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[4]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -621,7 +942,7 @@ func (x *GetProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileRequest.ProtoReflect.Descriptor instead.
 func (*GetProfileRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{4}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *GetProfileRequest) GetWorkspaceId() string {
@@ -681,7 +1002,7 @@ type GetProfileResponse struct {
 
 func (x *GetProfileResponse) Reset() {
 	*x = GetProfileResponse{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -693,7 +1014,7 @@ func (x *GetProfileResponse) String() string {
 func (*GetProfileResponse) ProtoMessage() {}
 
 func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[5]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -706,7 +1027,7 @@ func (x *GetProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProfileResponse.ProtoReflect.Descriptor instead.
 func (*GetProfileResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{5}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *GetProfileResponse) GetProfile() *Profile {
@@ -746,7 +1067,7 @@ type ListProfilesRequest struct {
 
 func (x *ListProfilesRequest) Reset() {
 	*x = ListProfilesRequest{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -758,7 +1079,7 @@ func (x *ListProfilesRequest) String() string {
 func (*ListProfilesRequest) ProtoMessage() {}
 
 func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[6]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -771,7 +1092,7 @@ func (x *ListProfilesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProfilesRequest.ProtoReflect.Descriptor instead.
 func (*ListProfilesRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{6}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *ListProfilesRequest) GetWorkspaceId() string {
@@ -813,7 +1134,7 @@ type ListProfilesResponse struct {
 
 func (x *ListProfilesResponse) Reset() {
 	*x = ListProfilesResponse{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[7]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -825,7 +1146,7 @@ func (x *ListProfilesResponse) String() string {
 func (*ListProfilesResponse) ProtoMessage() {}
 
 func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[7]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -838,7 +1159,7 @@ func (x *ListProfilesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProfilesResponse.ProtoReflect.Descriptor instead.
 func (*ListProfilesResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{7}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ListProfilesResponse) GetProfiles() []*Profile {
@@ -871,7 +1192,7 @@ type WatchProfileRequest struct {
 
 func (x *WatchProfileRequest) Reset() {
 	*x = WatchProfileRequest{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[8]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -883,7 +1204,7 @@ func (x *WatchProfileRequest) String() string {
 func (*WatchProfileRequest) ProtoMessage() {}
 
 func (x *WatchProfileRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[8]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -896,7 +1217,7 @@ func (x *WatchProfileRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProfileRequest.ProtoReflect.Descriptor instead.
 func (*WatchProfileRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{8}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *WatchProfileRequest) GetWorkspaceId() string {
@@ -956,7 +1277,7 @@ type WatchProfileResponse struct {
 
 func (x *WatchProfileResponse) Reset() {
 	*x = WatchProfileResponse{}
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[9]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -968,7 +1289,7 @@ func (x *WatchProfileResponse) String() string {
 func (*WatchProfileResponse) ProtoMessage() {}
 
 func (x *WatchProfileResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_profile_v1_profile_proto_msgTypes[9]
+	mi := &file_whisper_profile_v1_profile_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -981,7 +1302,7 @@ func (x *WatchProfileResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchProfileResponse.ProtoReflect.Descriptor instead.
 func (*WatchProfileResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{9}
+	return file_whisper_profile_v1_profile_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *WatchProfileResponse) GetProfile() *Profile {
@@ -1055,7 +1376,29 @@ const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\vchange_time\x18\t \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"changeTime\x12,\n" +
 	"\x12merged_profile_ids\x18\n" +
-	" \x03(\tR\x10mergedProfileIds\"|\n" +
+	" \x03(\tR\x10mergedProfileIds\"\xad\x02\n" +
+	"\x0eLifecycleRules\x12)\n" +
+	"\x10activation_event\x18\x01 \x01(\tR\x0factivationEvent\x12\x19\n" +
+	"\bnew_days\x18\x02 \x01(\x05R\anewDays\x12.\n" +
+	"\x13engaged_active_days\x18\x03 \x01(\x05R\x11engagedActiveDays\x12)\n" +
+	"\x11at_risk_idle_days\x18\x04 \x01(\x05R\x0eatRiskIdleDays\x12\"\n" +
+	"\rat_risk_trend\x18\x05 \x01(\x01R\vatRiskTrend\x12*\n" +
+	"\x11dormant_idle_days\x18\x06 \x01(\x05R\x0fdormantIdleDays\x12*\n" +
+	"\x11churned_idle_days\x18\a \x01(\x05R\x0fchurnedIdleDays\"=\n" +
+	"\x18GetLifecycleRulesRequest\x12!\n" +
+	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\"\xae\x01\n" +
+	"\x19GetLifecycleRulesResponse\x128\n" +
+	"\x05rules\x18\x01 \x01(\v2\".whisper.profile.v1.LifecycleRulesR\x05rules\x12\x1a\n" +
+	"\bdefaults\x18\x02 \x01(\bR\bdefaults\x12;\n" +
+	"\vupdate_time\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"z\n" +
+	"\x1bUpdateLifecycleRulesRequest\x12!\n" +
+	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x128\n" +
+	"\x05rules\x18\x02 \x01(\v2\".whisper.profile.v1.LifecycleRulesR\x05rules\"\x95\x01\n" +
+	"\x1cUpdateLifecycleRulesResponse\x128\n" +
+	"\x05rules\x18\x01 \x01(\v2\".whisper.profile.v1.LifecycleRulesR\x05rules\x12;\n" +
+	"\vupdate_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"updateTime\"|\n" +
 	"\x11GetProfileRequest\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x19\n" +
 	"\auser_id\x18\x02 \x01(\tH\x00R\x06userId\x12#\n" +
@@ -1085,12 +1428,14 @@ const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\x19PROFILE_CHANGE_KIND_STAGE\x10\x02\x12\x1e\n" +
 	"\x1aPROFILE_CHANGE_KIND_TRAITS\x10\x03\x12\"\n" +
 	"\x1ePROFILE_CHANGE_KIND_SCORE_BAND\x10\x04\x12\x1e\n" +
-	"\x1aPROFILE_CHANGE_KIND_MERGED\x10\x052\xbb\x02\n" +
+	"\x1aPROFILE_CHANGE_KIND_MERGED\x10\x052\xac\x04\n" +
 	"\x0eProfileService\x12]\n" +
 	"\n" +
 	"GetProfile\x12%.whisper.profile.v1.GetProfileRequest\x1a&.whisper.profile.v1.GetProfileResponse\"\x00\x12c\n" +
 	"\fListProfiles\x12'.whisper.profile.v1.ListProfilesRequest\x1a(.whisper.profile.v1.ListProfilesResponse\"\x00\x12e\n" +
-	"\fWatchProfile\x12'.whisper.profile.v1.WatchProfileRequest\x1a(.whisper.profile.v1.WatchProfileResponse\"\x000\x01B\xd8\x01\n" +
+	"\fWatchProfile\x12'.whisper.profile.v1.WatchProfileRequest\x1a(.whisper.profile.v1.WatchProfileResponse\"\x000\x01\x12r\n" +
+	"\x11GetLifecycleRules\x12,.whisper.profile.v1.GetLifecycleRulesRequest\x1a-.whisper.profile.v1.GetLifecycleRulesResponse\"\x00\x12{\n" +
+	"\x14UpdateLifecycleRules\x12/.whisper.profile.v1.UpdateLifecycleRulesRequest\x1a0.whisper.profile.v1.UpdateLifecycleRulesResponse\"\x00B\xd8\x01\n" +
 	"\x16com.whisper.profile.v1B\fProfileProtoP\x01ZFgithub.com/whisperhq/whisper/internal/gen/whisper/profile/v1;profilev1\xa2\x02\x03WPX\xaa\x02\x12Whisper.Profile.V1\xca\x02\x12Whisper\\Profile\\V1\xe2\x02\x1eWhisper\\Profile\\V1\\GPBMetadata\xea\x02\x14Whisper::Profile::V1b\x06proto3"
 
 var (
@@ -1106,55 +1451,69 @@ func file_whisper_profile_v1_profile_proto_rawDescGZIP() []byte {
 }
 
 var file_whisper_profile_v1_profile_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_whisper_profile_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_whisper_profile_v1_profile_proto_msgTypes = make([]protoimpl.MessageInfo, 18)
 var file_whisper_profile_v1_profile_proto_goTypes = []any{
-	(ProfileChangeKind)(0),        // 0: whisper.profile.v1.ProfileChangeKind
-	(*Profile)(nil),               // 1: whisper.profile.v1.Profile
-	(*WindowCounts)(nil),          // 2: whisper.profile.v1.WindowCounts
-	(*ScoreInputs)(nil),           // 3: whisper.profile.v1.ScoreInputs
-	(*ProfileChange)(nil),         // 4: whisper.profile.v1.ProfileChange
-	(*GetProfileRequest)(nil),     // 5: whisper.profile.v1.GetProfileRequest
-	(*GetProfileResponse)(nil),    // 6: whisper.profile.v1.GetProfileResponse
-	(*ListProfilesRequest)(nil),   // 7: whisper.profile.v1.ListProfilesRequest
-	(*ListProfilesResponse)(nil),  // 8: whisper.profile.v1.ListProfilesResponse
-	(*WatchProfileRequest)(nil),   // 9: whisper.profile.v1.WatchProfileRequest
-	(*WatchProfileResponse)(nil),  // 10: whisper.profile.v1.WatchProfileResponse
-	nil,                           // 11: whisper.profile.v1.Profile.EventCountsEntry
-	nil,                           // 12: whisper.profile.v1.Profile.LastEventTimesEntry
-	nil,                           // 13: whisper.profile.v1.Profile.RollingCountsEntry
-	(*structpb.Struct)(nil),       // 14: google.protobuf.Struct
-	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(ProfileChangeKind)(0),               // 0: whisper.profile.v1.ProfileChangeKind
+	(*Profile)(nil),                      // 1: whisper.profile.v1.Profile
+	(*WindowCounts)(nil),                 // 2: whisper.profile.v1.WindowCounts
+	(*ScoreInputs)(nil),                  // 3: whisper.profile.v1.ScoreInputs
+	(*ProfileChange)(nil),                // 4: whisper.profile.v1.ProfileChange
+	(*LifecycleRules)(nil),               // 5: whisper.profile.v1.LifecycleRules
+	(*GetLifecycleRulesRequest)(nil),     // 6: whisper.profile.v1.GetLifecycleRulesRequest
+	(*GetLifecycleRulesResponse)(nil),    // 7: whisper.profile.v1.GetLifecycleRulesResponse
+	(*UpdateLifecycleRulesRequest)(nil),  // 8: whisper.profile.v1.UpdateLifecycleRulesRequest
+	(*UpdateLifecycleRulesResponse)(nil), // 9: whisper.profile.v1.UpdateLifecycleRulesResponse
+	(*GetProfileRequest)(nil),            // 10: whisper.profile.v1.GetProfileRequest
+	(*GetProfileResponse)(nil),           // 11: whisper.profile.v1.GetProfileResponse
+	(*ListProfilesRequest)(nil),          // 12: whisper.profile.v1.ListProfilesRequest
+	(*ListProfilesResponse)(nil),         // 13: whisper.profile.v1.ListProfilesResponse
+	(*WatchProfileRequest)(nil),          // 14: whisper.profile.v1.WatchProfileRequest
+	(*WatchProfileResponse)(nil),         // 15: whisper.profile.v1.WatchProfileResponse
+	nil,                                  // 16: whisper.profile.v1.Profile.EventCountsEntry
+	nil,                                  // 17: whisper.profile.v1.Profile.LastEventTimesEntry
+	nil,                                  // 18: whisper.profile.v1.Profile.RollingCountsEntry
+	(*structpb.Struct)(nil),              // 19: google.protobuf.Struct
+	(*timestamppb.Timestamp)(nil),        // 20: google.protobuf.Timestamp
 }
 var file_whisper_profile_v1_profile_proto_depIdxs = []int32{
-	14, // 0: whisper.profile.v1.Profile.traits:type_name -> google.protobuf.Struct
-	15, // 1: whisper.profile.v1.Profile.first_seen_time:type_name -> google.protobuf.Timestamp
-	15, // 2: whisper.profile.v1.Profile.last_seen_time:type_name -> google.protobuf.Timestamp
-	11, // 3: whisper.profile.v1.Profile.event_counts:type_name -> whisper.profile.v1.Profile.EventCountsEntry
-	12, // 4: whisper.profile.v1.Profile.last_event_times:type_name -> whisper.profile.v1.Profile.LastEventTimesEntry
-	15, // 5: whisper.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
-	15, // 6: whisper.profile.v1.Profile.stage_time:type_name -> google.protobuf.Timestamp
+	19, // 0: whisper.profile.v1.Profile.traits:type_name -> google.protobuf.Struct
+	20, // 1: whisper.profile.v1.Profile.first_seen_time:type_name -> google.protobuf.Timestamp
+	20, // 2: whisper.profile.v1.Profile.last_seen_time:type_name -> google.protobuf.Timestamp
+	16, // 3: whisper.profile.v1.Profile.event_counts:type_name -> whisper.profile.v1.Profile.EventCountsEntry
+	17, // 4: whisper.profile.v1.Profile.last_event_times:type_name -> whisper.profile.v1.Profile.LastEventTimesEntry
+	20, // 5: whisper.profile.v1.Profile.update_time:type_name -> google.protobuf.Timestamp
+	20, // 6: whisper.profile.v1.Profile.stage_time:type_name -> google.protobuf.Timestamp
 	3,  // 7: whisper.profile.v1.Profile.score_inputs:type_name -> whisper.profile.v1.ScoreInputs
-	13, // 8: whisper.profile.v1.Profile.rolling_counts:type_name -> whisper.profile.v1.Profile.RollingCountsEntry
-	15, // 9: whisper.profile.v1.ScoreInputs.computed_time:type_name -> google.protobuf.Timestamp
+	18, // 8: whisper.profile.v1.Profile.rolling_counts:type_name -> whisper.profile.v1.Profile.RollingCountsEntry
+	20, // 9: whisper.profile.v1.ScoreInputs.computed_time:type_name -> google.protobuf.Timestamp
 	0,  // 10: whisper.profile.v1.ProfileChange.kinds:type_name -> whisper.profile.v1.ProfileChangeKind
 	1,  // 11: whisper.profile.v1.ProfileChange.profile:type_name -> whisper.profile.v1.Profile
-	15, // 12: whisper.profile.v1.ProfileChange.change_time:type_name -> google.protobuf.Timestamp
-	1,  // 13: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
-	1,  // 14: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
-	1,  // 15: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
-	15, // 16: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
-	2,  // 17: whisper.profile.v1.Profile.RollingCountsEntry.value:type_name -> whisper.profile.v1.WindowCounts
-	5,  // 18: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
-	7,  // 19: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
-	9,  // 20: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
-	6,  // 21: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
-	8,  // 22: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
-	10, // 23: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	20, // 12: whisper.profile.v1.ProfileChange.change_time:type_name -> google.protobuf.Timestamp
+	5,  // 13: whisper.profile.v1.GetLifecycleRulesResponse.rules:type_name -> whisper.profile.v1.LifecycleRules
+	20, // 14: whisper.profile.v1.GetLifecycleRulesResponse.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 15: whisper.profile.v1.UpdateLifecycleRulesRequest.rules:type_name -> whisper.profile.v1.LifecycleRules
+	5,  // 16: whisper.profile.v1.UpdateLifecycleRulesResponse.rules:type_name -> whisper.profile.v1.LifecycleRules
+	20, // 17: whisper.profile.v1.UpdateLifecycleRulesResponse.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 18: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	1,  // 19: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
+	1,  // 20: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	20, // 21: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
+	2,  // 22: whisper.profile.v1.Profile.RollingCountsEntry.value:type_name -> whisper.profile.v1.WindowCounts
+	10, // 23: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
+	12, // 24: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
+	14, // 25: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
+	6,  // 26: whisper.profile.v1.ProfileService.GetLifecycleRules:input_type -> whisper.profile.v1.GetLifecycleRulesRequest
+	8,  // 27: whisper.profile.v1.ProfileService.UpdateLifecycleRules:input_type -> whisper.profile.v1.UpdateLifecycleRulesRequest
+	11, // 28: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
+	13, // 29: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
+	15, // 30: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
+	7,  // 31: whisper.profile.v1.ProfileService.GetLifecycleRules:output_type -> whisper.profile.v1.GetLifecycleRulesResponse
+	9,  // 32: whisper.profile.v1.ProfileService.UpdateLifecycleRules:output_type -> whisper.profile.v1.UpdateLifecycleRulesResponse
+	28, // [28:33] is the sub-list for method output_type
+	23, // [23:28] is the sub-list for method input_type
+	23, // [23:23] is the sub-list for extension type_name
+	23, // [23:23] is the sub-list for extension extendee
+	0,  // [0:23] is the sub-list for field type_name
 }
 
 func init() { file_whisper_profile_v1_profile_proto_init() }
@@ -1162,11 +1521,11 @@ func file_whisper_profile_v1_profile_proto_init() {
 	if File_whisper_profile_v1_profile_proto != nil {
 		return
 	}
-	file_whisper_profile_v1_profile_proto_msgTypes[4].OneofWrappers = []any{
+	file_whisper_profile_v1_profile_proto_msgTypes[9].OneofWrappers = []any{
 		(*GetProfileRequest_UserId)(nil),
 		(*GetProfileRequest_AnonymousId)(nil),
 	}
-	file_whisper_profile_v1_profile_proto_msgTypes[8].OneofWrappers = []any{
+	file_whisper_profile_v1_profile_proto_msgTypes[13].OneofWrappers = []any{
 		(*WatchProfileRequest_UserId)(nil),
 		(*WatchProfileRequest_AnonymousId)(nil),
 	}
@@ -1176,7 +1535,7 @@ func file_whisper_profile_v1_profile_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_whisper_profile_v1_profile_proto_rawDesc), len(file_whisper_profile_v1_profile_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   13,
+			NumMessages:   18,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

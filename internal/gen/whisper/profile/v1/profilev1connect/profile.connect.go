@@ -42,6 +42,12 @@ const (
 	// ProfileServiceWatchProfileProcedure is the fully-qualified name of the ProfileService's
 	// WatchProfile RPC.
 	ProfileServiceWatchProfileProcedure = "/whisper.profile.v1.ProfileService/WatchProfile"
+	// ProfileServiceGetLifecycleRulesProcedure is the fully-qualified name of the ProfileService's
+	// GetLifecycleRules RPC.
+	ProfileServiceGetLifecycleRulesProcedure = "/whisper.profile.v1.ProfileService/GetLifecycleRules"
+	// ProfileServiceUpdateLifecycleRulesProcedure is the fully-qualified name of the ProfileService's
+	// UpdateLifecycleRules RPC.
+	ProfileServiceUpdateLifecycleRulesProcedure = "/whisper.profile.v1.ProfileService/UpdateLifecycleRules"
 )
 
 // ProfileServiceClient is a client for the whisper.profile.v1.ProfileService service.
@@ -63,6 +69,14 @@ type ProfileServiceClient interface {
 	// applied by another replica's consumer (other Kafka partitions) are not
 	// seen until a change applied by this replica touches the profile.
 	WatchProfile(context.Context, *v1.WatchProfileRequest) (*connect.ServerStreamForClient[v1.WatchProfileResponse], error)
+	// GetLifecycleRules returns the rules that assign lifecycle stages in a
+	// workspace: its own, or the defaults when it has set none.
+	GetLifecycleRules(context.Context, *v1.GetLifecycleRulesRequest) (*v1.GetLifecycleRulesResponse, error)
+	// UpdateLifecycleRules replaces a workspace's lifecycle rules. Every
+	// profile of the workspace is re-staged by the new rules shortly after
+	// (by the profiles target's sweeper), not only on its next event. An
+	// invalid rule is InvalidArgument naming its field.
+	UpdateLifecycleRules(context.Context, *v1.UpdateLifecycleRulesRequest) (*v1.UpdateLifecycleRulesResponse, error)
 }
 
 // NewProfileServiceClient constructs a client for the whisper.profile.v1.ProfileService service. By
@@ -94,14 +108,28 @@ func NewProfileServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(profileServiceMethods.ByName("WatchProfile")),
 			connect.WithClientOptions(opts...),
 		),
+		getLifecycleRules: connect.NewClient[v1.GetLifecycleRulesRequest, v1.GetLifecycleRulesResponse](
+			httpClient,
+			baseURL+ProfileServiceGetLifecycleRulesProcedure,
+			connect.WithSchema(profileServiceMethods.ByName("GetLifecycleRules")),
+			connect.WithClientOptions(opts...),
+		),
+		updateLifecycleRules: connect.NewClient[v1.UpdateLifecycleRulesRequest, v1.UpdateLifecycleRulesResponse](
+			httpClient,
+			baseURL+ProfileServiceUpdateLifecycleRulesProcedure,
+			connect.WithSchema(profileServiceMethods.ByName("UpdateLifecycleRules")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // profileServiceClient implements ProfileServiceClient.
 type profileServiceClient struct {
-	getProfile   *connect.Client[v1.GetProfileRequest, v1.GetProfileResponse]
-	listProfiles *connect.Client[v1.ListProfilesRequest, v1.ListProfilesResponse]
-	watchProfile *connect.Client[v1.WatchProfileRequest, v1.WatchProfileResponse]
+	getProfile           *connect.Client[v1.GetProfileRequest, v1.GetProfileResponse]
+	listProfiles         *connect.Client[v1.ListProfilesRequest, v1.ListProfilesResponse]
+	watchProfile         *connect.Client[v1.WatchProfileRequest, v1.WatchProfileResponse]
+	getLifecycleRules    *connect.Client[v1.GetLifecycleRulesRequest, v1.GetLifecycleRulesResponse]
+	updateLifecycleRules *connect.Client[v1.UpdateLifecycleRulesRequest, v1.UpdateLifecycleRulesResponse]
 }
 
 // GetProfile calls whisper.profile.v1.ProfileService.GetProfile.
@@ -127,6 +155,24 @@ func (c *profileServiceClient) WatchProfile(ctx context.Context, req *v1.WatchPr
 	return c.watchProfile.CallServerStream(ctx, connect.NewRequest(req))
 }
 
+// GetLifecycleRules calls whisper.profile.v1.ProfileService.GetLifecycleRules.
+func (c *profileServiceClient) GetLifecycleRules(ctx context.Context, req *v1.GetLifecycleRulesRequest) (*v1.GetLifecycleRulesResponse, error) {
+	response, err := c.getLifecycleRules.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
+// UpdateLifecycleRules calls whisper.profile.v1.ProfileService.UpdateLifecycleRules.
+func (c *profileServiceClient) UpdateLifecycleRules(ctx context.Context, req *v1.UpdateLifecycleRulesRequest) (*v1.UpdateLifecycleRulesResponse, error) {
+	response, err := c.updateLifecycleRules.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // ProfileServiceHandler is an implementation of the whisper.profile.v1.ProfileService service.
 type ProfileServiceHandler interface {
 	// GetProfile returns the profile of one user, found by user id or by any
@@ -146,6 +192,14 @@ type ProfileServiceHandler interface {
 	// applied by another replica's consumer (other Kafka partitions) are not
 	// seen until a change applied by this replica touches the profile.
 	WatchProfile(context.Context, *v1.WatchProfileRequest, *connect.ServerStream[v1.WatchProfileResponse]) error
+	// GetLifecycleRules returns the rules that assign lifecycle stages in a
+	// workspace: its own, or the defaults when it has set none.
+	GetLifecycleRules(context.Context, *v1.GetLifecycleRulesRequest) (*v1.GetLifecycleRulesResponse, error)
+	// UpdateLifecycleRules replaces a workspace's lifecycle rules. Every
+	// profile of the workspace is re-staged by the new rules shortly after
+	// (by the profiles target's sweeper), not only on its next event. An
+	// invalid rule is InvalidArgument naming its field.
+	UpdateLifecycleRules(context.Context, *v1.UpdateLifecycleRulesRequest) (*v1.UpdateLifecycleRulesResponse, error)
 }
 
 // NewProfileServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -173,6 +227,18 @@ func NewProfileServiceHandler(svc ProfileServiceHandler, opts ...connect.Handler
 		connect.WithSchema(profileServiceMethods.ByName("WatchProfile")),
 		connect.WithHandlerOptions(opts...),
 	)
+	profileServiceGetLifecycleRulesHandler := connect.NewUnaryHandlerSimple(
+		ProfileServiceGetLifecycleRulesProcedure,
+		svc.GetLifecycleRules,
+		connect.WithSchema(profileServiceMethods.ByName("GetLifecycleRules")),
+		connect.WithHandlerOptions(opts...),
+	)
+	profileServiceUpdateLifecycleRulesHandler := connect.NewUnaryHandlerSimple(
+		ProfileServiceUpdateLifecycleRulesProcedure,
+		svc.UpdateLifecycleRules,
+		connect.WithSchema(profileServiceMethods.ByName("UpdateLifecycleRules")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/whisper.profile.v1.ProfileService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case ProfileServiceGetProfileProcedure:
@@ -181,6 +247,10 @@ func NewProfileServiceHandler(svc ProfileServiceHandler, opts ...connect.Handler
 			profileServiceListProfilesHandler.ServeHTTP(w, r)
 		case ProfileServiceWatchProfileProcedure:
 			profileServiceWatchProfileHandler.ServeHTTP(w, r)
+		case ProfileServiceGetLifecycleRulesProcedure:
+			profileServiceGetLifecycleRulesHandler.ServeHTTP(w, r)
+		case ProfileServiceUpdateLifecycleRulesProcedure:
+			profileServiceUpdateLifecycleRulesHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -200,4 +270,12 @@ func (UnimplementedProfileServiceHandler) ListProfiles(context.Context, *v1.List
 
 func (UnimplementedProfileServiceHandler) WatchProfile(context.Context, *v1.WatchProfileRequest, *connect.ServerStream[v1.WatchProfileResponse]) error {
 	return connect.NewError(connect.CodeUnimplemented, errors.New("whisper.profile.v1.ProfileService.WatchProfile is not implemented"))
+}
+
+func (UnimplementedProfileServiceHandler) GetLifecycleRules(context.Context, *v1.GetLifecycleRulesRequest) (*v1.GetLifecycleRulesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("whisper.profile.v1.ProfileService.GetLifecycleRules is not implemented"))
+}
+
+func (UnimplementedProfileServiceHandler) UpdateLifecycleRules(context.Context, *v1.UpdateLifecycleRulesRequest) (*v1.UpdateLifecycleRulesResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("whisper.profile.v1.ProfileService.UpdateLifecycleRules is not implemented"))
 }
