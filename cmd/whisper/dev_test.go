@@ -128,6 +128,20 @@ func TestDevServesAndCounts(t *testing.T) {
 	if _, ok := got["whisper_ingest_producer_buffered_records"]; !ok {
 		t.Error("whisper_ingest_producer_buffered_records missing")
 	}
+	// Every pool Run builds is collected; the main pool, which
+	// authenticated these requests, has moved. (Redis stays unused here:
+	// events without a messageId need no dedup lookup.)
+	for _, series := range []string{
+		`whisper_pgxpool_max_connections{pool="main"}`,
+		`whisper_pgxpool_max_connections{pool="profiles"}`,
+		`whisper_redis_pool_max_connections{client="ingest"}`,
+		`whisper_redis_pool_max_connections{client="profiles"}`,
+		`whisper_pgxpool_acquires_total{pool="main"}`,
+	} {
+		if got[series] <= 0 {
+			t.Errorf("%s = %v, want > 0", series, got[series])
+		}
+	}
 }
 
 // scrape reads a Prometheus text exposition into series -> value.

@@ -1,9 +1,13 @@
-// Package telemetry holds the Prometheus registry of a process and the RED
-// instrumentation (rate, errors, duration) shared by every RPC and HTTP route.
+// Package telemetry holds the Prometheus registry of a process, the RED
+// instrumentation (rate, errors, duration) shared by every RPC and HTTP
+// route, and the collectors of the connection pools a process builds
+// (pgxpool as whisper_pgxpool_*, go-redis as whisper_redis_pool_*), read
+// at scrape time so they cost nothing per query.
 //
 // Labels are bounded by construction: RPCs are labelled by procedure (a fixed
 // set per binary) and HTTP routes by the route pattern they were registered
-// under, never by raw path, user or workspace.
+// under, never by raw path, user or workspace. Pools are labelled by the
+// fixed name the process gives each one.
 package telemetry
 
 import (

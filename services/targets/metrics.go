@@ -1,9 +1,13 @@
 package targets
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/whisperhq/whisper/internal/config"
 	"github.com/whisperhq/whisper/internal/kafka"
@@ -48,6 +52,24 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	// latency, outcomes, stage transitions, the outbox); its Kafka client
 	// registers none here.
 	profiles.New(profiles.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
+
+	// Connection pools, under the names Run gives them. Neither pgxpool
+	// (no MinConns) nor go-redis dials before its first use.
+	poolCfg, err := pgxpool.ParseConfig("postgres://catalogue@127.0.0.1:1/catalogue")
+	if err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.NewWithConfig(context.Background(), poolCfg)
+	if err != nil {
+		return nil, err
+	}
+	defer pool.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer rdb.Close()
+	rec.MustRegister(
+		telemetry.NewPgxPoolCollector("main", pool), telemetry.NewPgxPoolCollector(Profiles, pool),
+		telemetry.NewRedisPoolCollector(Ingest, rdb), telemetry.NewRedisPoolCollector(Profiles, rdb),
+	)
 
 	return rec.Catalogue()
 }

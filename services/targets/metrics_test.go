@@ -48,6 +48,12 @@ func TestMetricCatalogue(t *testing.T) {
 		{"whisper_profiles_outbox_published_total", contract.Counter, nil, 0},
 		{"whisper_profiles_outbox_backlog_records", contract.Gauge, nil, 0},
 		{"whisper_profiles_outbox_oldest_age_seconds", contract.Gauge, nil, 0},
+		// Connection pools, read at scrape time by telemetry's collectors.
+		{"whisper_pgxpool_acquired_connections", contract.Gauge, []string{"pool"}, 0},
+		{"whisper_pgxpool_empty_acquires_total", contract.Counter, []string{"pool"}, 0},
+		{"whisper_pgxpool_destroyed_connections_total", contract.Counter, []string{"pool", "reason"}, 0},
+		{"whisper_redis_pool_timeouts_total", contract.Counter, []string{"client"}, 0},
+		{"whisper_redis_pool_connections", contract.Gauge, []string{"client"}, 0},
 		{"go_goroutines", contract.Gauge, nil, 0},
 		{"process_cpu_seconds_total", contract.Counter, nil, 0},
 	}

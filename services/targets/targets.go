@@ -163,6 +163,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		return fmt.Errorf("--database-url: %w", err)
 	}
 	defer pool.Close()
+	reg.MustRegister(telemetry.NewPgxPoolCollector("main", pool))
 	if err := postgres.Migrate(ctx, pool, workspace.Migrations, logger); err != nil {
 		return err
 	}
@@ -184,6 +185,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
 		rdb := redis.NewClient(rdbOpts)
 		defer rdb.Close()
+		reg.MustRegister(telemetry.NewRedisPoolCollector(Ingest, rdb))
 		srv.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 
 		producer, err := kafka.NewClient(cfg.Kafka, Ingest, reg)
@@ -232,6 +234,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
 		profilesRedis := redis.NewClient(rdbOpts)
 		defer profilesRedis.Close()
+		reg.MustRegister(telemetry.NewRedisPoolCollector(Profiles, profilesRedis))
 		srv.AddCheck("redis-profiles", func(ctx context.Context) error { return profilesRedis.Ping(ctx).Err() })
 
 		// The profiles target has a pool of its own, tuned for its
@@ -246,6 +249,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			return fmt.Errorf("--database-url: %w", err)
 		}
 		defer profilesPool.Close()
+		reg.MustRegister(telemetry.NewPgxPoolCollector(Profiles, profilesPool))
 		profileStore := profiles.NewStore(profilesPool)
 		svc := profiles.New(profiles.Options{
 			Store: profileStore, Client: consumer, Redis: profilesRedis, Registerer: reg, Logger: logger.With("target", Profiles),
