@@ -82,11 +82,11 @@ func Overview() *dashboard.DashboardBuilder {
 }
 
 // Ingest is the ingest target's service dashboard: RED per route and
-// procedure, what happens to events, the producer, the Kafka client and
-// the runtime.
+// procedure, what happens to events, the producer, the Kafka client, the
+// saturation of its PostgreSQL and Redis pools, and the runtime.
 func Ingest() *dashboard.DashboardBuilder {
-	return withNamespace(newDashboard("whisper-ingest", "Whisper / Ingest",
-		"The ingest target: Segment HTTP routes and Connect IngestService, event outcomes, dedup, the whisper.events producer, its Kafka client and the Go runtime.", "ingest")).
+	b := withNamespace(newDashboard("whisper-ingest", "Whisper / Ingest",
+		"The ingest target: Segment HTTP routes and Connect IngestService, event outcomes, dedup, the whisper.events producer, its Kafka client, its PostgreSQL and Redis pools and the Go runtime.", "ingest")).
 		WithRow(row("Requests (RED)")).
 		WithPanel(panel{title: "HTTP requests by route and code", unit: units.RequestsPerSecond, width: 8,
 			description: "Segment-compatible HTTP requests per second, by route and status code.",
@@ -151,7 +151,10 @@ func Ingest() *dashboard.DashboardBuilder {
 				query(`sum by (node_id) (rate(whisper_kafka_connect_errors_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "connect {{node_id}}"),
 				query(`sum by (node_id) (rate(whisper_kafka_write_errors_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "write {{node_id}}"),
 				query(`sum by (node_id) (rate(whisper_kafka_read_errors_total{`+ns+`,`+ingestClientID+`}[$__rate_interval]))`, "read {{node_id}}"),
-			)}.timeseries()).
+			)}.timeseries())
+	// Ingest processes use the main pool (write keys) and their own
+	// Redis client (the dedup window).
+	return withDependencies(b, `pool="main"`, `client="ingest"`).
 		WithRow(row("Runtime")).
 		WithPanel(panel{title: "CPU", unit: units.Short, width: 6,
 			description: "CPU cores used per pod, as the process sees it and as the container is charged (cAdvisor).",

@@ -11,12 +11,12 @@ const profileProcs = `procedure=~"/whisper[.]profile[.]v1[.]ProfileService/.+"`
 
 // Profiles is the profiles target's service dashboard: how far its
 // consumer is behind whisper.events and how fast it applies, what happens
-// to records, the lifecycle it computes, the whisper.profiles outbox and
-// the ProfileService.
+// to records, the lifecycle it computes, the whisper.profiles outbox, the
+// ProfileService and the saturation of its PostgreSQL and Redis pools.
 func Profiles() *dashboard.DashboardBuilder {
 	green, orange, red := "green", "orange", "red"
-	return withNamespace(newDashboard("whisper-profiles", "Whisper / Profiles",
-		"The profiles target: its whisper.events consumer (lag, batches, apply latency, outcomes, retries), lifecycle stages, the whisper.profiles outbox and the ProfileService.", "profiles")).
+	b := withNamespace(newDashboard("whisper-profiles", "Whisper / Profiles",
+		"The profiles target: its whisper.events consumer (lag, batches, apply latency, outcomes, retries), lifecycle stages, the whisper.profiles outbox, the ProfileService and its PostgreSQL and Redis pools.", "profiles")).
 		WithRow(row("Consumer (whisper.events)")).
 		WithPanel(panel{title: "Consumer lag by partition", unit: units.Short, width: 8,
 			description: "Records of whisper.events behind each partition's high watermark after the last applied batch. Growing lag means profiles (and decisions) fall behind ingestion: check apply latency and failures.",
@@ -71,4 +71,7 @@ func Profiles() *dashboard.DashboardBuilder {
 		WithPanel(panel{title: "RPC p99 latency by procedure", unit: units.Seconds, width: 12,
 			description: "99th percentile time to handle a ProfileService call (streams: their whole life). ListProfiles with a filter scans up to 10,000 profiles.",
 			queries:     q(query(`histogram_quantile(0.99, sum by (procedure, le) (rate(whisper_rpc_request_duration_seconds_bucket{`+ns+`,`+profileProcs+`}[$__rate_interval])))`, "{{procedure}}"))}.timeseries())
+	// The profiles pool carries the consumer and the ProfileService; the
+	// main pool authenticates callers.
+	return withDependencies(b, `pool=~"main|profiles"`, `client="profiles"`)
 }
