@@ -20,7 +20,8 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
 )
 
-// The SLOs of the public ingestion APIs, as recorded by alerts/slo.yaml.
+// The SLOs of the public APIs (ingestion and the ProfileService), as
+// recorded by alerts/slo.yaml.
 const (
 	AvailabilityObjective = 0.9995
 	LatencyObjective      = 0.99

@@ -20,15 +20,16 @@ const (
 	ingestClientID = `client_id="whisper-ingest"`
 )
 
-// Overview is the first page on call: are the public APIs meeting their
-// SLOs, how much error budget is left, and how much traffic is there.
+// Overview is the first page on call: are the public APIs (ingestion and
+// the ProfileService) meeting their SLOs, how much error budget is left,
+// and how much traffic is there.
 func Overview() *dashboard.DashboardBuilder {
 	availBudget := 1 - AvailabilityObjective
 	latencyBudget := 1 - LatencyObjective
 	green, red, orange := "green", "red", "orange"
-	return newDashboard("whisper-overview", "Whisper / Overview",
-		"SLOs of the public ingestion APIs (Segment HTTP and Connect IngestService), error budgets and traffic. Start here when paged.", "slo").
-		WithRow(row("Service level objectives")).
+	b := newDashboard("whisper-overview", "Whisper / Overview",
+		"SLOs of the public APIs (ingestion: Segment HTTP and Connect IngestService; the ProfileService), error budgets and traffic. Start here when paged.", "slo").
+		WithRow(row("Ingestion SLOs")).
 		WithPanel(panel{title: "Availability (30 days)", unit: units.PercentUnit,
 			description: fmt.Sprintf("Share of ingestion requests over the last 30 days that did not fail on our side (HTTP 5xx, Connect unavailable/internal/unknown/deadline_exceeded/data_loss). Objective %.2f%%.", AvailabilityObjective*100),
 			queries:     q(query(`1 - slo:sli_error:ratio_rate30d{`+sloAvail+`}`, "availability"))}.
@@ -56,7 +57,8 @@ func Overview() *dashboard.DashboardBuilder {
 			queries: q(
 				query(`slo:sli_error:ratio_rate5m{`+sloAvail+`}`, "availability errors"),
 				query(`slo:sli_error:ratio_rate5m{`+sloLatency+`}`, "too slow"),
-			)}.timeseries()).
+			)}.timeseries())
+	return withProfileSLOs(b).
 		WithRow(row("Traffic")).
 		WithPanel(panel{title: "Requests per second", unit: units.RequestsPerSecond,
 			description: "Requests to the public APIs: Segment HTTP routes and Connect procedures (ingestion and workspace management).",
