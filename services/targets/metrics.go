@@ -9,6 +9,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/observability/contract"
 	"github.com/whisperhq/whisper/internal/telemetry"
+	"github.com/whisperhq/whisper/services/content"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
@@ -48,6 +49,9 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	// latency, outcomes, stage transitions, the outbox); its Kafka client
 	// registers none here.
 	profiles.New(profiles.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
+
+	// Content: renders by channel and outcome, render latency, cache.
+	content.New(content.Options{Registerer: rec})
 
 	return rec.Catalogue()
 }
