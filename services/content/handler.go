@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 
@@ -53,7 +54,7 @@ func (h *Handler) CreateTemplate(ctx context.Context, req *contentv1.CreateTempl
 		return nil, invalid("template", "required")
 	}
 	if err := h.renderer.Check(req.GetTemplate()); err != nil {
-		return nil, h.toConnect(ctx, "create template", err)
+		return nil, definitionError(err)
 	}
 	t, err := h.renderer.store.create(ctx, ws, req.GetTemplate())
 	if err != nil {
@@ -75,7 +76,7 @@ func (h *Handler) UpdateTemplate(ctx context.Context, req *contentv1.UpdateTempl
 		return nil, invalid("template.template_id", "not a template id")
 	}
 	if err := h.renderer.Check(req.GetTemplate()); err != nil {
-		return nil, h.toConnect(ctx, "update template", err)
+		return nil, definitionError(err)
 	}
 	t, err := h.renderer.store.update(ctx, ws, req.GetTemplate())
 	if err != nil {
@@ -176,6 +177,16 @@ func (h *Handler) Preview(ctx context.Context, req *contentv1.PreviewRequest) (*
 		return nil, h.toConnect(ctx, "preview", err)
 	}
 	return resp, nil
+}
+
+// definitionError is the InvalidArgument of a template being written: a
+// Liquid error names the part as a request field.
+func definitionError(err error) error {
+	var te *TemplateError
+	if errors.As(err, &te) {
+		return connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("%s: %w", te.Field(), err))
+	}
+	return connect.NewError(connect.CodeInvalidArgument, err)
 }
 
 // toConnect maps the package's errors to connect codes: the one place

@@ -63,6 +63,19 @@ type TemplateError struct {
 	Message  string
 }
 
+// Field is the request field of the part, for a template being written:
+// "template.locales[pt-BR].html", "template.locales[en].data[url]".
+func (e *TemplateError) Field() string {
+	locale, part, _ := strings.Cut(e.Part, "/")
+	if key, ok := strings.CutPrefix(part, "data."); ok {
+		return "template.locales[" + locale + "].data[" + key + "]"
+	}
+	if part == "" {
+		return "template.locales[" + locale + "]"
+	}
+	return "template.locales[" + locale + "]." + part
+}
+
 func (e *TemplateError) Error() string {
 	if e.Line == 0 {
 		return fmt.Sprintf("%s: %s", e.Part, e.Message)

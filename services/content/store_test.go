@@ -249,6 +249,10 @@ func TestRenderStored(t *testing.T) {
 			}
 		})
 	}
+	if _, err := h.CreateTemplate(ctx, &contentv1.CreateTemplateRequest{Template: emailTemplate(map[string]*contentv1.Content{"en": {Html: "ok", Subject: "\n {{ x | }}"}}, "en")}); err == nil ||
+		!strings.Contains(err.Error(), "template.locales[en].subject: en/subject: line 2, column 2:") {
+		t.Errorf("CreateTemplate parse error = %v, want it to name the field, line and column", err)
+	}
 	if err := func() error {
 		_, err := h.Render(ctx, tests[3].req)
 		return err
