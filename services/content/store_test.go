@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -383,3 +386,40 @@ func TestPreviewDrafts(t *testing.T) {
 }
 
 func structFrom(m map[string]any) (*structpb.Struct, error) { return structpb.NewStruct(m) }
+
+// TestConcurrentUpdates: versions are consecutive and unique however
+// updates interleave.
+func TestConcurrentUpdates(t *testing.T) {
+	h, _ := newTestHandler(t, Options{})
+	ctx := asWorkspace(uuid.NewString())
+	created, err := h.CreateTemplate(ctx, &contentv1.CreateTemplateRequest{Template: emailTemplate(map[string]*contentv1.Content{"en": {Html: "v1"}}, "en")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const n = 8
+	versions := make(chan int32, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			tm := emailTemplate(map[string]*contentv1.Content{"en": {Html: fmt.Sprint("update ", i)}}, "en")
+			tm.TemplateId = created.GetTemplate().GetTemplateId()
+			res, err := h.UpdateTemplate(ctx, &contentv1.UpdateTemplateRequest{Template: tm})
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			versions <- res.GetTemplate().GetVersion()
+		})
+	}
+	wg.Wait()
+	close(versions)
+	var got []int32
+	for v := range versions {
+		got = append(got, v)
+	}
+	slices.Sort(got)
+	want := []int32{2, 3, 4, 5, 6, 7, 8, 9}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("versions (-want +got):\n%s", diff)
+	}
+}

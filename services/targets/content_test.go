@@ -2,6 +2,7 @@ package targets_test
 
 import (
 	"context"
+	"flag"
 	"io"
 	"net/http"
 	"slices"
@@ -185,5 +186,36 @@ func TestContentMetricCatalogue(t *testing.T) {
 		if m.Type != tt.typ || !slices.Equal(m.Labels, tt.labels) {
 			t.Errorf("%s: got %s %v, want %s %v", tt.name, m.Type, m.Labels, tt.typ, tt.labels)
 		}
+	}
+}
+
+func TestContentDraftsFlags(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // "" for valid
+	}{
+		{"off by default", nil, ""},
+		{"valid", []string{"--content-drafts-url=http://127.0.0.1:1/v1/chat/completions", "--content-drafts-api-key=k"}, ""},
+		{"not a URL", []string{"--content-drafts-url=127.0.0.1:1"}, "--content-drafts-url: must be an http(s) URL"},
+		{"bad timeout", []string{"--content-drafts-url=https://llm.internal/v1/chat/completions", "--content-drafts-timeout=0s"}, "--content-drafts-timeout: must be positive"},
+		{"no model", []string{"--content-drafts-url=https://llm.internal/v1/chat/completions", "--content-drafts-model="}, "--content-drafts-model: required"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			var cfg targets.Config
+			cfg.RegisterFlags(fs)
+			if err := fs.Parse(append([]string{"--database-url=postgres://x"}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
