@@ -34,11 +34,15 @@
 // # Escaping
 //
 // In the html part every {{ output }} is HTML-escaped unless its filter
-// chain includes raw ({{ profile.traits.bio | raw }}). The compiler does it
+// chain includes raw ({{ profile.traits.bio | raw }}), or escape or
+// escape_once (escaped already: not twice). The compiler does it
 // by appending a reserved escape filter to each output (osteele/liquid
 // v1.6.0 has no autoescape of its own). Other parts are plain text and are
-// not escaped; the json filter JSON-encodes a value for webhook bodies,
-// whose rendered body must be valid JSON.
+// not escaped (in_app title and body included: clients must show them as
+// text); the json filter JSON-encodes a value for webhook bodies, whose
+// rendered body must be valid JSON. Escaping is for HTML text and quoted
+// attributes: a URL taken from data still needs checking by the author
+// (a "javascript:" href is not escaped away).
 //
 // # Sandbox
 //

@@ -285,7 +285,8 @@ func (e *engine) compile(name, src string, escape bool) (*part, error) {
 			if chainHasFilter(tok.Args, escapeFilter) || chainHasFilter(tok.Args, guardTag) {
 				return nil, &TemplateError{Part: name, Line: line, Column: col, Message: "reserved filter name"}
 			}
-			if escape && !chainHasFilter(tok.Args, "raw") {
+			// Outputs the author escaped already are not escaped twice.
+			if escape && !chainHasFilter(tok.Args, "raw") && !chainHasFilter(tok.Args, "escape") && !chainHasFilter(tok.Args, "escape_once") {
 				j := strings.Index(text[2:], tok.Args) + 2
 				text = text[:j+len(tok.Args)] + " | " + escapeFilter + text[j+len(tok.Args):]
 			}

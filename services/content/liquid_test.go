@@ -50,6 +50,7 @@ func TestRenderScopeAndEscaping(t *testing.T) {
 		{name: "escaped by default", html: `<p>{{ user.first_name }}</p>`, want: `<p>&lt;b&gt;Ann&lt;/b&gt; &amp; &#34;co&#34;</p>`},
 		{name: "raw is not escaped", html: `{{ profile.traits.bio | raw }}`, want: `<i>hi</i>`},
 		{name: "raw anywhere in the chain", html: `{{ profile.traits.bio | raw | upcase }}`, want: `<I>HI</I>`},
+		{name: "escaped by the author once only", html: `{{ user.first_name | escape }}|{{ user.first_name | escape_once }}`, want: `&lt;b&gt;Ann&lt;/b&gt; &amp; &#34;co&#34;|&lt;b&gt;Ann&lt;/b&gt; &amp; &#34;co&#34;`},
 		{name: "filters then escape", html: `{{ user.first_name | upcase }}`, want: `&lt;B&gt;ANN&lt;/B&gt; &amp; &#34;CO&#34;`},
 		{name: "pipe in a string is not a filter", html: `{{ "a|raw" | append: user.nothing }}`, want: `a|raw`},
 		{name: "text part is not escaped", html: `x`, text: `Hi {{ user.first_name }}`, want: "x", wantText: `Hi <b>Ann</b> & "co"`},
