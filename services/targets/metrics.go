@@ -13,6 +13,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/observability/contract"
 	"github.com/whisperhq/whisper/internal/telemetry"
+	"github.com/whisperhq/whisper/services/content"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
@@ -70,6 +71,9 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 		telemetry.NewPgxPoolCollector("main", pool), telemetry.NewPgxPoolCollector(Profiles, pool),
 		telemetry.NewRedisPoolCollector(Ingest, rdb), telemetry.NewRedisPoolCollector(Profiles, rdb),
 	)
+
+	// Content: renders by channel and outcome, render latency, cache.
+	content.New(content.Options{Registerer: rec})
 
 	return rec.Catalogue()
 }

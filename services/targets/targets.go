@@ -37,6 +37,7 @@ import (
 	"github.com/whisperhq/whisper/internal/telemetry"
 	"github.com/whisperhq/whisper/internal/tracing"
 	"github.com/whisperhq/whisper/internal/workspace"
+	"github.com/whisperhq/whisper/services/content"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
@@ -49,8 +50,13 @@ const (
 	Profiles = "profiles"
 )
 
+// The content target: templates and rendering (ContentService).
+const Content = "content"
+
 // Available lists the targets this build can run, in start order.
-var Available = []string{Ingest, Profiles}
+var Available = []string{Ingest, Profiles,
+	Content,
+}
 
 // Config is the configuration of a whisper process.
 type Config struct {
@@ -69,6 +75,9 @@ type Config struct {
 	// (tracing off) adds no instrumentation. Set by the process (see
 	// internal/tracing), not a flag.
 	TracerProvider trace.TracerProvider
+
+	// ContentDrafts configures the content target's drafting provider.
+	ContentDrafts content.DraftsConfig
 }
 
 // RegisterFlags binds c to fs.
@@ -82,6 +91,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token with rights over every workspace (at least 24 characters); empty disables it")
 	fs.DurationVar(&c.IngestAckTimeout, "ingest-ack-timeout", 10*time.Second, "how long an ingest request waits for the broker's acknowledgement before answering 503")
 	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 10*time.Second, "how long producers may take to flush at shutdown")
+	c.ContentDrafts.RegisterFlags(fs)
 }
 
 // Validate reports every setting that cannot work, naming its flag.
@@ -110,6 +120,9 @@ func (c Config) Validate() error {
 	}
 	if c.FlushTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--flush-timeout: must be positive, got %v", c.FlushTimeout))
+	}
+	if err := c.ContentDrafts.Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -263,6 +276,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			}
 		})
 		defer func() { stopWork(); workers.Wait() }() // before consumer.Close
+	}
+
+	if slices.Contains(targets, Content) {
+		if err := startContent(ctx, cfg, pool, srv, reg, authenticator, logger, handlerOpts); err != nil {
+			return err
+		}
 	}
 
 	ln := opts.Listener
