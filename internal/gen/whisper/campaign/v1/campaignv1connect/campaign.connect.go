@@ -67,8 +67,8 @@ type CampaignServiceClient interface {
 	// ListCampaigns pages through a workspace's campaigns by creation order,
 	// each at its latest version.
 	ListCampaigns(context.Context, *v1.ListCampaignsRequest) (*v1.ListCampaignsResponse, error)
-	// PauseCampaign stops a campaign from deciding: triggers are ignored and
-	// pending waits are dropped when they come due.
+	// PauseCampaign stops a campaign from deciding: triggers are ignored, and
+	// pending waits end with outcome exited when they come due.
 	PauseCampaign(context.Context, *v1.PauseCampaignRequest) (*v1.PauseCampaignResponse, error)
 	// ActivateCampaign makes a draft or paused campaign decide on triggers
 	// seen from now on (triggers are not replayed).
@@ -203,8 +203,8 @@ type CampaignServiceHandler interface {
 	// ListCampaigns pages through a workspace's campaigns by creation order,
 	// each at its latest version.
 	ListCampaigns(context.Context, *v1.ListCampaignsRequest) (*v1.ListCampaignsResponse, error)
-	// PauseCampaign stops a campaign from deciding: triggers are ignored and
-	// pending waits are dropped when they come due.
+	// PauseCampaign stops a campaign from deciding: triggers are ignored, and
+	// pending waits end with outcome exited when they come due.
 	PauseCampaign(context.Context, *v1.PauseCampaignRequest) (*v1.PauseCampaignResponse, error)
 	// ActivateCampaign makes a draft or paused campaign decide on triggers
 	// seen from now on (triggers are not replayed).
