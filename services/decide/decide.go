@@ -312,12 +312,20 @@ func (s *Service) processEvent(ctx context.Context, ev *eventv1.Event, rng *rand
 		}
 	}
 
-	out, err := s.endUserWaits(ctx, ws, user, name, at, rng)
+	waits, goals, err := s.store.interest(ctx, ws, user, name)
 	if err != nil {
 		return nil, err
 	}
-	if err := s.convert(ctx, ws, user, name, at); err != nil {
-		return nil, err
+	var out []*decisionv1.Decision
+	if waits {
+		if out, err = s.endUserWaits(ctx, ws, user, name, at, rng); err != nil {
+			return nil, err
+		}
+	}
+	if goals {
+		if err := s.convert(ctx, ws, user, name, at); err != nil {
+			return nil, err
+		}
 	}
 
 	campaigns, err := s.store.activeCampaigns(ctx, ws, "event", name)

@@ -144,14 +144,19 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	// are not candidates.
 	consentStep := &decisionv1.Step{Name: "consent", Inputs: map[string]string{}}
 	d.Steps = append(d.Steps, consentStep)
+	var channels []string
+	for _, v := range c.GetVariants() {
+		channels = append(channels, channelNames[v.GetChannel()])
+	}
+	unsubscribed, err := s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels)
+	if err != nil {
+		return nil, err
+	}
 	var candidates []banditVariant
 	byID := map[string]*campaignv1.Variant{}
 	for _, v := range c.GetVariants() {
 		ch := channelNames[v.GetChannel()]
-		st, err := s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, ch, v.GetTopic())
-		if err != nil {
-			return nil, err
-		}
+		st := consentOf(unsubscribed, ch, v.GetTopic())
 		key := "variant " + v.GetId() + " (" + ch + "/" + v.GetTopic() + ")"
 		switch {
 		case st.channelUnsubscribed:

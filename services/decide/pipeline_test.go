@@ -146,6 +146,24 @@ func TestUnsubscribedUsersAreSkipped(t *testing.T) {
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
 	}
+
+	// A user who left a topic on one channel is reached on another
+	// variant's channel; others keep the first variant.
+	multi := emailCampaign("Order Shipped")
+	multi.Variants[0].Topic = "orders"
+	multi.Variants = append(multi.Variants, &campaignv1.Variant{Id: "S", Weight: 1, Channel: campaignv1.Channel_CHANNEL_SMS, ContentRef: "ship/sms", Topic: "orders"})
+	multi = h.create(t, tokenA, multi)
+	h.produce(t, kafka.TopicEvents, wsA, "u4",
+		track(wsA, "c5", "u4", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email","topic":"orders"}`),
+		track(wsA, "o4", "u4", "Order Shipped", t0, ""))
+	h.produce(t, kafka.TopicEvents, wsA, "u5", track(wsA, "o5", "u5", "Order Shipped", t0, ""))
+	variants := map[string]string{}
+	for _, d := range h.decisionsOf(t, multi.GetId(), 2) {
+		variants[d.GetUserId()] = d.GetVariantId()
+	}
+	if diff := cmp.Diff(map[string]string{"u4": "S", "u5": "A"}, variants); diff != "" {
+		t.Errorf("variants (-want +got):\n%s", diff)
+	}
 }
 
 // A user who converts during the wait exits it; one who does not is

@@ -309,34 +309,55 @@ type consentState struct {
 	topicUnsubscribed   bool
 }
 
-func (c consentState) allowed() bool { return !c.channelUnsubscribed && !c.topicUnsubscribed }
+// consentKey is one recorded consent; topic "" is the whole channel.
+type consentKey struct{ channel, topic string }
 
-// consent reads whether the user unsubscribed from channel, or from topic
-// on channel.
-func (s *Store) consent(ctx context.Context, q querier, ws, user, channel, topic string) (consentState, error) {
+// consent reads the user's recorded consent on the channels, in one query:
+// unsubscribed[{channel, topic}] for each recorded one.
+func (s *Store) consent(ctx context.Context, q querier, ws, user string, channels []string) (map[consentKey]bool, error) {
 	rows, err := q.Query(ctx, `
-		SELECT topic, subscribed FROM consent WHERE workspace_id = $1 AND user_id = $2 AND channel = $3 AND topic IN ('', $4)`,
-		ws, user, channel, topic)
+		SELECT channel, topic, subscribed FROM consent WHERE workspace_id = $1 AND user_id = $2 AND channel = ANY ($3)`,
+		ws, user, channels)
 	if err != nil {
-		return consentState{}, fmt.Errorf("read consent: %w", err)
+		return nil, fmt.Errorf("read consent: %w", err)
 	}
 	defer rows.Close()
-	var st consentState
+	unsubscribed := map[consentKey]bool{}
 	for rows.Next() {
 		var (
-			t   string
+			k   consentKey
 			sub bool
 		)
-		if err := rows.Scan(&t, &sub); err != nil {
-			return consentState{}, fmt.Errorf("read consent: %w", err)
+		if err := rows.Scan(&k.channel, &k.topic, &sub); err != nil {
+			return nil, fmt.Errorf("read consent: %w", err)
 		}
-		if t == "" {
-			st.channelUnsubscribed = !sub
-		} else {
-			st.topicUnsubscribed = !sub
-		}
+		unsubscribed[k] = !sub
 	}
-	return st, rows.Err()
+	return unsubscribed, rows.Err()
+}
+
+// consentOf says whether the user left channel, or topic on channel.
+func consentOf(unsubscribed map[consentKey]bool, channel, topic string) consentState {
+	st := consentState{channelUnsubscribed: unsubscribed[consentKey{channel, ""}]}
+	if topic != "" {
+		st.topicUnsubscribed = unsubscribed[consentKey{channel, topic}]
+	}
+	return st
+}
+
+// interest says whether event name can end a wait of the user or convert
+// one of the user's decisions: one cheap read that spares the transactions
+// of the firehose's many events that do neither.
+func (s *Store) interest(ctx context.Context, ws, user, name string) (waits, goals bool, err error) {
+	err = s.pool.QueryRow(ctx, `
+		SELECT
+			EXISTS (SELECT 1 FROM waits WHERE workspace_id = $1 AND user_id = $2 AND (wait_for_event = $3 OR $3 = ANY (exit_events))),
+			EXISTS (SELECT 1 FROM decisions WHERE workspace_id = $1 AND user_id = $2 AND goal_event = $3 AND converted_at IS NULL)`,
+		ws, user, name).Scan(&waits, &goals)
+	if err != nil {
+		return false, false, fmt.Errorf("read waits and goals of the user: %w", err)
+	}
+	return waits, goals, nil
 }
 
 // querier is a pool or a transaction.
