@@ -7,7 +7,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kgo"
+	"google.golang.org/protobuf/proto"
+
 	"github.com/whisperhq/whisper/internal/auth"
+	"github.com/whisperhq/whisper/internal/kafka"
 )
 
 // BenchmarkDecide measures one decision end to end in process: claim,
@@ -51,4 +55,56 @@ func BenchmarkDecideParallel(b *testing.B) {
 		}
 	})
 	b.ReportMetric(float64(seq.Load())/time.Since(start).Seconds(), "decisions/s")
+}
+
+// BenchmarkConsumerThroughput pushes events through the consumer: a fifth
+// trigger an active campaign (a decision each), the rest are other events
+// (activity only). It reports events/s and decisions/s from the first
+// record to the last decision row.
+func BenchmarkConsumerThroughput(b *testing.B) {
+	const (
+		events = 10_000
+		users  = 1_000
+	)
+	for range b.N {
+		h := newHarness(b)
+		c := h.create(b, tokenA, emailCampaign("Cart Abandoned"))
+		var recs []*kgo.Record
+		for i := range events {
+			u := fmt.Sprintf("u%d", i%users)
+			name := "Viewed"
+			if i%5 == 0 {
+				name = "Cart Abandoned"
+			}
+			v, err := proto.Marshal(track(wsA, fmt.Sprintf("m%d", i), u, name, t0, `{"total": 10}`))
+			if err != nil {
+				b.Fatal(err)
+			}
+			recs = append(recs, &kgo.Record{Topic: kafka.TopicEvents, Key: kafka.Key(wsA, u), Value: v})
+		}
+		if err := h.producer.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		start := time.Now()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- h.svc.Run(ctx) }()
+		for {
+			var n int
+			if err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE campaign_id = $1 AND published_at IS NOT NULL`, c.GetId()).Scan(&n); err != nil {
+				b.Fatal(err)
+			}
+			if n == events/5 {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		elapsed := time.Since(start)
+		b.StopTimer()
+		cancel()
+		<-done
+		b.ReportMetric(events/elapsed.Seconds(), "events/s")
+		b.ReportMetric(events/5/elapsed.Seconds(), "decisions/s")
+	}
 }

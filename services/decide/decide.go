@@ -62,6 +62,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -224,76 +225,141 @@ func (s *Service) Run(ctx context.Context) error {
 }
 
 // processPartition handles one partition's records in order (one user's
-// records are on one partition, so their order holds), each retried until
-// it succeeds or ctx ends, then publishes the decisions they made.
+// records are on one partition, so their order holds) in one PostgreSQL
+// transaction, retried whole until it commits or ctx ends, then publishes
+// the decisions they made. One commit per poll rather than per decision is
+// what makes the consumer fast: a commit waits for the disk.
 func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) error {
-	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	var out []*decisionv1.Decision
-	seen := map[string]bool{}
-	for _, r := range recs {
-		var ds []*decisionv1.Decision
-		if err := s.retry(ctx, "process "+r.Topic, func() (err error) {
-			ds, err = s.processRecord(ctx, r, rng)
-			return err
-		}); err != nil {
-			return err
-		}
-		// A trigger delivered twice in one poll finds its own unpublished
-		// decision the second time: publish it once.
-		for _, d := range ds {
-			if !seen[d.GetDecisionId()] {
-				seen[d.GetDecisionId()] = true
-				out = append(out, d)
+	b := &batch{rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), campaigns: map[string]*campaignSet{}}
+	err := s.retry(ctx, "process records", func() error {
+		b.reset()
+		err := pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) error {
+			for _, r := range recs {
+				if err := s.processRecord(ctx, tx, r, b); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			for _, r := range b.held {
+				s.release(ctx, r)
 			}
 		}
+		return err
+	})
+	if err != nil {
+		return err
 	}
-	if len(out) == 0 {
+	for _, d := range b.fresh {
+		s.metrics.decided(d)
+	}
+	s.metrics.waits.WithLabelValues("started").Add(float64(b.waitsStarted))
+	s.metrics.waits.WithLabelValues("ended").Add(float64(b.waitsEnded))
+	for topic, n := range b.records {
+		s.metrics.records.WithLabelValues(topic.topic, topic.outcome).Add(float64(n))
+	}
+	if len(b.out) == 0 {
 		return nil
 	}
-	return s.retry(ctx, "publish decisions", func() error { return s.publish(ctx, out) })
+	return s.retry(ctx, "publish decisions", func() error { return s.publish(ctx, b.out) })
 }
 
-func (s *Service) processRecord(ctx context.Context, r *kgo.Record, rng *rand.Rand) ([]*decisionv1.Decision, error) {
+// batch is what the records of one partition's poll share: a random
+// source, each workspace's campaigns, read once per poll (so a campaign
+// created, changed, paused or activated is seen from the next poll on, a
+// second or so later), and what the poll's transaction produced.
+type batch struct {
+	rng       *rand.Rand
+	campaigns map[string]*campaignSet
+
+	// The decisions to publish, each once.
+	out  []*decisionv1.Decision
+	seen map[string]bool
+	// Decisions made by this poll, for the metrics.
+	fresh                    []*decisionv1.Decision
+	waitsStarted, waitsEnded int
+	// Contact reservations to release if the transaction does not commit.
+	held    []*contactRequest
+	records map[recordOutcome]int
+}
+
+type recordOutcome struct{ topic, outcome string }
+
+// reset forgets what a failed attempt produced.
+func (b *batch) reset() {
+	b.out, b.fresh, b.held = nil, nil, nil
+	b.seen = map[string]bool{}
+	b.records = map[recordOutcome]int{}
+	b.waitsStarted, b.waitsEnded = 0, 0
+}
+
+// add keeps the outcome of one trigger.
+func (b *batch) add(r runResult) {
+	if r.held != nil {
+		b.held = append(b.held, r.held)
+	}
+	switch {
+	case r.waiting:
+		b.waitsStarted++
+	case r.fresh:
+		b.fresh = append(b.fresh, r.decision)
+	}
+	// A trigger delivered twice in one poll finds its own unpublished
+	// decision the second time: publish it once.
+	if r.publish && !b.seen[r.decision.GetDecisionId()] {
+		b.seen[r.decision.GetDecisionId()] = true
+		b.out = append(b.out, r.decision)
+	}
+}
+
+func (s *Service) campaignsOf(ctx context.Context, b *batch, ws string) (*campaignSet, error) {
+	if set, ok := b.campaigns[ws]; ok {
+		return set, nil
+	}
+	set, err := s.store.campaigns(ctx, ws)
+	if err != nil {
+		return nil, err
+	}
+	b.campaigns[ws] = set
+	return set, nil
+}
+
+func (s *Service) processRecord(ctx context.Context, tx pgx.Tx, r *kgo.Record, b *batch) error {
 	switch r.Topic {
 	case kafka.TopicEvents:
 		var ev eventv1.Event
 		if err := proto.Unmarshal(r.Value, &ev); err != nil || ev.GetWorkspaceId() == "" || ev.GetUserId() == "" {
 			// Anonymous events cannot be decided on (nobody to contact
 			// yet); undecodable ones are profiles' to dead-letter.
-			s.metrics.records.WithLabelValues(r.Topic, "skipped").Inc()
-			return nil, nil
+			b.records[recordOutcome{r.Topic, "skipped"}]++
+			return nil
 		}
-		ds, err := s.processEvent(ctx, &ev, rng)
-		if err == nil {
-			s.metrics.records.WithLabelValues(r.Topic, "applied").Inc()
-		}
-		return ds, err
+		b.records[recordOutcome{r.Topic, "applied"}]++
+		return s.processEvent(ctx, tx, &ev, b)
 	case kafka.TopicProfiles:
 		var ch profilev1.ProfileChange
 		if err := proto.Unmarshal(r.Value, &ch); err != nil || ch.GetWorkspaceId() == "" || ch.GetProfile().GetUserId() == "" {
-			s.metrics.records.WithLabelValues(r.Topic, "skipped").Inc()
-			return nil, nil
+			b.records[recordOutcome{r.Topic, "skipped"}]++
+			return nil
 		}
-		ds, err := s.processChange(ctx, &ch, rng)
-		if err == nil {
-			s.metrics.records.WithLabelValues(r.Topic, "applied").Inc()
-		}
-		return ds, err
+		b.records[recordOutcome{r.Topic, "applied"}]++
+		return s.processChange(ctx, tx, &ch, b)
 	}
-	return nil, nil
+	return nil
 }
 
 // processEvent applies one event: activity for send times, consent, the
 // waits it ends, the conversions it makes, then the campaigns it triggers.
 // Every effect is idempotent, so a redelivered event changes nothing.
-func (s *Service) processEvent(ctx context.Context, ev *eventv1.Event, rng *rand.Rand) ([]*decisionv1.Decision, error) {
+func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event, b *batch) error {
 	ws, user := ev.GetWorkspaceId(), ev.GetUserId()
 	at := ev.GetTimestamp().AsTime()
 	if err := s.sendTime.Observe(ctx, ws, user, at); err != nil {
-		return nil, fmt.Errorf("observe activity: %w", err)
+		return fmt.Errorf("observe activity: %w", err)
 	}
 	if ev.GetType() != eventv1.EventType_EVENT_TYPE_TRACK || ev.GetEvent() == "" {
-		return nil, nil
+		return nil
 	}
 	name := ev.GetEvent()
 	var props map[string]any
@@ -307,39 +373,40 @@ func (s *Service) processEvent(ctx context.Context, ev *eventv1.Event, rng *rand
 		topic, _ := props["topic"].(string)
 		if !slices.Contains([]string{"email", "sms", "push", "webhook", "in_app"}, ch) {
 			s.logger.WarnContext(ctx, "consent event without a known channel; ignored", "workspace_id", ws, "event", name, "channel", ch)
-		} else if err := s.store.saveConsent(ctx, ws, user, ch, topic, name == EventSubscribed, at); err != nil {
-			return nil, err
+		} else if err := s.store.saveConsent(ctx, tx, ws, user, ch, topic, name == EventSubscribed, at); err != nil {
+			return err
 		}
 	}
 
-	waits, goals, err := s.store.interest(ctx, ws, user, name)
+	set, err := s.campaignsOf(ctx, b, ws)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []*decisionv1.Decision
-	if waits {
-		if out, err = s.endUserWaits(ctx, ws, user, name, at, rng); err != nil {
-			return nil, err
+	if set.names[name] {
+		waits, goals, err := s.store.interest(ctx, tx, ws, user, name)
+		if err != nil {
+			return err
 		}
-	}
-	if goals {
-		if err := s.convert(ctx, ws, user, name, at); err != nil {
-			return nil, err
+		if waits {
+			if err := s.endUserWaits(ctx, tx, ws, user, name, at, b); err != nil {
+				return err
+			}
+		}
+		if goals {
+			if err := s.convert(ctx, tx, ws, user, name, at); err != nil {
+				return err
+			}
 		}
 	}
 
-	campaigns, err := s.store.activeCampaigns(ctx, ws, "event", name)
-	if err != nil {
-		return nil, err
-	}
-	for _, c := range campaigns {
+	for _, c := range set.byEvent[name] {
 		step := &decisionv1.Step{Name: "trigger", Result: "event " + name, Inputs: map[string]string{
 			"message_id": ev.GetMessageId(), "event_time": at.UTC().Format(time.RFC3339Nano),
 		}}
 		if cond := c.GetTrigger().GetEvent().GetCondition(); cond != "" {
 			prg, err := s.exprs.compile(true, cond)
 			if err != nil {
-				return nil, fmt.Errorf("campaign %s condition: %w", c.GetId(), err)
+				return fmt.Errorf("campaign %s condition: %w", c.GetId(), err)
 			}
 			ok, _ := eval(ctx, prg, map[string]any{"event": eventVars(ev, props)})
 			if !ok {
@@ -347,15 +414,13 @@ func (s *Service) processEvent(ctx context.Context, ev *eventv1.Event, rng *rand
 			}
 			step.Inputs["condition"] = cond
 		}
-		d, publish, err := s.run(ctx, c, trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step}, rng)
+		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step}, b.rng)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if publish {
-			out = append(out, d)
-		}
+		b.add(r)
 	}
-	return out, nil
+	return nil
 }
 
 func eventVars(ev *eventv1.Event, props map[string]any) map[string]any {
@@ -378,43 +443,28 @@ func eventVars(ev *eventv1.Event, props map[string]any) map[string]any {
 // endUserWaits ends the user's waits that event name ends. A wait already
 // due when the event happened is left to the scheduler, which decides by
 // its due time.
-func (s *Service) endUserWaits(ctx context.Context, ws, user, name string, at time.Time, rng *rand.Rand) ([]*decisionv1.Decision, error) {
-	tx, err := s.store.pool.Begin(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx)
+func (s *Service) endUserWaits(ctx context.Context, tx pgx.Tx, ws, user, name string, at time.Time, b *batch) error {
 	waits, err := s.store.lockWaits(ctx, tx, ws, user, name, at, waitBatch)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	waits = slices.DeleteFunc(waits, func(w pendingWait) bool { return at.After(w.due) })
-	if len(waits) == 0 {
-		return nil, nil
-	}
-	ds, held, err := s.endWaits(ctx, tx, waits, name, rng)
-	if err == nil {
-		err = tx.Commit(ctx)
-	}
+	ds, held, err := s.endWaits(ctx, tx, waits, name, b.rng)
+	b.held = append(b.held, held...)
 	if err != nil {
-		for _, r := range held {
-			s.release(ctx, r)
-		}
-		return nil, err
+		return err
 	}
-	s.finished(ds)
-	return ds, nil
+	for _, d := range ds {
+		b.waitsEnded++
+		b.add(runResult{decision: d, fresh: true, publish: true})
+	}
+	return nil
 }
 
 // convert attributes a goal event and rewards the variants it converts.
-func (s *Service) convert(ctx context.Context, ws, user, name string, at time.Time) error {
-	tx, err := s.store.pool.Begin(ctx)
-	if err != nil {
-		return fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx)
+func (s *Service) convert(ctx context.Context, tx pgx.Tx, ws, user, name string, at time.Time) error {
 	cs, err := s.store.convert(ctx, tx, ws, user, name, at)
-	if err != nil || len(cs) == 0 {
+	if err != nil {
 		return err
 	}
 	for _, c := range cs {
@@ -425,26 +475,24 @@ func (s *Service) convert(ctx context.Context, ws, user, name string, at time.Ti
 			return fmt.Errorf("record conversion: %w", err)
 		}
 	}
-	if err := tx.Commit(ctx); err != nil {
-		return fmt.Errorf("commit conversions: %w", err)
-	}
+	// Counted before the commit: a retried poll may count a conversion
+	// twice here, never in the bandit.
 	s.metrics.conversions.Add(float64(len(cs)))
 	return nil
 }
 
 // processChange keeps the profile snapshot and runs the campaigns the
 // change triggers.
-func (s *Service) processChange(ctx context.Context, ch *profilev1.ProfileChange, rng *rand.Rand) ([]*decisionv1.Decision, error) {
+func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.ProfileChange, b *batch) error {
 	ws, p := ch.GetWorkspaceId(), ch.GetProfile()
-	if err := s.store.saveSnapshot(ctx, ws, p.GetUserId(), p, ch.GetChangeTime().AsTime()); err != nil {
-		return nil, err
+	if err := s.store.saveSnapshot(ctx, tx, ws, p.GetUserId(), p, ch.GetChangeTime().AsTime()); err != nil {
+		return err
 	}
-	campaigns, err := s.store.activeCampaigns(ctx, ws, "profile_change", "")
+	set, err := s.campaignsOf(ctx, b, ws)
 	if err != nil {
-		return nil, err
+		return err
 	}
-	var out []*decisionv1.Decision
-	for _, c := range campaigns {
+	for _, c := range set.onChange {
 		t := c.GetTrigger().GetProfileChange()
 		var fired string
 		switch {
@@ -463,15 +511,13 @@ func (s *Service) processChange(ctx context.Context, ch *profilev1.ProfileChange
 			"change_id": ch.GetChangeId(), "previous_stage": ch.GetPreviousStage(), "stage": p.GetStage(),
 			"change_time": ch.GetChangeTime().AsTime().UTC().Format(time.RFC3339Nano),
 		}}
-		d, publish, err := s.run(ctx, c, trigger{ws: ws, user: p.GetUserId(), id: "change:" + ch.GetChangeId(), profile: p, step: step}, rng)
+		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: p.GetUserId(), id: "change:" + ch.GetChangeId(), profile: p, step: step}, b.rng)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		if publish {
-			out = append(out, d)
-		}
+		b.add(r)
 	}
-	return out, nil
+	return nil
 }
 
 // decideNow runs a campaign for a user on request (the Decide RPC).
@@ -489,11 +535,23 @@ func (s *Service) decideNow(ctx context.Context, ws, campaignID, user, requestID
 		step.Inputs["properties"] = string(b)
 	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	d, publish, err := s.run(ctx, c, trigger{ws: ws, user: user, id: "request:" + requestID, step: step}, rng)
+	var r runResult
+	err = pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) (err error) {
+		r, err = s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "request:" + requestID, step: step}, rng)
+		return err
+	})
 	if err != nil {
+		s.release(ctx, r.held)
 		return nil, err
 	}
-	if publish {
+	d := r.decision
+	if r.fresh && !r.waiting {
+		s.metrics.decided(d)
+	}
+	if r.waiting {
+		s.metrics.waits.WithLabelValues("started").Inc()
+	}
+	if r.publish {
 		if err := s.publish(ctx, []*decisionv1.Decision{d}); err != nil {
 			// The decision is durable; the outbox sweeper publishes it.
 			s.logger.WarnContext(ctx, "publish a decision; the outbox will retry", "err", err, "decision_id", d.GetDecisionId())

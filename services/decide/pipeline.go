@@ -31,29 +31,37 @@ type trigger struct {
 	step *decisionv1.Step
 }
 
-// run decides campaign c for tr, or returns the decision an earlier
-// delivery of tr made. publish says the decision is final and not yet on
-// whisper.decisions.
-func (s *Service) run(ctx context.Context, c *campaignv1.Campaign, tr trigger, rng *rand.Rand) (d *decisionv1.Decision, publish bool, err error) {
+// runResult is what run did for one trigger.
+type runResult struct {
+	decision *decisionv1.Decision
+	// fresh: decided now (not found from an earlier delivery).
+	fresh bool
+	// waiting: a wait now holds the decision.
+	waiting bool
+	// publish: final and not yet on whisper.decisions.
+	publish bool
+	// The contact reservation to release if tx does not commit; nil when
+	// none was made.
+	held *contactRequest
+}
+
+// run decides campaign c for tr inside tx, or returns the decision an
+// earlier delivery of tr made.
+func (s *Service) run(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, tr trigger, rng *rand.Rand) (runResult, error) {
 	now := s.now()
-	d = &decisionv1.Decision{
+	d := &decisionv1.Decision{
 		DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
 		UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
 		Steps: []*decisionv1.Step{tr.step},
 	}
-	tx, err := s.store.pool.Begin(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("begin: %w", err)
-	}
-	defer tx.Rollback(ctx)
 	ok, err := s.store.claim(ctx, tx, d)
 	if err != nil {
-		return nil, false, err
+		return runResult{}, err
 	}
 	if !ok {
-		tx.Rollback(ctx)
 		s.metrics.duplicates.Inc()
-		return s.store.claimed(ctx, tr.ws, c.GetId(), tr.id)
+		d, pending, err := s.store.claimed(ctx, tx, tr.ws, c.GetId(), tr.id)
+		return runResult{decision: d, publish: pending}, err
 	}
 	if w := c.GetWait(); w.GetDelay().AsDuration() > 0 {
 		due := now.Add(w.GetDelay().AsDuration())
@@ -63,27 +71,18 @@ func (s *Service) run(ctx context.Context, c *campaignv1.Campaign, tr trigger, r
 			"wait_for_event": w.GetWaitForEvent(), "exit_events": strings.Join(w.GetExitEvents(), ","),
 		}})
 		if err := s.store.saveDecision(ctx, tx, d, "", time.Time{}); err != nil {
-			return nil, false, err
+			return runResult{}, err
 		}
 		if err := s.store.insertWait(ctx, tx, d, due, w.GetWaitForEvent(), w.GetExitEvents()); err != nil {
-			return nil, false, err
+			return runResult{}, err
 		}
-		if err := tx.Commit(ctx); err != nil {
-			return nil, false, fmt.Errorf("commit wait: %w", err)
-		}
-		s.metrics.waits.WithLabelValues("started").Inc()
-		return d, false, nil
+		return runResult{decision: d, fresh: true, waiting: true}, nil
 	}
-	res, err := s.evaluate(ctx, tx, c, d, tr.profile, rng)
+	held, err := s.evaluate(ctx, tx, c, d, tr.profile, rng)
 	if err != nil {
-		return nil, false, err
+		return runResult{}, err
 	}
-	if err := tx.Commit(ctx); err != nil {
-		s.release(ctx, res)
-		return nil, false, fmt.Errorf("commit decision: %w", err)
-	}
-	s.metrics.decided(d)
-	return d, true, nil
+	return runResult{decision: d, fresh: true, publish: true, held: held}, nil
 }
 
 // evaluate runs the steps of a decision inside tx, which holds its claim:

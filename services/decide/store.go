@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
@@ -51,6 +52,22 @@ func statusProto(s string) campaignv1.CampaignStatus {
 	}
 }
 
+// eventNames are the event names that may end a wait of c or convert one
+// of its decisions.
+func eventNames(c *campaignv1.Campaign) []string {
+	names := slices.Clone(c.GetWait().GetExitEvents())
+	if n := c.GetWait().GetWaitForEvent(); n != "" {
+		names = append(names, n)
+	}
+	if n := c.GetGoalEvent(); n != "" {
+		names = append(names, n)
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names
+}
+
 func triggerColumns(c *campaignv1.Campaign) (kind string, event, goal *string) {
 	if e := c.GetTrigger().GetEvent(); e != nil {
 		n := e.GetName()
@@ -81,9 +98,9 @@ func (s *Store) createCampaign(ctx context.Context, ws string, c *campaignv1.Cam
 	kind, event, goal := triggerColumns(c)
 	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `
-			INSERT INTO campaigns (workspace_id, campaign_id, status, version, trigger_kind, trigger_event, goal_event, definition, created_at, updated_at)
-			VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $8)`,
-			ws, c.Id, status, kind, event, goal, def, now); err != nil {
+			INSERT INTO campaigns (workspace_id, campaign_id, status, version, trigger_kind, trigger_event, goal_event, event_names, definition, created_at, updated_at)
+			VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $9)`,
+			ws, c.Id, status, kind, event, goal, eventNames(c), def, now); err != nil {
 			return err
 		}
 		_, err := tx.Exec(ctx, `INSERT INTO campaign_versions (workspace_id, campaign_id, version, definition, created_at) VALUES ($1, $2, 1, $3, $4)`,
@@ -126,9 +143,10 @@ func (s *Store) updateCampaign(ctx context.Context, ws string, c *campaignv1.Cam
 		}
 		kind, event, goal := triggerColumns(c)
 		if _, err := tx.Exec(ctx, `
-			UPDATE campaigns SET version = $3, trigger_kind = $4, trigger_event = $5, goal_event = $6, definition = $7, updated_at = $8
+			UPDATE campaigns SET version = $3, trigger_kind = $4, trigger_event = $5, goal_event = $6, definition = $7, updated_at = $8,
+				event_names = ARRAY(SELECT DISTINCT unnest(event_names || $9::text[]))
 			WHERE workspace_id = $1 AND campaign_id = $2`,
-			ws, c.Id, c.Version, kind, event, goal, def, now); err != nil {
+			ws, c.Id, c.Version, kind, event, goal, def, now, eventNames(c)); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO campaign_versions (workspace_id, campaign_id, version, definition, created_at) VALUES ($1, $2, $3, $4, $5)`,
@@ -229,31 +247,50 @@ func (s *Store) setStatus(ctx context.Context, ws, id, status string, now time.T
 	return decodeCampaign(status, def)
 }
 
-// activeCampaigns returns the active campaigns of ws whose trigger is the
-// event name (kind "event") or any profile change (kind "profile_change",
-// name ignored).
-func (s *Store) activeCampaigns(ctx context.Context, ws, kind, name string) ([]*campaignv1.Campaign, error) {
-	rows, err := s.pool.Query(ctx, `
-		SELECT definition FROM campaigns
-		WHERE workspace_id = $1 AND status = 'active' AND trigger_kind = $2 AND ($2 <> 'event' OR trigger_event = $3)`,
-		ws, kind, name)
+// campaignSet is what the consumer needs of a workspace's campaigns.
+type campaignSet struct {
+	// Active campaigns by trigger event name, and those triggered by
+	// profile changes.
+	byEvent  map[string][]*campaignv1.Campaign
+	onChange []*campaignv1.Campaign
+	// Event names that may end a wait or convert a decision.
+	names map[string]bool
+}
+
+// campaigns reads the campaign set of ws.
+func (s *Store) campaigns(ctx context.Context, ws string) (*campaignSet, error) {
+	rows, err := s.pool.Query(ctx, `SELECT status, definition, event_names FROM campaigns WHERE workspace_id = $1`, ws)
 	if err != nil {
-		return nil, fmt.Errorf("match campaigns: %w", err)
+		return nil, fmt.Errorf("read campaigns: %w", err)
 	}
 	defer rows.Close()
-	var out []*campaignv1.Campaign
+	set := &campaignSet{byEvent: map[string][]*campaignv1.Campaign{}, names: map[string]bool{}}
 	for rows.Next() {
-		var def []byte
-		if err := rows.Scan(&def); err != nil {
-			return nil, fmt.Errorf("match campaigns: %w", err)
+		var (
+			status string
+			def    []byte
+			names  []string
+		)
+		if err := rows.Scan(&status, &def, &names); err != nil {
+			return nil, fmt.Errorf("read campaigns: %w", err)
 		}
-		c, err := decodeCampaign(statusActive, def)
+		for _, n := range names {
+			set.names[n] = true
+		}
+		if status != statusActive {
+			continue
+		}
+		c, err := decodeCampaign(status, def)
 		if err != nil {
 			return nil, err
 		}
-		out = append(out, c)
+		if e := c.GetTrigger().GetEvent(); e != nil {
+			set.byEvent[e.GetName()] = append(set.byEvent[e.GetName()], c)
+		} else {
+			set.onChange = append(set.onChange, c)
+		}
 	}
-	return out, rows.Err()
+	return set, rows.Err()
 }
 
 // snapshot returns the latest profile of a user from whisper.profiles, or
@@ -275,12 +312,12 @@ func (s *Store) snapshot(ctx context.Context, q querier, ws, user string) (*prof
 }
 
 // saveSnapshot keeps p unless a later change is already kept.
-func (s *Store) saveSnapshot(ctx context.Context, ws, user string, p *profilev1.Profile, at time.Time) error {
+func (s *Store) saveSnapshot(ctx context.Context, tx pgx.Tx, ws, user string, p *profilev1.Profile, at time.Time) error {
 	b, err := proto.Marshal(p)
 	if err != nil {
 		return err
 	}
-	_, err = s.pool.Exec(ctx, `
+	_, err = tx.Exec(ctx, `
 		INSERT INTO profile_snapshots (workspace_id, user_id, profile, change_time) VALUES ($1, $2, $3, $4)
 		ON CONFLICT (workspace_id, user_id) DO UPDATE SET profile = EXCLUDED.profile, change_time = EXCLUDED.change_time
 		WHERE profile_snapshots.change_time <= EXCLUDED.change_time`, ws, user, b, at)
@@ -292,8 +329,8 @@ func (s *Store) saveSnapshot(ctx context.Context, ws, user string, p *profilev1.
 
 // saveConsent records a Subscribed/Unsubscribed event unless a later one
 // for the same channel and topic is already recorded.
-func (s *Store) saveConsent(ctx context.Context, ws, user, channel, topic string, subscribed bool, at time.Time) error {
-	_, err := s.pool.Exec(ctx, `
+func (s *Store) saveConsent(ctx context.Context, tx pgx.Tx, ws, user, channel, topic string, subscribed bool, at time.Time) error {
+	_, err := tx.Exec(ctx, `
 		INSERT INTO consent (workspace_id, user_id, channel, topic, subscribed, event_time) VALUES ($1, $2, $3, $4, $5, $6)
 		ON CONFLICT (workspace_id, user_id, channel, topic) DO UPDATE SET subscribed = EXCLUDED.subscribed, event_time = EXCLUDED.event_time
 		WHERE consent.event_time <= EXCLUDED.event_time`, ws, user, channel, topic, subscribed, at)
@@ -348,8 +385,8 @@ func consentOf(unsubscribed map[consentKey]bool, channel, topic string) consentS
 // interest says whether event name can end a wait of the user or convert
 // one of the user's decisions: one cheap read that spares the transactions
 // of the firehose's many events that do neither.
-func (s *Store) interest(ctx context.Context, ws, user, name string) (waits, goals bool, err error) {
-	err = s.pool.QueryRow(ctx, `
+func (s *Store) interest(ctx context.Context, q querier, ws, user, name string) (waits, goals bool, err error) {
+	err = q.QueryRow(ctx, `
 		SELECT
 			EXISTS (SELECT 1 FROM waits WHERE workspace_id = $1 AND user_id = $2 AND (wait_for_event = $3 OR $3 = ANY (exit_events))),
 			EXISTS (SELECT 1 FROM decisions WHERE workspace_id = $1 AND user_id = $2 AND goal_event = $3 AND converted_at IS NULL)`,
@@ -387,12 +424,12 @@ func (s *Store) claim(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision) (b
 
 // claimed returns the decision an earlier delivery of a trigger made, and
 // whether it is final but not yet published (its publisher failed).
-func (s *Store) claimed(ctx context.Context, ws, campaignID, triggerID string) (*decisionv1.Decision, bool, error) {
+func (s *Store) claimed(ctx context.Context, q querier, ws, campaignID, triggerID string) (*decisionv1.Decision, bool, error) {
 	var (
 		b       []byte
 		pending bool
 	)
-	err := s.pool.QueryRow(ctx, `
+	err := q.QueryRow(ctx, `
 		SELECT record, published_at IS NULL AND outcome <> 'waiting' FROM decisions
 		WHERE workspace_id = $1 AND campaign_id = $2 AND trigger_id = $3`, ws, campaignID, triggerID).Scan(&b, &pending)
 	if err != nil {

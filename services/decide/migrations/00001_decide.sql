@@ -17,6 +17,10 @@ CREATE TABLE campaigns (
     trigger_event  text,
     -- The goal event name; NULL when none.
     goal_event     text,
+    -- Every event name any version waits for, exits on or converts on:
+    -- an event of another name cannot end a wait or convert a decision of
+    -- the campaign, so the consumer skips those reads for it.
+    event_names    text[]      NOT NULL DEFAULT '{}',
     -- whisper.campaign.v1.Campaign of the latest version (without status).
     definition     bytea       NOT NULL,
     created_at     timestamptz NOT NULL,
@@ -24,7 +28,6 @@ CREATE TABLE campaigns (
     PRIMARY KEY (workspace_id, campaign_id)
 );
 
-CREATE INDEX campaigns_trigger_idx ON campaigns (workspace_id, trigger_kind, trigger_event) WHERE status = 'active';
 CREATE UNIQUE INDEX campaigns_seq_idx ON campaigns (workspace_id, seq);
 
 -- Every version ever made, immutable: a decision names the one it used.
