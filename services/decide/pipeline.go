@@ -54,7 +54,11 @@ func (s *Service) run(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, tr
 		UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
 		Steps: []*decisionv1.Step{tr.step},
 	}
-	ok, err := s.store.claim(ctx, tx, d)
+	var channels []string
+	for _, v := range c.GetVariants() {
+		channels = append(channels, channelNames[v.GetChannel()])
+	}
+	ok, in, err := s.store.claimAndRead(ctx, tx, d, channels)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -78,7 +82,10 @@ func (s *Service) run(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, tr
 		}
 		return runResult{decision: d, fresh: true, waiting: true}, nil
 	}
-	held, err := s.evaluate(ctx, tx, c, d, tr.profile, rng)
+	if tr.profile != nil {
+		in.profile = tr.profile
+	}
+	held, err := s.evaluate(ctx, tx, c, d, &in, rng)
 	if err != nil {
 		return runResult{}, err
 	}
@@ -92,16 +99,27 @@ func (s *Service) run(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, tr
 //
 // The variant is chosen before the contact policy (the design lists policy
 // first) because caps are per channel and the channel is the variant's.
-func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, d *decisionv1.Decision, p *profilev1.Profile, rng *rand.Rand) (*contactRequest, error) {
+//
+// in holds what was read of the user already; nil means read it now.
+func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, d *decisionv1.Decision, in *userInputs, rng *rand.Rand) (*contactRequest, error) {
 	now := d.DecideTime.AsTime()
-	if p == nil {
+	var channels []string
+	for _, v := range c.GetVariants() {
+		channels = append(channels, channelNames[v.GetChannel()])
+	}
+	if in == nil {
+		in = &userInputs{}
 		var err error
-		if p, err = s.store.snapshot(ctx, tx, d.WorkspaceId, d.UserId); err != nil {
+		if in.profile, err = s.store.snapshot(ctx, tx, d.WorkspaceId, d.UserId); err != nil {
 			return nil, err
 		}
-		if p == nil {
-			p = &profilev1.Profile{WorkspaceId: d.WorkspaceId, UserId: d.UserId}
+		if in.unsubscribed, err = s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels); err != nil {
+			return nil, err
 		}
+	}
+	p := in.profile
+	if p == nil {
+		p = &profilev1.Profile{WorkspaceId: d.WorkspaceId, UserId: d.UserId}
 	}
 	d.ProfileId = p.GetProfileId()
 	save := func(outcome decisionv1.Outcome, goal bool) (*contactRequest, error) {
@@ -143,14 +161,7 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	// are not candidates.
 	consentStep := &decisionv1.Step{Name: "consent", Inputs: map[string]string{}}
 	d.Steps = append(d.Steps, consentStep)
-	var channels []string
-	for _, v := range c.GetVariants() {
-		channels = append(channels, channelNames[v.GetChannel()])
-	}
-	unsubscribed, err := s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels)
-	if err != nil {
-		return nil, err
-	}
+	unsubscribed := in.unsubscribed
 	var candidates []banditVariant
 	byID := map[string]*campaignv1.Variant{}
 	for _, v := range c.GetVariants() {

@@ -403,23 +403,68 @@ type querier interface {
 	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
 }
 
-// claim inserts the row that makes (campaign, trigger) decided by d; false
-// when the trigger was claimed before.
-func (s *Store) claim(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision) (bool, error) {
-	var id string
-	err := tx.QueryRow(ctx, `
+// userInputs are what a decision reads of its user: the profile snapshot
+// (nil when none) and the recorded consent on the campaign's channels.
+type userInputs struct {
+	profile      *profilev1.Profile
+	unsubscribed map[consentKey]bool
+}
+
+// claimAndRead is claim plus the reads of evaluate, sent together: one
+// round trip instead of three on the consumer's hot path. The reads are
+// wasted when the trigger was claimed before, which is rare.
+func (s *Store) claimAndRead(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, channels []string) (bool, userInputs, error) {
+	b := &pgx.Batch{}
+	var (
+		claimedID string
+		in        = userInputs{unsubscribed: map[consentKey]bool{}}
+		snap      []byte
+	)
+	b.Queue(`
 		INSERT INTO decisions (workspace_id, decision_id, campaign_id, campaign_version, user_id, trigger_id, outcome, decided_at, record)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
 		ON CONFLICT (workspace_id, campaign_id, trigger_id) DO NOTHING
 		RETURNING decision_id`,
-		d.WorkspaceId, d.DecisionId, d.CampaignId, d.CampaignVersion, d.UserId, d.TriggerId, outcomeWaiting, d.DecideTime.AsTime()).Scan(&id)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return false, nil
+		d.WorkspaceId, d.DecisionId, d.CampaignId, d.CampaignVersion, d.UserId, d.TriggerId, outcomeWaiting, d.DecideTime.AsTime(),
+	).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&claimedID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(`SELECT profile FROM profile_snapshots WHERE workspace_id = $1 AND user_id = $2`, d.WorkspaceId, d.UserId).
+		QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&snap)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+	b.Queue(`SELECT channel, topic, subscribed FROM consent WHERE workspace_id = $1 AND user_id = $2 AND channel = ANY ($3)`,
+		d.WorkspaceId, d.UserId, channels).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				k   consentKey
+				sub bool
+			)
+			if err := rows.Scan(&k.channel, &k.topic, &sub); err != nil {
+				return err
+			}
+			in.unsubscribed[k] = !sub
+		}
+		return rows.Err()
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return false, userInputs{}, fmt.Errorf("claim trigger and read the user: %w", err)
 	}
-	if err != nil {
-		return false, fmt.Errorf("claim trigger: %w", err)
+	if snap != nil {
+		in.profile = &profilev1.Profile{}
+		if err := proto.Unmarshal(snap, in.profile); err != nil {
+			return false, userInputs{}, fmt.Errorf("decode profile snapshot: %w", err)
+		}
 	}
-	return true, nil
+	return claimedID != "", in, nil
 }
 
 // claimed returns the decision an earlier delivery of a trigger made, and
