@@ -150,9 +150,11 @@ type Service struct {
 	sendTime     sendTimer
 	exprs        *expressions
 	waitInterval time.Duration
-	metrics      *metrics
-	logger       *slog.Logger
-	now          func() time.Time
+	// outboxDelay and outboxEvery: see outboxLoop; variables for tests.
+	outboxDelay, outboxEvery time.Duration
+	metrics                  *metrics
+	logger                   *slog.Logger
+	now                      func() time.Time
 }
 
 // New returns the service; Run starts its consumer and loops.
@@ -164,6 +166,7 @@ func New(o Options) (*Service, error) {
 	s := &Service{
 		store: o.Store, client: o.Client, policy: o.Policy, bandit: o.Bandit, sendTime: o.SendTime,
 		exprs: exprs, waitInterval: o.WaitInterval, metrics: newMetrics(o.Registerer), logger: o.Logger, now: o.Now,
+		outboxDelay: outboxDelay, outboxEvery: outboxDelay / 3,
 	}
 	if s.logger == nil {
 		s.logger = slog.New(slog.DiscardHandler)
@@ -606,8 +609,11 @@ func (s *Service) waitLoop(ctx context.Context) {
 	}
 }
 
+// outboxLoop publishes the decisions whose publisher failed or stopped
+// (a crash between the commit and the produce): those still unpublished
+// outboxDelay after they were made.
 func (s *Service) outboxLoop(ctx context.Context) {
-	t := time.NewTicker(outboxDelay / 3)
+	t := time.NewTicker(s.outboxEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -615,7 +621,7 @@ func (s *Service) outboxLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		ds, err := s.store.unpublished(ctx, s.now().Add(-outboxDelay), outboxBatch)
+		ds, err := s.store.unpublished(ctx, s.now().Add(-s.outboxDelay), outboxBatch)
 		if err == nil && len(ds) > 0 {
 			err = s.publish(ctx, ds)
 		}

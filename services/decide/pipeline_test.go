@@ -465,3 +465,33 @@ func waitFor(t *testing.T, ok func() bool) {
 	}
 	t.Fatal("condition never held")
 }
+
+// A decision committed but never published (the process died between the
+// two) is published by the outbox sweeper.
+func TestOutboxPublishesWhatWasNotPublished(t *testing.T) {
+	h := newHarness(t)
+	h.svc.outboxDelay, h.svc.outboxEvery = time.Second, 100*time.Millisecond
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused"))
+	res, err := h.decisions[tokenA].Decide(ctx, &decisionv1.DecideRequest{CampaignId: c.GetId(), UserId: "u1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := h.decisionsOf(t, c.GetId(), 1); len(got) != 1 {
+		t.Fatalf("%d decisions published, want 1", len(got))
+	}
+	// As if the produce had never happened.
+	if _, err := h.store.pool.Exec(ctx, `UPDATE decisions SET published_at = NULL`); err != nil {
+		t.Fatal(err)
+	}
+	h.run(t)
+	got := h.decisionsOf(t, c.GetId(), 2)
+	if len(got) != 2 || got[1].GetDecisionId() != res.GetDecision().GetDecisionId() {
+		t.Fatalf("after the sweep: %v", got)
+	}
+	waitFor(t, func() bool {
+		var n int
+		err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE published_at IS NULL`).Scan(&n)
+		return err == nil && n == 0
+	})
+}
