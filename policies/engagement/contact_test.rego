@@ -19,8 +19,12 @@ request := {"channel": "email", "campaign_id": "c1", "priority": 50, "transactio
 
 no_counters := {"day": 0, "week": 0}
 
+# minutes("HH:MM") is the minute of the day.
+minutes(hhmm) := (to_number(p[0]) * 60) + to_number(p[1]) if p := split(hhmm, ":")
+
 # at builds the input the Go caller builds: the send time in the user's
-# zone, its local date and minute of the day.
+# zone, its local date and minute of the day, the quiet hours in minutes,
+# the neighbouring messages as local times.
 at(rfc3339, tz, req, counters, cfg) := {
 	"request": object.union(request, req),
 	"time": {
@@ -28,15 +32,23 @@ at(rfc3339, tz, req, counters, cfg) := {
 		"timezone": tz,
 		"local": {
 			"date": time.format([t, tz, "2006-01-02"]),
-			"time": time.format([t, tz, "15:04"]),
 			"minute_of_day": (clock[0] * 60) + clock[1],
+			"text": time.format([t, tz, "2006-01-02 15:04 MST"]),
 		},
 	},
-	"counters": object.union(no_counters, counters),
-	"config": object.union(config, cfg),
+	"counters": object.union(object.union(no_counters, counters), texts),
+	"config": object.union(c, {
+		"quiet_start_minute": minutes(c.quiet_start),
+		"quiet_end_minute": minutes(c.quiet_end),
+	}),
 } if {
 	t := time.parse_rfc3339_ns(rfc3339)
 	clock := time.clock([t, tz])
+	c := object.union(config, cfg)
+	texts := {sprintf("%s_text", [k]): time.format([counters[sprintf("%s_ns", [k])], tz, "2006-01-02 15:04 MST"]) |
+		some k in ["previous", "next"]
+		counters[sprintf("%s_ns", [k])]
+	}
 }
 
 decide(rfc3339, tz, req, counters, cfg) := d if {
@@ -214,11 +226,11 @@ test_steps_explain_every_rule if {
 	[s.name | some s in d.steps] == ["transactional", "quiet_hours", "weekly_cap", "daily_cap", "min_gap"]
 	d.steps[1].result == "outside quiet hours"
 	d.steps[1].inputs.send_at == "2026-06-10 12:00 CEST"
-	d.steps[2].result == "ok: 3 of 5 sent"
-	d.steps[3].result == "ok: 1 of 2 sent"
-	d.steps[3].inputs.sent == "1"
-	d.steps[4].inputs.min_gap_minutes == "60"
-	d.steps[4].inputs.previous == "none"
+	d.steps[2].result == "ok"
+	d.steps[2].inputs.sent == 3
+	d.steps[3].result == "ok"
+	d.steps[3].inputs == {"channel": "email", "sent": 1, "cap": 2, "limit_for_priority": 2, "priority": 50, "priority_threshold": 80}
+	d.steps[4].inputs == {"min_gap_minutes": 60, "previous": "none", "next": "none"}
 }
 
 test_steps_name_the_deferral if {
@@ -230,14 +242,31 @@ test_steps_name_the_deferral if {
 
 test_steps_say_why_headroom_denied if {
 	d := decide("2026-06-10T10:00:00Z", "UTC", {"priority": 10}, {"day": 1}, {"priority_headroom": 1})
-	d.steps[3].result == "reserved for priority >= 80: 1 of 2 sent, 1 open to priority 10"
+	d.steps[3].result == "reserved for higher priority"
+	d.steps[3].inputs.limit_for_priority == 1
 }
 
-test_every_step_input_is_a_string if {
-	d := decide("2026-06-10T10:00:00Z", "UTC", {}, {"previous_ns": 1}, {})
-	every s in d.steps {
-		every _, v in s.inputs {
-			is_string(v)
+test_steps_show_the_neighbouring_messages if {
+	t := time.parse_rfc3339_ns("2026-06-10T10:00:00Z")
+	d := decide("2026-06-10T10:00:00Z", "UTC", {}, {"previous_ns": t - (hour_ns / 2)}, {})
+	d.steps[4].result == "too close to another message"
+	d.steps[4].inputs.previous == "2026-06-10 09:30 UTC"
+	d.steps[4].inputs.next == "none"
+}
+
+# The Go caller renders step inputs with fmt: only scalars are allowed.
+test_every_step_input_is_a_scalar if {
+	decisions := [
+		decide("2026-06-10T10:00:00Z", "UTC", {}, {"previous_ns": 1}, {}),
+		decide("2026-06-10T23:00:00Z", "UTC", {}, {}, {}),
+		decide("2026-06-10T23:00:00Z", "UTC", {"transactional": true}, {}, {}),
+	]
+	count(decisions) == 3
+	every d in decisions {
+		every s in d.steps {
+			every _, v in s.inputs {
+				type_name(v) in {"string", "number", "boolean"}
+			}
 		}
 	}
 }
