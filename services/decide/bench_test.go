@@ -22,13 +22,13 @@ func BenchmarkDecide(b *testing.B) {
 	c := emailCampaign("unused")
 	c.Audience = `profile.engagement_score < 90`
 	c = h.create(b, tokenA, c)
-	ctx := auth.NewContext(context.Background(), &auth.Principal{WorkspaceID: wsA})
+	ctx := auth.NewContext(context.Background(), &auth.Principal{WorkspaceID: h.wsA})
 	b.ResetTimer()
 	start := time.Now()
 	i := 0
 	for b.Loop() {
 		i++
-		if _, err := h.svc.decideNow(ctx, wsA, c.GetId(), fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), nil); err != nil {
+		if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -40,7 +40,7 @@ func BenchmarkDecide(b *testing.B) {
 func BenchmarkDecideParallel(b *testing.B) {
 	h := newHarness(b)
 	c := h.create(b, tokenA, emailCampaign("unused"))
-	ctx := auth.NewContext(context.Background(), &auth.Principal{WorkspaceID: wsA})
+	ctx := auth.NewContext(context.Background(), &auth.Principal{WorkspaceID: h.wsA})
 	var seq atomic.Int64
 	b.SetParallelism(8)
 	start := time.Now()
@@ -48,7 +48,7 @@ func BenchmarkDecideParallel(b *testing.B) {
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			i := seq.Add(1)
-			if _, err := h.svc.decideNow(ctx, wsA, c.GetId(), fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), nil); err != nil {
+			if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), fmt.Sprintf("u%d", i), fmt.Sprintf("r%d", i), nil); err != nil {
 				b.Error(err)
 				return
 			}
@@ -76,11 +76,11 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 			if i%5 == 0 {
 				name = "Cart Abandoned"
 			}
-			v, err := proto.Marshal(track(wsA, fmt.Sprintf("m%d", i), u, name, t0, `{"total": 10}`))
+			v, err := proto.Marshal(track(h.wsA, fmt.Sprintf("m%d", i), u, name, t0, `{"total": 10}`))
 			if err != nil {
 				b.Fatal(err)
 			}
-			recs = append(recs, &kgo.Record{Topic: kafka.TopicEvents, Key: kafka.Key(wsA, u), Value: v})
+			recs = append(recs, &kgo.Record{Topic: kafka.TopicEvents, Key: kafka.Key(h.wsA, u), Value: v})
 		}
 		if err := h.producer.ProduceSync(context.Background(), recs...).FirstErr(); err != nil {
 			b.Fatal(err)

@@ -129,8 +129,12 @@ type Options struct {
 	// Client consumes whisper.events and whisper.profiles (built with
 	// ConsumerOpts) and produces to whisper.decisions. Run needs it; the
 	// Decide RPC alone needs only its producing side.
-	Client   *kgo.Client
-	Policy   contactPolicy
+	Client *kgo.Client
+	Policy contactPolicy
+	// Bandit must not draw connections from Store's pool: Choose reads
+	// while a decision's transaction holds a connection, so on one shared
+	// pool as many concurrent decisions as it has connections would wait
+	// for each other forever. Give it a pool of its own.
 	Bandit   variantChooser
 	SendTime sendTimer
 	// WaitInterval is how often due waits are looked for; 1s when zero.
@@ -316,11 +320,11 @@ func (b *batch) add(r runResult) {
 	}
 }
 
-func (s *Service) campaignsOf(ctx context.Context, b *batch, ws string) (*campaignSet, error) {
+func (s *Service) campaignsOf(ctx context.Context, tx pgx.Tx, b *batch, ws string) (*campaignSet, error) {
 	if set, ok := b.campaigns[ws]; ok {
 		return set, nil
 	}
-	set, err := s.store.campaigns(ctx, ws)
+	set, err := s.store.campaigns(ctx, tx, ws)
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +385,7 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 		}
 	}
 
-	set, err := s.campaignsOf(ctx, b, ws)
+	set, err := s.campaignsOf(ctx, tx, b, ws)
 	if err != nil {
 		return err
 	}
@@ -491,7 +495,7 @@ func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.Pr
 	if err := s.store.saveSnapshot(ctx, tx, ws, p.GetUserId(), p, ch.GetChangeTime().AsTime()); err != nil {
 		return err
 	}
-	set, err := s.campaignsOf(ctx, b, ws)
+	set, err := s.campaignsOf(ctx, tx, b, ws)
 	if err != nil {
 		return err
 	}
@@ -525,7 +529,7 @@ func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.Pr
 
 // decideNow runs a campaign for a user on request (the Decide RPC).
 func (s *Service) decideNow(ctx context.Context, ws, campaignID, user, requestID string, props *structpb.Struct) (*decisionv1.Decision, error) {
-	c, err := s.store.getCampaign(ctx, ws, campaignID, 0)
+	c, err := s.store.getCampaign(ctx, s.store.pool, ws, campaignID, 0)
 	if err != nil {
 		return nil, err
 	}

@@ -3,20 +3,18 @@ package decide
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"connectrpc.com/authn"
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
-	"github.com/jackc/pgx/v5"
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -35,39 +33,77 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpctest"
+	"github.com/whisperhq/whisper/services/decide/bandit"
+	"github.com/whisperhq/whisper/services/decide/contact"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
+// Bearer tokens of the test authn: one per workspace of a harness.
 const (
-	wsA = "6a0d3c1e-2f4b-4c8d-9e1a-0b2c3d4e5f60"
-	wsB = "7b1e4d2f-3a5c-4d9e-8f2b-1c3d4e5f6071"
-	// Bearer tokens of the test authn: one per workspace.
 	tokenA = "token-a"
 	tokenB = "token-b"
 )
 
-// harness runs the decide service on kfake and a fresh database, with its
-// APIs behind a bearer authn that knows tokenA and tokenB.
+// harness runs the decide service with the real contact policy, bandit and
+// send-time optimizer on kfake, a fresh database and the test Redis, with
+// its APIs behind a bearer authn that knows tokenA (workspace wsA) and
+// tokenB (wsB). The workspace ids are new for every harness, so the Redis
+// keys of one test (caps, activity) never meet another's.
 type harness struct {
+	wsA, wsB  string
 	brokers   []string
 	producer  *kgo.Client
 	store     *Store
 	svc       *Service
-	policy    *fakePolicy
-	bandit    *fakeBandit
+	policy    *contact.Policy
 	campaigns map[string]campaignv1connect.CampaignServiceClient
 	decisions map[string]decisionv1connect.DecisionServiceClient
 }
 
+// testRules are the contact rules of the harness: generous caps and no
+// quiet hours, so that outcomes do not depend on the time of day the test
+// runs at; TestCapsHoldUnderConcurrentTriggers sets its own.
+func testRules() contact.Rules {
+	r := contact.DefaultRules()
+	for ch, cr := range r.Channels {
+		cr.PerDay, cr.PerWeek, cr.QuietHours, cr.MinGap = 1000, 1000, false, false
+		r.Channels[ch] = cr
+	}
+	r.OtherChannels = contact.ChannelRules{PerDay: 1000, PerWeek: 1000}
+	r.MinGap = 0
+	return r
+}
+
 func newHarness(t testing.TB) *harness {
+	return newHarnessWith(t, contact.Config{Rules: testRules()})
+}
+
+func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(3, kafka.TopicEvents, kafka.TopicProfiles, kafka.TopicDecisions))
-	pool := pgtest.NewPool(t)
+	dbURL := pgtest.NewDatabase(t)
+	var pools [2]*pgxpool.Pool
+	for i := range pools {
+		p, err := pgxpool.New(context.Background(), dbURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		pools[i] = p
+	}
+	pool, banditPool := pools[0], pools[1]
 	logger := slog.New(slog.DiscardHandler)
 	if err := postgres.Migrate(context.Background(), pool, Migrations, logger); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pool.Exec(context.Background(), `CREATE TABLE fake_bandit (kind text, decision_id text, variant_id text, PRIMARY KEY (kind, decision_id))`); err != nil {
+	if err := postgres.Migrate(context.Background(), pool, bandit.Migrations, logger); err != nil {
+		t.Fatal(err)
+	}
+	rdb := redistest.New(t)
+	policy, err := contact.New(contact.Options{Redis: rdb, Logger: logger, Config: cfg})
+	if err != nil {
 		t.Fatal(err)
 	}
 	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...))
@@ -76,8 +112,8 @@ func newHarness(t testing.TB) *harness {
 	}
 	t.Cleanup(producer.Close)
 	h := &harness{
-		brokers: brokers, producer: producer, store: NewStore(pool),
-		policy: &fakePolicy{limit: 1000, counts: map[string]int{}}, bandit: &fakeBandit{},
+		wsA: uuid.NewString(), wsB: uuid.NewString(),
+		brokers: brokers, producer: producer, store: NewStore(pool), policy: policy,
 		campaigns: map[string]campaignv1connect.CampaignServiceClient{},
 		decisions: map[string]decisionv1connect.DecisionServiceClient{},
 	}
@@ -88,7 +124,7 @@ func newHarness(t testing.TB) *harness {
 	}
 	t.Cleanup(cl.Close)
 	h.svc, err = New(Options{
-		Store: h.store, Client: cl, Policy: h.policy, Bandit: h.bandit, SendTime: fakeSendTime{},
+		Store: h.store, Client: cl, Policy: h.policy, Bandit: bandit.NewStore(banditPool), SendTime: sendtime.New(rdb),
 		WaitInterval: 50 * time.Millisecond, Logger: logger,
 	})
 	if err != nil {
@@ -101,8 +137,8 @@ func newHarness(t testing.TB) *harness {
 	path, dh := handler.DecisionRoutes()
 	mux.Handle(path, dh)
 	principals := map[string]*auth.Principal{
-		tokenA: {WorkspaceID: wsA, CredentialID: "a"},
-		tokenB: {WorkspaceID: wsB, CredentialID: "b"},
+		tokenA: {WorkspaceID: h.wsA, CredentialID: "a"},
+		tokenB: {WorkspaceID: h.wsB, CredentialID: "b"},
 	}
 	srv := httptest.NewServer(authn.NewMiddleware(func(_ context.Context, r authn.Request) (any, error) {
 		p, ok := principals[strings.TrimPrefix(r.Header().Get("Authorization"), "Bearer ")]
@@ -211,72 +247,18 @@ func emailCampaign(trigger string) *campaignv1.Campaign {
 	}
 }
 
-// fakePolicy caps messages per user and channel at limit, atomically.
-type fakePolicy struct {
-	mu     sync.Mutex
-	limit  int
-	counts map[string]int
-}
-
-func (p *fakePolicy) Reserve(_ context.Context, r contactRequest) (contactVerdict, error) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	k := r.WorkspaceID + "/" + r.UserID + "/" + r.Channel
-	if !r.Transactional && p.counts[k] >= p.limit {
-		return contactVerdict{Rule: "daily_cap", Steps: []contactStep{{Name: "daily_cap", Result: "capped", Inputs: map[string]string{"limit": fmt.Sprint(p.limit)}}}}, nil
-	}
-	p.counts[k]++
-	return contactVerdict{Allowed: true, SendAt: r.SendAt}, nil
-}
-
-func (p *fakePolicy) Release(_ context.Context, r contactRequest) error {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.counts[r.WorkspaceID+"/"+r.UserID+"/"+r.Channel]--
-	return nil
-}
-
-// fakeBandit picks the first variant, or the holdout with probability
-// HoldoutShare, and records exposures and conversions in tables of its own.
-type fakeBandit struct{}
-
-func (fakeBandit) Choose(_ context.Context, c banditCampaign, rng *rand.Rand) (banditChoice, error) {
-	if rng.Float64() < c.HoldoutShare {
-		return banditChoice{Holdout: true}, nil
-	}
-	return banditChoice{VariantID: c.Variants[0].ID, Scores: []banditScore{{VariantID: c.Variants[0].ID, Alpha: 1, Beta: 1, Sample: 0.5}}}, nil
-}
-
-func (fakeBandit) RecordExposure(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error {
-	return recordFake(ctx, tx, "exposure", decisionID, variantID)
-}
-
-func (fakeBandit) RecordConversion(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error {
-	return recordFake(ctx, tx, "conversion", decisionID, variantID)
-}
-
-func recordFake(ctx context.Context, tx pgx.Tx, kind, decisionID, variantID string) error {
-	_, err := tx.Exec(ctx, `INSERT INTO fake_bandit VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`, kind, decisionID, variantID)
-	return err
-}
-
+// banditRows counts the bandit's recorded exposures or conversions.
 func (h *harness) banditRows(t *testing.T, kind string) int {
 	t.Helper()
+	q := `SELECT count(*) FROM bandit_decisions`
+	if kind == "conversion" {
+		q += ` WHERE converted_at IS NOT NULL`
+	}
 	var n int
-	err := h.store.pool.QueryRow(context.Background(), `SELECT count(*) FROM fake_bandit WHERE kind = $1`, kind).Scan(&n)
-	if err != nil {
+	if err := h.store.pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
 		t.Fatal(err)
 	}
 	return n
-}
-
-// fakeSendTime sends now.
-type fakeSendTime struct{}
-
-func (fakeSendTime) Observe(context.Context, string, string, time.Time) error { return nil }
-
-func (fakeSendTime) Best(_ context.Context, _, _ string, now time.Time, _ time.Duration, _ string) (sendPick, error) {
-	return sendPick{At: now, Hour: now.Hour(), Reason: "fake"}, nil
 }
 
 func TestInvalidCampaigns(t *testing.T) {

@@ -113,7 +113,7 @@ func (h *Handler) GetCampaign(ctx context.Context, req *campaignv1.GetCampaignRe
 	if req.GetVersion() < 0 {
 		return nil, invalid("version", "must not be negative")
 	}
-	c, err := h.svc.store.getCampaign(ctx, ws, id, req.GetVersion())
+	c, err := h.svc.store.getCampaign(ctx, h.svc.store.pool, ws, id, req.GetVersion())
 	if err != nil {
 		return nil, h.storeError(ctx, "get campaign", err)
 	}
@@ -264,7 +264,7 @@ func (h *Handler) ExplainDecision(ctx context.Context, req *decisionv1.ExplainDe
 	if err != nil {
 		return nil, h.storeError(ctx, "explain decision", err)
 	}
-	c, err := h.svc.store.getCampaign(ctx, ws, d.GetCampaignId(), d.GetCampaignVersion())
+	c, err := h.svc.store.getCampaign(ctx, h.svc.store.pool, ws, d.GetCampaignId(), d.GetCampaignVersion())
 	if err != nil {
 		return nil, h.storeError(ctx, "explain decision", err)
 	}

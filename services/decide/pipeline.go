@@ -256,10 +256,15 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 		d.VariantId, d.Channel, d.ContentRef, d.Topic = "", campaignv1.Channel_CHANNEL_UNSPECIFIED, "", ""
 		return save(decisionv1.Outcome_OUTCOME_CAPPED, false)
 	}
+	// An allowed verdict names a rule only when the rule deferred it (quiet
+	// hours). Its SendAt is the time to use either way: the policy counts
+	// the message at that time.
 	outcome := decisionv1.Outcome_OUTCOME_SEND
-	if verdict.SendAt.After(sendAt) {
+	if verdict.Rule != "" {
 		outcome = decisionv1.Outcome_OUTCOME_DEFERRED
 		policyStep.Result = "deferred"
+	}
+	if !verdict.SendAt.IsZero() {
 		sendAt = verdict.SendAt
 	}
 	d.SendTime = timestamppb.New(sendAt)
@@ -304,7 +309,7 @@ func (s *Service) endWaits(ctx context.Context, tx pgx.Tx, waits []pendingWait, 
 			d.Steps = append(d.Steps, &decisionv1.Step{Name: "wait", Result: "exited", Inputs: map[string]string{"reason": why, "event": event}})
 			return s.store.saveDecision(ctx, tx, d, "", time.Time{})
 		}
-		c, err := s.store.getCampaign(ctx, d.WorkspaceId, d.CampaignId, d.CampaignVersion)
+		c, err := s.store.getCampaign(ctx, tx, d.WorkspaceId, d.CampaignId, d.CampaignVersion)
 		if err != nil && !errors.Is(err, ErrNotFound) {
 			return nil, held, err
 		}

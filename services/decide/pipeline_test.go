@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/services/decide/contact"
 )
 
 var t0 = time.Now().UTC().Truncate(time.Second)
@@ -38,12 +40,12 @@ func TestEventTriggersOneDecision(t *testing.T) {
 	c.GetTrigger().GetEvent().Condition = `event.properties.total > 50.0`
 	c = h.create(t, tokenA, c)
 	h.run(t)
-	ev := track(wsA, "m1", "u1", "Cart Abandoned", t0, `{"total": 80}`)
-	h.produce(t, kafka.TopicEvents, wsA, "u1",
+	ev := track(h.wsA, "m1", "u1", "Cart Abandoned", t0, `{"total": 80}`)
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1",
 		ev,
 		ev, // redelivered
-		track(wsA, "m2", "u2", "Cart Abandoned", t0, `{"total": 10}`), // condition false
-		track(wsA, "m3", "u1", "Viewed", t0, `{}`),                    // another event
+		track(h.wsA, "m2", "u2", "Cart Abandoned", t0, `{"total": 10}`), // condition false
+		track(h.wsA, "m3", "u1", "Viewed", t0, `{}`),                    // another event
 	)
 	h.decisionsOf(t, c.GetId(), 1)
 	got := h.settledDecisions(t, c.GetId())
@@ -52,7 +54,7 @@ func TestEventTriggersOneDecision(t *testing.T) {
 	}
 	d := got[0]
 	want := &decisionv1.Decision{
-		WorkspaceId: wsA, CampaignId: c.GetId(), CampaignVersion: 1, UserId: "u1", TriggerId: "event:m1",
+		WorkspaceId: h.wsA, CampaignId: c.GetId(), CampaignVersion: 1, UserId: "u1", TriggerId: "event:m1",
 		Outcome: decisionv1.Outcome_OUTCOME_SEND, VariantId: "A", Channel: campaignv1.Channel_CHANNEL_EMAIL,
 		ContentRef: "cart/a", Topic: "marketing",
 	}
@@ -60,7 +62,10 @@ func TestEventTriggersOneDecision(t *testing.T) {
 	if diff := cmp.Diff(want, d, opts...); diff != "" {
 		t.Errorf("decision (-want +got):\n%s", diff)
 	}
-	if names := stepNames(d); !slices.Equal(names, []string{"trigger", "audience", "consent", "variant", "send_time", "policy"}) {
+	// The contact policy's own steps come between send_time and its verdict.
+	names := stepNames(d)
+	if len(names) < 7 || !slices.Equal(names[:5], []string{"trigger", "audience", "consent", "variant", "send_time"}) ||
+		names[len(names)-1] != "policy" || !slices.Contains(names, "policy.daily_cap") {
 		t.Errorf("steps %v", names)
 	}
 
@@ -71,7 +76,7 @@ func TestEventTriggersOneDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cl.Close()
-	replay, err := New(Options{Store: h.store, Client: cl, Policy: h.policy, Bandit: h.bandit, SendTime: fakeSendTime{}})
+	replay, err := New(Options{Store: h.store, Client: cl, Policy: h.policy, Bandit: h.svc.bandit, SendTime: h.svc.sendTime})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,15 +132,15 @@ func TestUnsubscribedUsersAreSkipped(t *testing.T) {
 	c.Variants[0].Topic = ""
 	c = h.create(t, tokenA, c)
 	h.run(t)
-	h.produce(t, kafka.TopicEvents, wsA, "u1",
-		track(wsA, "c1", "u1", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email"}`))
-	h.produce(t, kafka.TopicEvents, wsA, "u2",
-		track(wsA, "c2", "u2", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email"}`),
-		track(wsA, "c3", "u2", EventSubscribed, t0.Add(-time.Minute), `{"channel":"email"}`))
-	h.produce(t, kafka.TopicEvents, wsA, "u3",
-		track(wsA, "c4", "u3", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"sms"}`))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1",
+		track(h.wsA, "c1", "u1", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email"}`))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u2",
+		track(h.wsA, "c2", "u2", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email"}`),
+		track(h.wsA, "c3", "u2", EventSubscribed, t0.Add(-time.Minute), `{"channel":"email"}`))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u3",
+		track(h.wsA, "c4", "u3", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"sms"}`))
 	for _, u := range []string{"u1", "u2", "u3"} {
-		h.produce(t, kafka.TopicEvents, wsA, u, track(wsA, "r-"+u, u, "Password Reset", t0, ""))
+		h.produce(t, kafka.TopicEvents, h.wsA, u, track(h.wsA, "r-"+u, u, "Password Reset", t0, ""))
 	}
 	got := outcomes(h.decisionsOf(t, c.GetId(), 3))
 	want := map[string]decisionv1.Outcome{
@@ -147,22 +152,30 @@ func TestUnsubscribedUsersAreSkipped(t *testing.T) {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
 	}
 
-	// A user who left a topic on one channel is reached on another
-	// variant's channel; others keep the first variant.
+	// Users who left a topic on one channel are reached on the other
+	// variant's channel: the bandit only sees the variants they accept.
 	multi := emailCampaign("Order Shipped")
 	multi.Variants[0].Topic = "orders"
 	multi.Variants = append(multi.Variants, &campaignv1.Variant{Id: "S", Weight: 1, Channel: campaignv1.Channel_CHANNEL_SMS, ContentRef: "ship/sms", Topic: "orders"})
 	multi = h.create(t, tokenA, multi)
-	h.produce(t, kafka.TopicEvents, wsA, "u4",
-		track(wsA, "c5", "u4", EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email","topic":"orders"}`),
-		track(wsA, "o4", "u4", "Order Shipped", t0, ""))
-	h.produce(t, kafka.TopicEvents, wsA, "u5", track(wsA, "o5", "u5", "Order Shipped", t0, ""))
-	variants := map[string]string{}
-	for _, d := range h.decisionsOf(t, multi.GetId(), 2) {
-		variants[d.GetUserId()] = d.GetVariantId()
+	const leavers = 8
+	for i := range leavers {
+		u := fmt.Sprintf("l%d", i)
+		h.produce(t, kafka.TopicEvents, h.wsA, u,
+			track(h.wsA, "c-"+u, u, EventUnsubscribed, t0.Add(-time.Hour), `{"channel":"email","topic":"orders"}`),
+			track(h.wsA, "o-"+u, u, "Order Shipped", t0, ""))
 	}
-	if diff := cmp.Diff(map[string]string{"u4": "S", "u5": "A"}, variants); diff != "" {
-		t.Errorf("variants (-want +got):\n%s", diff)
+	ds := h.decisionsOf(t, multi.GetId(), leavers)
+	if len(ds) != leavers {
+		t.Fatalf("%d decisions, want %d", len(ds), leavers)
+	}
+	for _, d := range ds {
+		if d.GetVariantId() != "S" || d.GetChannel() != campaignv1.Channel_CHANNEL_SMS {
+			t.Errorf("%s: variant %q on %v, want S on sms", d.GetUserId(), d.GetVariantId(), d.GetChannel())
+		}
+		if got := d.GetSteps()[2].GetInputs()["variant A (email/orders)"]; got != "unsubscribed from topic" {
+			t.Errorf("%s: consent step says %q for variant A", d.GetUserId(), got)
+		}
 	}
 }
 
@@ -176,14 +189,14 @@ func TestWaitExitsWhenTheUserConverts(t *testing.T) {
 	c = h.create(t, tokenA, c)
 	h.run(t)
 	now := time.Now()
-	h.produce(t, kafka.TopicEvents, wsA, "u1", track(wsA, "w1", "u1", "Cart Abandoned", now, ""))
-	h.produce(t, kafka.TopicEvents, wsA, "u2", track(wsA, "w2", "u2", "Cart Abandoned", now, ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "w1", "u1", "Cart Abandoned", now, ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u2", track(h.wsA, "w2", "u2", "Cart Abandoned", now, ""))
 	// Both wait: the Decide-like claim exists with outcome waiting.
 	waitFor(t, func() bool {
 		list, err := h.decisions[tokenA].ListDecisions(context.Background(), &decisionv1.ListDecisionsRequest{CampaignId: c.GetId()})
 		return err == nil && len(list.GetDecisions()) == 2
 	})
-	h.produce(t, kafka.TopicEvents, wsA, "u1", track(wsA, "w3", "u1", "Order Completed", time.Now(), ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "w3", "u1", "Order Completed", time.Now(), ""))
 	got := h.decisionsOf(t, c.GetId(), 2)
 	want := map[string]decisionv1.Outcome{
 		"u1": decisionv1.Outcome_OUTCOME_EXITED,
@@ -208,9 +221,9 @@ func TestWaitForEvent(t *testing.T) {
 	c = h.create(t, tokenA, c)
 	h.run(t)
 	now := time.Now()
-	h.produce(t, kafka.TopicEvents, wsA, "u1", track(wsA, "s1", "u1", "Signed Up", now, ""))
-	h.produce(t, kafka.TopicEvents, wsA, "u2", track(wsA, "s2", "u2", "Signed Up", now, ""))
-	h.produce(t, kafka.TopicEvents, wsA, "u1", track(wsA, "s3", "u1", "Verified Email", now.Add(time.Millisecond), ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "s1", "u1", "Signed Up", now, ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u2", track(h.wsA, "s2", "u2", "Signed Up", now, ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "s3", "u1", "Verified Email", now.Add(time.Millisecond), ""))
 	got := h.decisionsOf(t, c.GetId(), 2)
 	want := map[string]decisionv1.Outcome{
 		"u1": decisionv1.Outcome_OUTCOME_SEND,
@@ -231,7 +244,7 @@ func TestHoldoutUsersGetNoMessage(t *testing.T) {
 	const users = 40
 	for i := range users {
 		u := fmt.Sprintf("u%d", i)
-		h.produce(t, kafka.TopicEvents, wsA, u, track(wsA, "h"+u, u, "Viewed Pricing", t0, ""))
+		h.produce(t, kafka.TopicEvents, h.wsA, u, track(h.wsA, "h"+u, u, "Viewed Pricing", t0, ""))
 	}
 	got := h.decisionsOf(t, c.GetId(), users)
 	if len(got) != users {
@@ -267,12 +280,12 @@ func TestGoalEventRewardsOnce(t *testing.T) {
 	c.AttributionWindow = durationpb.New(time.Hour)
 	c = h.create(t, tokenA, c)
 	h.run(t)
-	h.produce(t, kafka.TopicEvents, wsA, "u1", track(wsA, "g1", "u1", "Trial Started", t0, ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "g1", "u1", "Trial Started", t0, ""))
 	h.decisionsOf(t, c.GetId(), 1)
-	h.produce(t, kafka.TopicEvents, wsA, "u1",
-		track(wsA, "g2", "u1", "Subscribed To Plan", time.Now().Add(time.Minute), ""),
-		track(wsA, "g3", "u1", "Subscribed To Plan", time.Now().Add(2*time.Minute), ""),
-		track(wsA, "g4", "u1", "Subscribed To Plan", time.Now().Add(3*time.Hour), ""), // outside the window
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1",
+		track(h.wsA, "g2", "u1", "Subscribed To Plan", time.Now().Add(time.Minute), ""),
+		track(h.wsA, "g3", "u1", "Subscribed To Plan", time.Now().Add(2*time.Minute), ""),
+		track(h.wsA, "g4", "u1", "Subscribed To Plan", time.Now().Add(3*time.Hour), ""), // outside the window
 	)
 	waitFor(t, func() bool { return h.banditRows(t, "conversion") >= 1 })
 	time.Sleep(500 * time.Millisecond)
@@ -293,14 +306,14 @@ func TestProfileChangeTrigger(t *testing.T) {
 	h.run(t)
 	change := func(id, user, prev string, score int32, kinds ...profilev1.ProfileChangeKind) *profilev1.ProfileChange {
 		return &profilev1.ProfileChange{
-			ChangeId: id, WorkspaceId: wsA, Kinds: kinds, PreviousStage: prev, ChangeTime: timestamppb.New(t0),
-			Profile: &profilev1.Profile{WorkspaceId: wsA, ProfileId: "p-" + user, UserId: user, Stage: "at_risk", EngagementScore: score},
+			ChangeId: id, WorkspaceId: h.wsA, Kinds: kinds, PreviousStage: prev, ChangeTime: timestamppb.New(t0),
+			Profile: &profilev1.Profile{WorkspaceId: h.wsA, ProfileId: "p-" + user, UserId: user, Stage: "at_risk", EngagementScore: score},
 		}
 	}
 	stage := profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_STAGE
-	h.produce(t, kafka.TopicProfiles, wsA, "u1", change("ch1", "u1", "engaged", 20, stage))
-	h.produce(t, kafka.TopicProfiles, wsA, "u2", change("ch2", "u2", "engaged", 70, stage))
-	h.produce(t, kafka.TopicProfiles, wsA, "u3", change("ch3", "u3", "at_risk", 10, profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_TRAITS))
+	h.produce(t, kafka.TopicProfiles, h.wsA, "u1", change("ch1", "u1", "engaged", 20, stage))
+	h.produce(t, kafka.TopicProfiles, h.wsA, "u2", change("ch2", "u2", "engaged", 70, stage))
+	h.produce(t, kafka.TopicProfiles, h.wsA, "u3", change("ch3", "u3", "at_risk", 10, profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_TRAITS))
 	got := h.decisionsOf(t, c.GetId(), 2)
 	want := map[string]decisionv1.Outcome{
 		"u1": decisionv1.Outcome_OUTCOME_SEND,
@@ -424,7 +437,7 @@ func TestWorkspaceIsolation(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("B reads A's campaign: %v, want NotFound", err)
 	}
-	_, err = h.campaigns[tokenB].GetCampaign(ctx, &campaignv1.GetCampaignRequest{WorkspaceId: wsA, CampaignId: a.GetId()})
+	_, err = h.campaigns[tokenB].GetCampaign(ctx, &campaignv1.GetCampaignRequest{WorkspaceId: h.wsA, CampaignId: a.GetId()})
 	if connect.CodeOf(err) != connect.CodePermissionDenied {
 		t.Errorf("B names A's workspace: %v, want PermissionDenied", err)
 	}
@@ -436,11 +449,11 @@ func TestWorkspaceIsolation(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("B decides with A's campaign: %v, want NotFound", err)
 	}
-	h.produce(t, kafka.TopicEvents, wsB, "u1", track(wsB, "i1", "u1", "Cart Abandoned", t0, ""))
-	h.produce(t, kafka.TopicEvents, wsA, "u1", track(wsA, "i2", "u1", "Cart Abandoned", t0, ""))
+	h.produce(t, kafka.TopicEvents, h.wsB, "u1", track(h.wsB, "i1", "u1", "Cart Abandoned", t0, ""))
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "i2", "u1", "Cart Abandoned", t0, ""))
 	h.decisionsOf(t, a.GetId(), 1)
 	got := h.settledDecisions(t, a.GetId())
-	if len(got) != 1 || got[0].GetWorkspaceId() != wsA {
+	if len(got) != 1 || got[0].GetWorkspaceId() != h.wsA {
 		t.Fatalf("decisions %v", got)
 	}
 	list, err := h.decisions[tokenB].ListDecisions(ctx, &decisionv1.ListDecisionsRequest{})
@@ -494,4 +507,58 @@ func TestOutboxPublishesWhatWasNotPublished(t *testing.T) {
 		err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE published_at IS NULL`).Scan(&n)
 		return err == nil && n == 0
 	})
+}
+
+// Caps hold when one user's triggers are decided concurrently: by the
+// consumer and by many Decide calls at once, across campaigns. The cap is
+// counted atomically in Redis, so exactly the cap's worth is sent.
+func TestCapsHoldUnderConcurrentTriggers(t *testing.T) {
+	const cap = 3
+	rules := testRules()
+	rules.Channels["email"] = contact.ChannelRules{PerDay: cap, PerWeek: 100}
+	rules.PriorityHeadroom = 0
+	h := newHarnessWith(t, contact.Config{Rules: rules})
+	ctx := context.Background()
+	var ids []string
+	for range 3 {
+		ids = append(ids, h.create(t, tokenA, emailCampaign("Sale Started")).GetId())
+	}
+	h.run(t)
+	for i := range 10 {
+		h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, fmt.Sprintf("s%d", i), "u1", "Sale Started", time.Now(), ""))
+	}
+	var wg sync.WaitGroup
+	for i := range 30 {
+		wg.Go(func() {
+			_, err := h.decisions[tokenA].Decide(ctx, &decisionv1.DecideRequest{CampaignId: ids[i%len(ids)], UserId: "u1", RequestId: fmt.Sprint(i)})
+			if err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	const total = 10*3 + 30
+	var got []*decisionv1.Decision
+	waitFor(t, func() bool {
+		got = got[:0]
+		token := ""
+		for {
+			page, err := h.decisions[tokenA].ListDecisions(ctx, &decisionv1.ListDecisionsRequest{UserId: "u1", PageSize: 25, PageToken: token})
+			if err != nil {
+				t.Fatal(err)
+			}
+			got = append(got, page.GetDecisions()...)
+			if token = page.GetNextPageToken(); token == "" {
+				return len(got) == total
+			}
+		}
+	})
+	counts := map[decisionv1.Outcome]int{}
+	for _, d := range got {
+		counts[d.GetOutcome()]++
+	}
+	want := map[decisionv1.Outcome]int{decisionv1.Outcome_OUTCOME_SEND: cap, decisionv1.Outcome_OUTCOME_CAPPED: total - cap}
+	if diff := cmp.Diff(want, counts); diff != "" {
+		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
 }

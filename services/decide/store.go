@@ -165,16 +165,16 @@ func (s *Store) updateCampaign(ctx context.Context, ws string, c *campaignv1.Cam
 
 // getCampaign returns a campaign at version (0: the latest) with its
 // current status.
-func (s *Store) getCampaign(ctx context.Context, ws, id string, version int32) (*campaignv1.Campaign, error) {
+func (s *Store) getCampaign(ctx context.Context, q querier, ws, id string, version int32) (*campaignv1.Campaign, error) {
 	var (
 		status string
 		def    []byte
 	)
 	var err error
 	if version == 0 {
-		err = s.pool.QueryRow(ctx, `SELECT status, definition FROM campaigns WHERE workspace_id = $1 AND campaign_id = $2`, ws, id).Scan(&status, &def)
+		err = q.QueryRow(ctx, `SELECT status, definition FROM campaigns WHERE workspace_id = $1 AND campaign_id = $2`, ws, id).Scan(&status, &def)
 	} else {
-		err = s.pool.QueryRow(ctx, `
+		err = q.QueryRow(ctx, `
 			SELECT c.status, v.definition FROM campaign_versions v JOIN campaigns c USING (workspace_id, campaign_id)
 			WHERE v.workspace_id = $1 AND v.campaign_id = $2 AND v.version = $3`, ws, id, version).Scan(&status, &def)
 	}
@@ -258,8 +258,8 @@ type campaignSet struct {
 }
 
 // campaigns reads the campaign set of ws.
-func (s *Store) campaigns(ctx context.Context, ws string) (*campaignSet, error) {
-	rows, err := s.pool.Query(ctx, `SELECT status, definition, event_names FROM campaigns WHERE workspace_id = $1`, ws)
+func (s *Store) campaigns(ctx context.Context, q querier, ws string) (*campaignSet, error) {
+	rows, err := q.Query(ctx, `SELECT status, definition, event_names FROM campaigns WHERE workspace_id = $1`, ws)
 	if err != nil {
 		return nil, fmt.Errorf("read campaigns: %w", err)
 	}
