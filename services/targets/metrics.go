@@ -9,6 +9,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/observability/contract"
 	"github.com/whisperhq/whisper/internal/telemetry"
+	"github.com/whisperhq/whisper/services/decide"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
@@ -46,6 +47,12 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 
 	// Profiles: its consumer's own metrics (its Kafka client registers none).
 	profiles.New(profiles.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
+
+	// Decide: its pipeline's metrics (decisions by campaign and outcome,
+	// policy evaluation latency, waits, conversions, consumer records).
+	if _, err := decide.New(decide.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		return nil, err
+	}
 
 	return rec.Catalogue()
 }

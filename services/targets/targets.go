@@ -26,6 +26,8 @@ import (
 
 	"github.com/whisperhq/whisper/internal/auth"
 	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1/campaignv1connect"
+	"github.com/whisperhq/whisper/internal/gen/whisper/decision/v1/decisionv1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
@@ -34,20 +36,25 @@ import (
 	"github.com/whisperhq/whisper/internal/rpc"
 	"github.com/whisperhq/whisper/internal/telemetry"
 	"github.com/whisperhq/whisper/internal/workspace"
+	"github.com/whisperhq/whisper/services/decide"
+	"github.com/whisperhq/whisper/services/decide/bandit"
+	"github.com/whisperhq/whisper/services/decide/contact"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
 
 // Target names. Only targets that exist are accepted; the others of the
-// design (decide, content, deliver) join this list as they land.
+// design (content, deliver) join this list as they land.
 const (
 	All      = "all"
 	Ingest   = "ingest"
 	Profiles = "profiles"
+	Decide   = "decide"
 )
 
 // Available lists the targets this build can run, in start order.
-var Available = []string{Ingest, Profiles}
+var Available = []string{Ingest, Profiles, Decide}
 
 // Config is the configuration of a whisper process.
 type Config struct {
@@ -62,6 +69,9 @@ type Config struct {
 	IngestAckTimeout time.Duration
 	// FlushTimeout bounds the final flush of producers at shutdown.
 	FlushTimeout time.Duration
+	// DecideWaitInterval is how often the decide target looks for waits
+	// that are due.
+	DecideWaitInterval time.Duration
 }
 
 // RegisterFlags binds c to fs.
@@ -75,6 +85,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token with rights over every workspace (at least 24 characters); empty disables it")
 	fs.DurationVar(&c.IngestAckTimeout, "ingest-ack-timeout", 10*time.Second, "how long an ingest request waits for the broker's acknowledgement before answering 503")
 	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 10*time.Second, "how long producers may take to flush at shutdown")
+	fs.DurationVar(&c.DecideWaitInterval, "decide-wait-interval", time.Second, "how often the decide target looks for campaign waits that are due (the lateness of a wait's end)")
 }
 
 // Validate reports every setting that cannot work, naming its flag.
@@ -103,6 +114,9 @@ func (c Config) Validate() error {
 	}
 	if c.FlushTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--flush-timeout: must be positive, got %v", c.FlushTimeout))
+	}
+	if c.DecideWaitInterval < 10*time.Millisecond || c.DecideWaitInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("--decide-wait-interval: must be 10ms-1m, got %v", c.DecideWaitInterval))
 	}
 	return errors.Join(errs...)
 }
@@ -172,12 +186,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			p.Close()
 		}
 	}()
-	if slices.Contains(targets, Ingest) {
+	var rdb *redis.Client
+	if slices.Contains(targets, Ingest) || slices.Contains(targets, Decide) {
 		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
-		rdb := redis.NewClient(rdbOpts)
+		rdb = redis.NewClient(rdbOpts)
 		defer rdb.Close()
 		srv.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-
+	}
+	if slices.Contains(targets, Ingest) {
 		producer, err := kafka.NewClient(cfg.Kafka, Ingest, reg)
 		if err != nil {
 			return err
@@ -232,6 +248,56 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			}
 		})
 		defer func() { stopWork(); workers.Wait() }() // before consumer.Close
+	}
+
+	if slices.Contains(targets, Decide) {
+		for _, m := range []postgres.Migrations{decide.Migrations, bandit.Migrations} {
+			if err := postgres.Migrate(ctx, pool, m, logger); err != nil {
+				return err
+			}
+		}
+		// The bandit reads while a decision's transaction holds a
+		// connection of the main pool: it gets its own (see
+		// decide.Options.Bandit).
+		banditPool, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		defer banditPool.Close()
+		client, err := kafka.NewClient(cfg.Kafka, Decide, reg, decide.ConsumerOpts(decide.DefaultGroup)...)
+		if err != nil {
+			return err
+		}
+		producers = append(producers, client) // closed after the workers stop
+		if err := kafka.EnsureTopics(ctx, client, cfg.Kafka, kafka.TopicEvents, kafka.TopicProfiles, kafka.TopicDecisions); err != nil {
+			return fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
+		}
+		srv.AddCheck("kafka-decide", client.Ping)
+
+		decideLogger := logger.With("target", Decide)
+		policy, err := contact.New(contact.Options{Redis: rdb, Logger: decideLogger})
+		if err != nil {
+			return err
+		}
+		svc, err := decide.New(decide.Options{
+			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: bandit.NewStore(banditPool),
+			SendTime: sendtime.New(rdb), WaitInterval: cfg.DecideWaitInterval, Registerer: reg, Logger: decideLogger,
+		})
+		if err != nil {
+			return err
+		}
+		h := decide.NewHandler(svc, decideLogger)
+		mw := authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...)
+		path, ch := h.CampaignRoutes(handlerOpts...)
+		srv.HandleService(campaignv1connect.CampaignServiceName, path, mw.Wrap(ch))
+		path, dh := h.DecisionRoutes(handlerOpts...)
+		srv.HandleService(decisionv1connect.DecisionServiceName, path, mw.Wrap(dh))
+		workers.Go(func() {
+			if err := svc.Run(workCtx); err != nil {
+				logger.Error("decide consumer stopped", "err", err)
+			}
+		})
+		defer func() { stopWork(); workers.Wait() }() // before client.Close
 	}
 
 	ln := opts.Listener

@@ -1,0 +1,67 @@
+package targets_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"testing"
+
+	"connectrpc.com/connect"
+
+	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1/campaignv1connect"
+	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/decision/v1/decisionv1connect"
+	"github.com/whisperhq/whisper/internal/rpctest"
+)
+
+// TestCampaignDecidesOnSegmentEvents defines a campaign over CampaignService
+// and sends the event that triggers it over the Segment API, as a client of
+// `whisper serve --target=all` would: the decision shows in ListDecisions,
+// explains itself, and stays out of the other workspace.
+func TestCampaignDecidesOnSegmentEvents(t *testing.T) {
+	p := start(t)
+	ctx := context.Background()
+	_, tokens, key := twoWorkspaces(t, p)
+	campaigns := campaignv1connect.NewCampaignServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	created, err := campaigns.CreateCampaign(ctx, &campaignv1.CreateCampaignRequest{Activate: true, Campaign: &campaignv1.Campaign{
+		Name:     "welcome",
+		Trigger:  &campaignv1.Trigger{Kind: &campaignv1.Trigger_Event{Event: &campaignv1.EventTrigger{Name: "Signed Up"}}},
+		Variants: []*campaignv1.Variant{{Id: "A", Weight: 1, Channel: campaignv1.Channel_CHANNEL_WEBHOOK, ContentRef: "welcome/a"}},
+	}})
+	if err != nil {
+		t.Fatalf("CreateCampaign: %v", err)
+	}
+	_, err = campaigns.CreateCampaign(ctx, &campaignv1.CreateCampaignRequest{Campaign: &campaignv1.Campaign{Name: "bad"}})
+	if connect.CodeOf(err) != connect.CodeInvalidArgument {
+		t.Errorf("CreateCampaign without a trigger: %v, want InvalidArgument", err)
+	}
+	if code, res := post(t, p.url+"/v1/track", key, `{"userId":"u1","event":"Signed Up","messageId":"d1"}`); code != http.StatusOK {
+		t.Fatalf("POST /v1/track = %d %s", code, res)
+	}
+	decisions := decisionv1connect.NewDecisionServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	var got []*decisionv1.Decision
+	waitFor(t, "the decision", func() (bool, string) {
+		res, err := decisions.ListDecisions(ctx, &decisionv1.ListDecisionsRequest{UserId: "u1"})
+		if err != nil {
+			return false, err.Error()
+		}
+		got = res.GetDecisions()
+		return len(got) == 1, fmt.Sprint(got)
+	})
+	d := got[0]
+	if d.GetCampaignId() != created.GetCampaign().GetId() || d.GetTriggerId() != "event:d1" || d.GetVariantId() != "A" {
+		t.Errorf("decision %v", d)
+	}
+	if d.GetOutcome() != decisionv1.Outcome_OUTCOME_SEND && d.GetOutcome() != decisionv1.Outcome_OUTCOME_DEFERRED {
+		t.Errorf("outcome %v, want a send", d.GetOutcome())
+	}
+	explained, err := decisions.ExplainDecision(ctx, &decisionv1.ExplainDecisionRequest{DecisionId: d.GetDecisionId()})
+	if err != nil || explained.GetCampaign().GetVersion() != 1 || len(explained.GetDecision().GetSteps()) < 5 {
+		t.Errorf("ExplainDecision = %v, %v", explained, err)
+	}
+	other := decisionv1connect.NewDecisionServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
+	if _, err := other.ExplainDecision(ctx, &decisionv1.ExplainDecisionRequest{DecisionId: d.GetDecisionId()}); connect.CodeOf(err) != connect.CodeNotFound {
+		t.Errorf("the other workspace explains the decision: %v, want NotFound", err)
+	}
+}
