@@ -192,6 +192,9 @@ func (s *Service) Run(ctx context.Context) error {
 	defer wg.Wait()
 	wg.Go(func() { s.waitLoop(ctx) })
 	wg.Go(func() { s.outboxLoop(ctx) })
+	if p, ok := s.bandit.(exposurePruner); ok {
+		wg.Go(func() { s.pruneLoop(ctx, p) })
+	}
 	for {
 		fetches := s.client.PollRecords(ctx, maxPollRecords)
 		if ctx.Err() != nil || fetches.IsClientClosed() {
@@ -633,6 +636,35 @@ func (s *Service) outboxLoop(ctx context.Context) {
 			s.metrics.failures.WithLabelValues("publish outbox").Inc()
 			s.logger.WarnContext(ctx, "publish unpublished decisions; retrying", "err", err)
 		}
+	}
+}
+
+// exposurePruner forgets per-decision bandit rows (bandit.Store has it).
+type exposurePruner interface {
+	Prune(ctx context.Context, before time.Time) (int64, error)
+}
+
+// pruneLoop forgets, hourly, the bandit's per-decision rows older than the
+// longest attribution window allowed (plus a day): no conversion can be
+// attributed to them any more, and the arms keep their totals.
+func (s *Service) pruneLoop(ctx context.Context, p exposurePruner) {
+	t := time.NewTicker(time.Hour)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := p.Prune(ctx, s.now().Add(-maxAttribution-24*time.Hour))
+		if err != nil {
+			if ctx.Err() == nil {
+				s.metrics.failures.WithLabelValues("prune bandit").Inc()
+				s.logger.WarnContext(ctx, "prune bandit decisions", "err", err)
+			}
+			continue
+		}
+		s.logger.DebugContext(ctx, "pruned bandit decisions", "rows", n)
 	}
 }
 
