@@ -255,3 +255,44 @@ func TestObserveNeedsIDs(t *testing.T) {
 		t.Error("Observe without a workspace succeeded")
 	}
 }
+
+// TestObserveBatch: a batch records what the same Observe calls would, and
+// a bad activity fails it before anything is written.
+func TestObserveBatch(t *testing.T) {
+	rdb := redistest.New(t)
+	o := sendtime.New(rdb)
+	ctx := context.Background()
+	ws := uuid.NewString()
+	now := time.Date(2026, 5, 4, 6, 0, 0, 0, time.UTC)
+	var acts []sendtime.Activity
+	for d := 1; d <= 6; d++ {
+		day := now.AddDate(0, 0, -d)
+		for _, m := range []int{1, 20, 59} {
+			acts = append(acts, sendtime.Activity{WorkspaceID: ws, UserID: "u1", At: time.Date(day.Year(), day.Month(), day.Day(), 19, m, 0, 0, time.UTC)})
+		}
+		if d <= 2 {
+			acts = append(acts, sendtime.Activity{WorkspaceID: ws, UserID: "u2", At: time.Date(day.Year(), day.Month(), day.Day(), 7, 0, 0, 0, time.UTC)})
+		}
+	}
+	if err := o.ObserveBatch(ctx, append(acts, sendtime.Activity{WorkspaceID: ws, At: now})); err == nil {
+		t.Fatal("a batch with an activity without user id succeeded")
+	}
+	if err := o.ObserveBatch(ctx, acts); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct {
+		id   string
+		hour int
+		days int
+	}{{"u1", 19, 6}, {"u2", 7, 2}} {
+		got, err := o.Best(ctx, ws, u.id, now, 24*time.Hour, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want [24]int
+		want[u.hour] = u.days
+		if got.Histogram != want {
+			t.Errorf("%s: histogram %v, want %v", u.id, got.Histogram, want)
+		}
+	}
+}
