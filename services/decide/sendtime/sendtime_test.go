@@ -128,6 +128,19 @@ func TestBest(t *testing.T) {
 			reason:   "most active at 07:00",
 		},
 		{
+			// Clocks jump from 02:00 to 03:00 tonight: 07:00 is six hours
+			// of absolute time after midnight, not seven.
+			name:     "the morning clocks spring forward",
+			tz:       "America/New_York",
+			loc:      ny,
+			now:      time.Date(2026, 3, 8, 0, 30, 0, 0, ny),
+			maxDelay: 12 * time.Hour,
+			acts:     []activity{{hours: []int{7}, days: 5}},
+			wantAt:   time.Date(2026, 3, 8, 11, 0, 0, 0, time.UTC),
+			wantHour: 7,
+			reason:   "most active at 07:00 (5 of the last 28 days)",
+		},
+		{
 			// History spans the spring-forward change of 8 March 2026: the
 			// events at 07:17 local are 12:17 UTC before it and 11:17 UTC
 			// after it, and must all count for 07:00.
