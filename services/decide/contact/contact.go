@@ -440,6 +440,7 @@ func (p *Policy) reserve(ctx context.Context, jobs []*job, now time.Time) error 
 				j.r.DecisionID, ms(j.at),
 				ms(j.c.daySpan.start), ms(j.c.daySpan.end), ms(j.c.weekSpan.start), ms(j.c.weekSpan.end),
 				j.limits.day, j.limits.week, j.limits.minGap.Milliseconds(), ms(now), keep.Milliseconds(),
+				j.cr.PerDay, j.cr.PerWeek,
 			}
 			if sha {
 				j.reserveCmd = reserveScript.EvalSha(ctx, pipe, keys, args...)

@@ -594,3 +594,31 @@ func BenchmarkReserveBatch(b *testing.B) {
 		}
 	}
 }
+
+// TestRefusedAtReservationNamesTheRule: when the reservation script refuses
+// a request that lost a race, the rule says whether the cap or only the
+// priority headroom was full.
+func TestRefusedAtReservationNamesTheRule(t *testing.T) {
+	clk := &clock{t: time.Date(2026, 6, 10, 10, 0, 0, 0, time.UTC)}
+	p := newPolicy(t, redistest.New(t), clk, rules(func(r *contact.Rules) {
+		r.Channels["email"] = contact.ChannelRules{PerDay: 2, PerWeek: 10}
+		r.PriorityThreshold, r.PriorityHeadroom = 80, 1
+	}))
+	ws := uuid.NewString()
+	low := func(r *contact.Request) { r.Priority = 10 }
+	high := func(r *contact.Request) { r.Priority = 90 }
+	vs, err := p.ReserveBatch(context.Background(), []contact.Request{
+		req(ws, "u1", low), req(ws, "u1", low), req(ws, "u1", high), req(ws, "u1", high),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, v := range vs {
+		got = append(got, fmt.Sprintf("%v %s", v.Allowed, v.Rule))
+	}
+	want := []string{"true ", "false priority_headroom", "true ", "false daily_cap"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("verdicts (-want +got):\n%s", diff)
+	}
+}
