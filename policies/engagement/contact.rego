@@ -14,9 +14,10 @@
 #   loads every policy under policies/, never evaluates it on manifests.
 package whisper.engagement.contact
 
-# Input (built by services/decide/contact; times are Unix nanoseconds):
+# Input (built by services/decide/contact; times are Unix nanoseconds of
+# whole minutes, the policy's resolution):
 #
-#   request:  {channel, campaign_id, priority (0-100), transactional}
+#   request:  {channel, priority (0-100), transactional}
 #   time:     {send_at_ns, timezone (IANA, valid; "UTC" by default),
 #              local: {date: "YYYY-MM-DD", minute_of_day,
 #                      text: "YYYY-MM-DD HH:MM ZONE"}}
@@ -40,8 +41,8 @@ package whisper.engagement.contact
 #                   evaluates again at that time (counters of that day)
 #   limits:         {day, week, min_gap_ns}: what the reservation must
 #                   re-check atomically (0 = unlimited / no gap)
-#   steps:          [{name, result, inputs: {name: string or number}}] for
-#                   ExplainDecision
+#   steps:          [{name, result, inputs: {name: string, number or
+#                   boolean}}] for ExplainDecision
 #
 # Priority headroom: for a campaign with priority below priority_threshold,
 # each cap is lowered by priority_headroom, but never below 1, so a cap of

@@ -39,6 +39,7 @@ import (
 	"io/fs"
 	"math"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -100,11 +101,37 @@ type Choice struct {
 // Store is the bandit over PostgreSQL. It is safe for concurrent use.
 type Store struct {
 	pool *pgxpool.Pool
+
+	mu        sync.Mutex
+	staleness time.Duration
+	cache     map[campaignKey]cachedTotals
 }
+
+type campaignKey struct{ ws, campaign string }
+
+type cachedTotals struct {
+	totals map[string]arm
+	at     time.Time
+}
+
+// maxCached bounds the cache; it is emptied when full.
+const maxCached = 10000
 
 // NewStore returns a Store over pool, whose schema is Migrations.
 func NewStore(pool *pgxpool.Pool) *Store {
 	return &Store{pool: pool}
+}
+
+// SetStaleness lets Choose reuse a campaign's totals read less than d ago
+// instead of reading them for every decision; 0 (the default) reads every
+// time. Thompson sampling tolerates totals a second or two old (feedback
+// is delayed by the attribution window anyway), and at thousands of
+// decisions per second per campaign that saves the query per decision.
+func (s *Store) SetStaleness(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.staleness = d
+	s.cache = nil
 }
 
 func validate(c Campaign) error {
@@ -146,11 +173,35 @@ func (s *Store) Choose(ctx context.Context, c Campaign, rng *rand.Rand) (Choice,
 	if c.HoldoutShare > 0 && rng.Float64() < c.HoldoutShare {
 		return Choice{Holdout: true}, nil
 	}
-	totals, err := s.totals(ctx, c.WorkspaceID, c.CampaignID)
+	totals, err := s.cachedTotals(ctx, c.WorkspaceID, c.CampaignID)
 	if err != nil {
 		return Choice{}, err
 	}
 	return choose(c, totals, rng), nil
+}
+
+// cachedTotals returns the totals, from the cache when SetStaleness allows.
+// The cached map is only read, never changed, so it is shared safely.
+func (s *Store) cachedTotals(ctx context.Context, ws, campaignID string) (map[string]arm, error) {
+	s.mu.Lock()
+	staleness := s.staleness
+	k := campaignKey{ws, campaignID}
+	if e, ok := s.cache[k]; ok && time.Since(e.at) < staleness {
+		s.mu.Unlock()
+		return e.totals, nil
+	}
+	s.mu.Unlock()
+	totals, err := s.totals(ctx, ws, campaignID)
+	if err != nil || staleness <= 0 {
+		return totals, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cache == nil || len(s.cache) >= maxCached {
+		s.cache = map[campaignKey]cachedTotals{}
+	}
+	s.cache[k] = cachedTotals{totals: totals, at: time.Now()}
+	return totals, nil
 }
 
 type arm struct{ exposures, conversions int64 }

@@ -341,7 +341,7 @@ func TestChooseRejectsInvalidCampaigns(t *testing.T) {
 }
 
 // BenchmarkChoose: one Choose over a campaign of three variants with data,
-// the read of the arms included.
+// reading the arms every time (fresh) or at most once a second (stale_1s).
 func BenchmarkChoose(b *testing.B) {
 	pool := newPool(b)
 	s := bandit.NewStore(pool)
@@ -358,11 +358,48 @@ func BenchmarkChoose(b *testing.B) {
 		}
 		return nil
 	})
-	rng := rand.New(rand.NewPCG(1, 2))
-	b.ResetTimer()
-	for b.Loop() {
-		if _, err := s.Choose(ctx, c, rng); err != nil {
-			b.Fatal(err)
-		}
+	for _, mode := range []struct {
+		name      string
+		staleness time.Duration
+	}{{"fresh", 0}, {"stale_1s", time.Second}} {
+		b.Run(mode.name, func(b *testing.B) {
+			s.SetStaleness(mode.staleness)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for b.Loop() {
+				if _, err := s.Choose(ctx, c, rng); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestStaleness: by default every Choose sees the latest totals; with
+// SetStaleness it reuses totals younger than the staleness.
+func TestStaleness(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-stale", Variants: []bandit.Variant{{ID: "A", Weight: 1}}}
+	expose := func(id string) {
+		inTx(t, pool, func(tx pgx.Tx) error { return s.RecordExposure(ctx, tx, ws, c.CampaignID, "A", id) })
+	}
+	beta := func() float64 { return posteriors(t, s, c)["A"][1] }
+
+	expose("d1")
+	if got := beta(); got != 2 {
+		t.Fatalf("beta after one exposure = %v, want 2", got)
+	}
+	s.SetStaleness(time.Hour)
+	if got := beta(); got != 2 {
+		t.Fatalf("beta = %v, want 2", got)
+	}
+	expose("d2")
+	if got := beta(); got != 2 {
+		t.Errorf("within the staleness beta = %v, want the cached 2", got)
+	}
+	s.SetStaleness(0)
+	if got := beta(); got != 3 {
+		t.Errorf("without staleness beta = %v, want 3", got)
 	}
 }

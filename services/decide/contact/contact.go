@@ -22,6 +22,10 @@
 // policy evaluated again there, so a message counts against the local day
 // and week it is actually sent in.
 //
+// ReserveBatch does the same for many requests with one read pipeline and
+// one reservation pipeline for the whole batch, so a consumer deciding a
+// poll's worth of events pays two Redis round trips, not two per decision.
+//
 // A user's reservations are two sorted sets whose members are decision ids
 // and whose scores are send times: one per channel (caps) and one across
 // the channels that keep the minimum gap. Counting a day or a week is
@@ -225,125 +229,257 @@ type counters struct {
 
 func ms(t time.Time) string { return strconv.FormatInt(t.UnixMilli(), 10) }
 
-// read fetches the counters in one round trip.
-func (p *Policy) read(ctx context.Context, k keys, decisionID string, at time.Time, loc *time.Location, gap bool) (counters, error) {
-	c := counters{daySpan: dayOf(at, loc), weekSpan: weekOf(at, loc)}
-	pipe := p.rdb.Pipeline()
-	held := pipe.ZScore(ctx, k.channel, decisionID)
-	day := pipe.ZCount(ctx, k.channel, ms(c.daySpan.start), "("+ms(c.daySpan.end))
-	week := pipe.ZCount(ctx, k.channel, ms(c.weekSpan.start), "("+ms(c.weekSpan.end))
-	var prev, next *redis.ZSliceCmd
-	if gap {
-		prev = pipe.ZRevRangeByScoreWithScores(ctx, k.gap, &redis.ZRangeBy{Max: ms(at), Min: "-inf", Count: 1})
-		next = pipe.ZRangeByScoreWithScores(ctx, k.gap, &redis.ZRangeBy{Min: "(" + ms(at), Max: "+inf", Count: 1})
+// job is one request of a batch on its way through the rounds of Reserve.
+type job struct {
+	r                Request
+	ch               string
+	rules            Rules
+	cr               ChannelRules
+	loc              *time.Location
+	tzName           string
+	k                keys
+	gap              bool
+	at               time.Time
+	deferRule        string
+	steps            []Step
+	c                counters
+	limits           limits
+	done             bool
+	v                Verdict
+	heldCmd          *redis.FloatCmd
+	dayCmd, weekCmd  *redis.IntCmd
+	prevCmd, nextCmd *redis.ZSliceCmd
+	reserveCmd       *redis.Cmd
+}
+
+// queueRead adds the reads of j's counters at j.at to pipe.
+func (j *job) queueRead(ctx context.Context, pipe redis.Pipeliner) {
+	j.c = counters{daySpan: dayOf(j.at, j.loc), weekSpan: weekOf(j.at, j.loc)}
+	j.heldCmd = pipe.ZScore(ctx, j.k.channel, j.r.DecisionID)
+	j.dayCmd = pipe.ZCount(ctx, j.k.channel, ms(j.c.daySpan.start), "("+ms(j.c.daySpan.end))
+	j.weekCmd = pipe.ZCount(ctx, j.k.channel, ms(j.c.weekSpan.start), "("+ms(j.c.weekSpan.end))
+	j.prevCmd, j.nextCmd = nil, nil
+	if j.gap {
+		j.prevCmd = pipe.ZRevRangeByScoreWithScores(ctx, j.k.gap, &redis.ZRangeBy{Max: ms(j.at), Min: "-inf", Count: 1})
+		j.nextCmd = pipe.ZRangeByScoreWithScores(ctx, j.k.gap, &redis.ZRangeBy{Min: "(" + ms(j.at), Max: "+inf", Count: 1})
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return c, fmt.Errorf("read contact counters: %w", err)
+}
+
+// takeRead reads the replies queueRead asked for.
+func (j *job) takeRead() error {
+	if s, err := j.heldCmd.Result(); err == nil {
+		j.c.held, j.c.heldAt = true, time.UnixMilli(int64(s))
+		return nil
+	} else if !errors.Is(err, redis.Nil) {
+		return err
 	}
-	if s, err := held.Result(); err == nil {
-		c.held, c.heldAt = true, time.UnixMilli(int64(s))
-		return c, nil
+	var err error
+	if j.c.day, err = j.dayCmd.Result(); err != nil {
+		return err
 	}
-	c.day, c.week = day.Val(), week.Val()
-	if gap {
-		if z := prev.Val(); len(z) > 0 {
-			c.previous = time.UnixMilli(int64(z[0].Score))
+	if j.c.week, err = j.weekCmd.Result(); err != nil {
+		return err
+	}
+	if j.gap {
+		prev, err := j.prevCmd.Result()
+		if err != nil {
+			return err
 		}
-		if z := next.Val(); len(z) > 0 {
-			c.next = time.UnixMilli(int64(z[0].Score))
+		next, err := j.nextCmd.Result()
+		if err != nil {
+			return err
+		}
+		if len(prev) > 0 {
+			j.c.previous = time.UnixMilli(int64(prev[0].Score))
+		}
+		if len(next) > 0 {
+			j.c.next = time.UnixMilli(int64(next[0].Score))
 		}
 	}
-	return c, nil
+	return nil
+}
+
+func (j *job) finish(v Verdict) {
+	v.Steps = j.steps
+	j.v, j.done = v, true
 }
 
 // Reserve decides whether the message may be sent and when, and when it may,
-// counts it against the user's caps. The error is for Redis or the policy
-// failing, never for a denial.
+// counts it against the user's caps. The error is for bad input, Redis or
+// the policy failing, never for a denial.
 func (p *Policy) Reserve(ctx context.Context, r Request) (Verdict, error) {
-	if err := r.validate(); err != nil {
+	vs, err := p.ReserveBatch(ctx, []Request{r})
+	if err != nil {
 		return Verdict{}, err
 	}
-	ch := channel(r.Channel)
-	rules := p.cfg.rulesFor(r.WorkspaceID)
-	cr := rules.forChannel(ch)
-	loc, tzName, known := p.zone(r.Timezone)
-	now := p.now()
-	at := r.SendAt
-	if at.IsZero() || at.Before(now) {
-		at = now
-	}
-	var steps []Step
-	if !known {
-		steps = append(steps, Step{Name: "timezone", Result: "unknown zone, using UTC", Inputs: map[string]string{"timezone": r.Timezone}})
-	}
-	k := keysFor(r.WorkspaceID, r.UserID, ch)
-	gap := cr.MinGap && rules.MinGap > 0 && !r.Transactional
-	deferRule := ""
-	// Quiet hours end at a time outside them, so a second deferral means
-	// the clock moved under us; a third round is a bug, not a loop.
-	for range 3 {
-		var c counters
-		if !r.Transactional {
-			var err error
-			if c, err = p.read(ctx, k, r.DecisionID, at, loc, gap); err != nil {
-				return Verdict{}, err
-			}
-			if c.held {
-				steps = append(steps, Step{Name: "reserve", Result: "already reserved by this decision", Inputs: map[string]string{
-					"decision_id": r.DecisionID, "send_at": c.heldAt.In(loc).Format(time.RFC3339),
-				}})
-				return Verdict{Allowed: true, SendAt: c.heldAt, Steps: steps}, nil
-			}
-		}
-		out, err := p.eval(ctx, newPolicyInput(r, ch, rules, cr, at, tzName, c), loc)
-		if err != nil {
-			return Verdict{}, err
-		}
-		steps = append(steps, out.steps...)
-		switch {
-		case !out.allow:
-			return Verdict{SendAt: at, Rule: out.rule, Steps: steps}, nil
-		case out.deferUntil.After(at):
-			at, deferRule = out.deferUntil, out.rule
-			continue
-		case r.Transactional:
-			steps = append(steps, Step{Name: "reserve", Result: "not counted: transactional", Inputs: map[string]string{}})
-			return Verdict{Allowed: true, SendAt: at, Rule: deferRule, Steps: steps}, nil
-		}
-		ok, rule, err := p.reserve(ctx, k, r.DecisionID, at, now, c, out.limits)
-		if err != nil {
-			return Verdict{}, err
-		}
-		if !ok {
-			// Another replica filled the cap between our read and now.
-			p.logger.DebugContext(ctx, "contact reservation lost a race", "workspace_id", r.WorkspaceID, "decision_id", r.DecisionID, "rule", rule)
-			steps = append(steps, Step{Name: "reserve", Result: "refused at reservation: " + rule, Inputs: map[string]string{"decision_id": r.DecisionID}})
-			return Verdict{SendAt: at, Rule: rule, Steps: steps}, nil
-		}
-		steps = append(steps, Step{Name: "reserve", Result: "reserved", Inputs: map[string]string{
-			"decision_id": r.DecisionID, "send_at": at.In(loc).Format(time.RFC3339),
-		}})
-		return Verdict{Allowed: true, SendAt: at, Rule: deferRule, Steps: steps}, nil
-	}
-	return Verdict{}, fmt.Errorf("contact policy deferred decision %s three times; check quiet_start/quiet_end", r.DecisionID)
+	return vs[0], nil
 }
 
-// reserve runs the reservation script with the limits the policy returned.
-func (p *Policy) reserve(ctx context.Context, k keys, decisionID string, at, now time.Time, c counters, l limits) (bool, string, error) {
-	res, err := reserveScript.Run(ctx, p.rdb, []string{k.channel, k.gap},
-		decisionID, ms(at),
-		ms(c.daySpan.start), ms(c.daySpan.end), ms(c.weekSpan.start), ms(c.weekSpan.end),
-		l.day, l.week, l.minGap.Milliseconds(), ms(now), keep.Milliseconds(),
-	).Slice()
+// ReserveBatch is Reserve for many requests at once, in two Redis round
+// trips for the whole batch (a read and a reservation pipeline; one more
+// of each when quiet hours defer some), which is what makes thousands of
+// decisions a second cheap. Requests are reserved in order: when two in
+// the batch compete for one user's last slot, the first gets it and the
+// second is refused by the reservation script. Verdicts are in the order
+// of the requests.
+//
+// An invalid request fails the whole batch before anything is reserved.
+// A Redis or policy error fails it too, possibly after some reservations
+// were made: Release every request of a failed batch (Release is
+// idempotent) or let the reservations expire.
+func (p *Policy) ReserveBatch(ctx context.Context, rs []Request) ([]Verdict, error) {
+	now := p.now()
+	jobs := make([]*job, len(rs))
+	for i, r := range rs {
+		if err := r.validate(); err != nil {
+			if len(rs) > 1 {
+				return nil, fmt.Errorf("requests[%d]: %w", i, err)
+			}
+			return nil, err
+		}
+		j := &job{r: r, ch: channel(r.Channel), at: r.SendAt}
+		j.rules = p.cfg.rulesFor(r.WorkspaceID)
+		j.cr = j.rules.forChannel(j.ch)
+		var known bool
+		j.loc, j.tzName, known = p.zone(r.Timezone)
+		if j.at.IsZero() || j.at.Before(now) {
+			j.at = now
+		}
+		if !known {
+			j.steps = append(j.steps, Step{Name: "timezone", Result: "unknown zone, using UTC", Inputs: map[string]string{"timezone": r.Timezone}})
+		}
+		j.k = keysFor(r.WorkspaceID, r.UserID, j.ch)
+		j.gap = j.cr.MinGap && j.rules.MinGap > 0 && !r.Transactional
+		jobs[i] = j
+	}
+	// Quiet hours end at a time outside them, so one deferral round is
+	// all a request needs; the third round only catches a clock moving
+	// under us.
+	for range 3 {
+		if err := p.round(ctx, jobs, now); err != nil {
+			return nil, err
+		}
+	}
+	vs := make([]Verdict, len(jobs))
+	for i, j := range jobs {
+		if !j.done {
+			return nil, fmt.Errorf("contact policy deferred decision %s three times; check quiet_start/quiet_end", j.r.DecisionID)
+		}
+		vs[i] = j.v
+	}
+	return vs, nil
+}
+
+// round reads the counters of every open job, evaluates the policy on
+// each, and reserves the allowed ones.
+func (p *Policy) round(ctx context.Context, jobs []*job, now time.Time) error {
+	var open []*job
+	for _, j := range jobs {
+		if !j.done && !j.r.Transactional {
+			open = append(open, j)
+		}
+	}
+	if len(open) > 0 {
+		pipe := p.rdb.Pipeline()
+		for _, j := range open {
+			j.queueRead(ctx, pipe)
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			return fmt.Errorf("read contact counters: %w", err)
+		}
+		for _, j := range open {
+			if err := j.takeRead(); err != nil {
+				return fmt.Errorf("read contact counters: %w", err)
+			}
+		}
+	}
+	var reserve []*job
+	for _, j := range jobs {
+		if j.done {
+			continue
+		}
+		if j.c.held {
+			j.steps = append(j.steps, Step{Name: "reserve", Result: "already reserved by this decision", Inputs: map[string]string{
+				"decision_id": j.r.DecisionID, "send_at": j.c.heldAt.In(j.loc).Format(time.RFC3339),
+			}})
+			j.finish(Verdict{Allowed: true, SendAt: j.c.heldAt})
+			continue
+		}
+		out, err := p.eval(ctx, newPolicyInput(j.r, j.ch, j.rules, j.cr, j.at, j.tzName, j.c), j.loc)
+		if err != nil {
+			return err
+		}
+		j.steps = append(j.steps, out.steps...)
+		switch {
+		case !out.allow:
+			j.finish(Verdict{SendAt: j.at, Rule: out.rule})
+		case out.deferUntil.After(j.at):
+			j.at, j.deferRule = out.deferUntil, out.rule
+		case j.r.Transactional:
+			j.steps = append(j.steps, Step{Name: "reserve", Result: "not counted: transactional", Inputs: map[string]string{}})
+			j.finish(Verdict{Allowed: true, SendAt: j.at, Rule: j.deferRule})
+		default:
+			j.limits = out.limits
+			reserve = append(reserve, j)
+		}
+	}
+	return p.reserve(ctx, reserve, now)
+}
+
+// reserve runs the reservation script for each job, in one pipeline, with
+// the limits the policy returned.
+func (p *Policy) reserve(ctx context.Context, jobs []*job, now time.Time) error {
+	if len(jobs) == 0 {
+		return nil
+	}
+	run := func(js []*job, sha bool) error {
+		pipe := p.rdb.Pipeline()
+		for _, j := range js {
+			keys := []string{j.k.channel, j.k.gap}
+			args := []any{
+				j.r.DecisionID, ms(j.at),
+				ms(j.c.daySpan.start), ms(j.c.daySpan.end), ms(j.c.weekSpan.start), ms(j.c.weekSpan.end),
+				j.limits.day, j.limits.week, j.limits.minGap.Milliseconds(), ms(now), keep.Milliseconds(),
+				j.cr.PerDay, j.cr.PerWeek,
+			}
+			if sha {
+				j.reserveCmd = reserveScript.EvalSha(ctx, pipe, keys, args...)
+			} else {
+				j.reserveCmd = reserveScript.Eval(ctx, pipe, keys, args...)
+			}
+		}
+		_, err := pipe.Exec(ctx)
+		return err
+	}
+	err := run(jobs, true)
+	if err != nil && redis.HasErrorPrefix(err, "NOSCRIPT") {
+		// Redis lost its script cache (a restart, SCRIPT FLUSH): none of
+		// the scripts ran, so sending them whole is safe.
+		err = run(jobs, false)
+	}
 	if err != nil {
-		return false, "", fmt.Errorf("reserve contact slot: %w", err)
+		return fmt.Errorf("reserve contact slots: %w", err)
 	}
-	if len(res) < 2 {
-		return false, "", fmt.Errorf("reserve contact slot: unexpected reply %v", res)
+	for _, j := range jobs {
+		res, err := j.reserveCmd.Slice()
+		if err != nil || len(res) < 2 {
+			return fmt.Errorf("reserve contact slot of decision %s: unexpected reply %v: %w", j.r.DecisionID, res, err)
+		}
+		ok, _ := res[0].(int64)
+		rule, _ := res[1].(string)
+		if ok != 1 {
+			// Another decision took the slot between our read and now.
+			p.logger.DebugContext(ctx, "contact reservation lost a race", "workspace_id", j.r.WorkspaceID, "decision_id", j.r.DecisionID, "rule", rule)
+			j.steps = append(j.steps, Step{Name: "reserve", Result: "refused at reservation: " + rule, Inputs: map[string]string{"decision_id": j.r.DecisionID}})
+			j.finish(Verdict{SendAt: j.at, Rule: rule})
+			continue
+		}
+		j.steps = append(j.steps, Step{Name: "reserve", Result: "reserved", Inputs: map[string]string{
+			"decision_id": j.r.DecisionID, "send_at": j.at.In(j.loc).Format(time.RFC3339),
+		}})
+		j.finish(Verdict{Allowed: true, SendAt: j.at, Rule: j.deferRule})
 	}
-	ok, _ := res[0].(int64)
-	rule, _ := res[1].(string)
-	return ok == 1, rule, nil
+	return nil
 }
 
 // Release undoes the reservation of r.DecisionID (the decision exited, or

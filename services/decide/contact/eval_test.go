@@ -94,3 +94,35 @@ func BenchmarkPolicyEvalMemo(b *testing.B) {
 		}
 	}
 }
+
+// TestObserveEval: the hook sees every evaluation and says which came from
+// the memo.
+func TestObserveEval(t *testing.T) {
+	var evaluated, memoized int
+	p, err := New(Options{Redis: redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"}), ObserveEval: func(d time.Duration, fromMemo bool) {
+		if d <= 0 {
+			t.Errorf("evaluation took %s", d)
+		}
+		if fromMemo {
+			memoized++
+		} else {
+			evaluated++
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules := p.cfg.Rules
+	at := time.Date(2026, 6, 10, 10, 0, 0, 0, time.UTC)
+	for i := range 3 {
+		// The first two differ only in the seconds, which the policy does
+		// not see; the third is a minute later.
+		in := newPolicyInput(Request{Priority: 50}, "email", rules, rules.forChannel("email"), at.Add(time.Duration(i)*40*time.Second), "UTC", counters{})
+		if _, err := p.eval(context.Background(), in, time.UTC); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if evaluated != 2 || memoized != 1 {
+		t.Errorf("evaluated %d, memoized %d; want 2 and 1", evaluated, memoized)
+	}
+}

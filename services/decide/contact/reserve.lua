@@ -13,6 +13,8 @@
 -- ARGV[9]  minimum gap (ms), 0 = the channel keeps no gap
 -- ARGV[10] now (ms)
 -- ARGV[11] how long a message is remembered after its send time (ms)
+-- ARGV[12], ARGV[13]  the channel's full daily and weekly caps, which the
+--          limits may be below (priority headroom); only to name the rule
 --
 -- Returns {1, "reserved", at}, {1, "already", at} when this decision holds
 -- a reservation already, or {0, rule} when a limit is reached.
@@ -31,13 +33,24 @@ local old = '(' .. (now - keep)
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', old)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', old)
 
-local week_limit = tonumber(ARGV[8])
-if week_limit > 0 and redis.call('ZCOUNT', KEYS[1], ARGV[5], '(' .. ARGV[6]) >= week_limit then
-  return {0, 'weekly_cap'}
+local function full(limit, cap, from, to, rule)
+  if limit <= 0 then
+    return nil
+  end
+  local n = redis.call('ZCOUNT', KEYS[1], from, '(' .. to)
+  if n < limit then
+    return nil
+  end
+  if n < cap then
+    return 'priority_headroom'
+  end
+  return rule
 end
-local day_limit = tonumber(ARGV[7])
-if day_limit > 0 and redis.call('ZCOUNT', KEYS[1], ARGV[3], '(' .. ARGV[4]) >= day_limit then
-  return {0, 'daily_cap'}
+
+local rule = full(tonumber(ARGV[8]), tonumber(ARGV[13]), ARGV[5], ARGV[6], 'weekly_cap')
+  or full(tonumber(ARGV[7]), tonumber(ARGV[12]), ARGV[3], ARGV[4], 'daily_cap')
+if rule then
+  return {0, rule}
 end
 local gap = tonumber(ARGV[9])
 if gap > 0 and redis.call('ZCOUNT', KEYS[2], '(' .. (at - gap), '(' .. (at + gap)) > 0 then

@@ -70,21 +70,46 @@ func key(ws, userID string) string {
 // Observe records that the user was active at at. It is idempotent: the
 // hour is recorded once however many times it is observed.
 func (o *Optimizer) Observe(ctx context.Context, ws, userID string, at time.Time) error {
-	if ws == "" || userID == "" {
-		return fmt.Errorf("observe activity: workspace and user id are required")
+	return o.ObserveBatch(ctx, []Activity{{WorkspaceID: ws, UserID: userID, At: at}})
+}
+
+// Activity is one observation for ObserveBatch.
+type Activity struct {
+	WorkspaceID, UserID string
+	At                  time.Time
+}
+
+// ObserveBatch is Observe for many events in one Redis round trip, for a
+// consumer recording a whole poll. Activities in the same user-hour are
+// written once.
+func (o *Optimizer) ObserveBatch(ctx context.Context, acts []Activity) error {
+	type userHour struct {
+		key  string
+		hour int64
 	}
-	hour := at.UTC().Truncate(time.Hour)
-	k := key(ws, userID)
-	_, err := o.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		p.ZAdd(ctx, k, redis.Z{Score: float64(hour.Unix()), Member: hour.Format(bucketLayout)})
+	seen := make(map[userHour]bool, len(acts))
+	pipe := o.rdb.Pipeline()
+	for i, a := range acts {
+		if a.WorkspaceID == "" || a.UserID == "" {
+			return fmt.Errorf("observe activity %d: workspace and user id are required", i)
+		}
+		hour := a.At.UTC().Truncate(time.Hour)
+		k := key(a.WorkspaceID, a.UserID)
+		if seen[userHour{k, hour.Unix()}] {
+			continue
+		}
+		seen[userHour{k, hour.Unix()}] = true
+		pipe.ZAdd(ctx, k, redis.Z{Score: float64(hour.Unix()), Member: hour.Format(bucketLayout)})
 		// Trimming relative to the event keeps the set bounded for an
 		// active user; the TTL removes the set of one who went quiet.
-		p.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(hour.Add(-Window).Unix(), 10))
-		p.Expire(ctx, k, Window)
+		pipe.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(hour.Add(-Window).Unix(), 10))
+		pipe.Expire(ctx, k, Window)
+	}
+	if pipe.Len() == 0 {
 		return nil
-	})
-	if err != nil {
-		return fmt.Errorf("observe activity of %s: %w", userID, err)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("observe activity: %w", err)
 	}
 	return nil
 }

@@ -128,6 +128,19 @@ func TestBest(t *testing.T) {
 			reason:   "most active at 07:00",
 		},
 		{
+			// Clocks jump from 02:00 to 03:00 tonight: 07:00 is six hours
+			// of absolute time after midnight, not seven.
+			name:     "the morning clocks spring forward",
+			tz:       "America/New_York",
+			loc:      ny,
+			now:      time.Date(2026, 3, 8, 0, 30, 0, 0, ny),
+			maxDelay: 12 * time.Hour,
+			acts:     []activity{{hours: []int{7}, days: 5}},
+			wantAt:   time.Date(2026, 3, 8, 11, 0, 0, 0, time.UTC),
+			wantHour: 7,
+			reason:   "most active at 07:00 (5 of the last 28 days)",
+		},
+		{
 			// History spans the spring-forward change of 8 March 2026: the
 			// events at 07:17 local are 12:17 UTC before it and 11:17 UTC
 			// after it, and must all count for 07:00.
@@ -253,5 +266,46 @@ func TestObserveNeedsIDs(t *testing.T) {
 	o := sendtime.New(rdb)
 	if err := o.Observe(context.Background(), "", "u", time.Now()); err == nil {
 		t.Error("Observe without a workspace succeeded")
+	}
+}
+
+// TestObserveBatch: a batch records what the same Observe calls would, and
+// a bad activity fails it before anything is written.
+func TestObserveBatch(t *testing.T) {
+	rdb := redistest.New(t)
+	o := sendtime.New(rdb)
+	ctx := context.Background()
+	ws := uuid.NewString()
+	now := time.Date(2026, 5, 4, 6, 0, 0, 0, time.UTC)
+	var acts []sendtime.Activity
+	for d := 1; d <= 6; d++ {
+		day := now.AddDate(0, 0, -d)
+		for _, m := range []int{1, 20, 59} {
+			acts = append(acts, sendtime.Activity{WorkspaceID: ws, UserID: "u1", At: time.Date(day.Year(), day.Month(), day.Day(), 19, m, 0, 0, time.UTC)})
+		}
+		if d <= 2 {
+			acts = append(acts, sendtime.Activity{WorkspaceID: ws, UserID: "u2", At: time.Date(day.Year(), day.Month(), day.Day(), 7, 0, 0, 0, time.UTC)})
+		}
+	}
+	if err := o.ObserveBatch(ctx, append(acts, sendtime.Activity{WorkspaceID: ws, At: now})); err == nil {
+		t.Fatal("a batch with an activity without user id succeeded")
+	}
+	if err := o.ObserveBatch(ctx, acts); err != nil {
+		t.Fatal(err)
+	}
+	for _, u := range []struct {
+		id   string
+		hour int
+		days int
+	}{{"u1", 19, 6}, {"u2", 7, 2}} {
+		got, err := o.Best(ctx, ws, u.id, now, 24*time.Hour, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var want [24]int
+		want[u.hour] = u.days
+		if got.Histogram != want {
+			t.Errorf("%s: histogram %v, want %v", u.id, got.Histogram, want)
+		}
 	}
 }
