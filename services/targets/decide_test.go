@@ -3,7 +3,9 @@ package targets_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
+	"strings"
 	"testing"
 
 	"connectrpc.com/connect"
@@ -59,6 +61,21 @@ func TestCampaignDecidesOnSegmentEvents(t *testing.T) {
 	explained, err := decisions.ExplainDecision(ctx, &decisionv1.ExplainDecisionRequest{DecisionId: d.GetDecisionId()})
 	if err != nil || explained.GetCampaign().GetVersion() != 1 || len(explained.GetDecision().GetSteps()) < 5 {
 		t.Errorf("ExplainDecision = %v, %v", explained, err)
+	}
+	res, err := http.Get(p.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(res.Body)
+	res.Body.Close()
+	for _, want := range []string{
+		fmt.Sprintf(`whisper_decide_decisions_total{campaign=%q,outcome="send"} 1`, d.GetCampaignId()),
+		`whisper_decide_policy_evaluation_duration_seconds_count{memoized="false"} `,
+		`whisper_decide_policy_reserve_duration_seconds_count 1`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
 	}
 	other := decisionv1connect.NewDecisionServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
 	if _, err := other.ExplainDecision(ctx, &decisionv1.ExplainDecisionRequest{DecisionId: d.GetDecisionId()}); connect.CodeOf(err) != connect.CodeNotFound {

@@ -275,11 +275,17 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		srv.AddCheck("kafka-decide", client.Ping)
 
 		decideLogger := logger.With("target", Decide)
-		policy, err := contact.New(contact.Options{Redis: rdb, Logger: decideLogger})
+		// The policy is evaluated only once svc runs, so the closure
+		// never sees svc unset.
+		var svc *decide.Service
+		policy, err := contact.New(contact.Options{
+			Redis: rdb, Logger: decideLogger,
+			ObserveEval: func(d time.Duration, memoized bool) { svc.ObservePolicyEval(d, memoized) },
+		})
 		if err != nil {
 			return err
 		}
-		svc, err := decide.New(decide.Options{
+		svc, err = decide.New(decide.Options{
 			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: bandit.NewStore(banditPool),
 			SendTime: sendtime.New(rdb), WaitInterval: cfg.DecideWaitInterval, Registerer: reg, Logger: decideLogger,
 		})
