@@ -2,9 +2,12 @@ package targets_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -15,6 +18,7 @@ import (
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/decision/v1/decisionv1connect"
 	"github.com/whisperhq/whisper/internal/rpctest"
+	"github.com/whisperhq/whisper/services/targets"
 )
 
 // TestCampaignDecidesOnSegmentEvents defines a campaign over CampaignService
@@ -80,5 +84,47 @@ func TestCampaignDecidesOnSegmentEvents(t *testing.T) {
 	other := decisionv1connect.NewDecisionServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
 	if _, err := other.ExplainDecision(ctx, &decisionv1.ExplainDecisionRequest{DecisionId: d.GetDecisionId()}); connect.CodeOf(err) != connect.CodeNotFound {
 		t.Errorf("the other workspace explains the decision: %v, want NotFound", err)
+	}
+}
+
+func TestDecideConfigErrorsNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	file := func(name, body string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	valid := file("valid.json", `{"rules": {"channels": {"email": {"per_day": 1, "per_week": 3, "quiet_hours": true}},
+		"quiet_start": "22:00", "quiet_end": "07:00", "min_gap": "30m"},
+		"workspaces": {"6a0d3c1e-2f4b-4c8d-9e1a-0b2c3d4e5f60": {"quiet_start": "00:00", "quiet_end": "00:00"}}}`)
+	tests := []struct {
+		name string
+		args []string
+		want string // empty: valid
+	}{
+		{"valid rules", []string{"--decide-contact-rules=" + valid}, ""},
+		{"wait interval", []string{"--decide-wait-interval=0s"}, "--decide-wait-interval: must be 10ms-1m"},
+		{"missing rules file", []string{"--decide-contact-rules=" + filepath.Join(dir, "nope.json")}, "--decide-contact-rules " + filepath.Join(dir, "nope.json")},
+		{"unknown field", []string{"--decide-contact-rules=" + file("unknown.json", `{"rules": {"per_day": 1}}`)}, `unknown field "per_day"`},
+		{"bad gap", []string{"--decide-contact-rules=" + file("gap.json", `{"rules": {"min_gap": "soon"}}`)}, "rules.min_gap:"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			var cfg targets.Config
+			cfg.RegisterFlags(fs)
+			if err := fs.Parse(append([]string{"--database-url=postgres://x"}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }

@@ -8,12 +8,15 @@
 package targets
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -72,6 +75,9 @@ type Config struct {
 	// DecideWaitInterval is how often the decide target looks for waits
 	// that are due.
 	DecideWaitInterval time.Duration
+	// DecideContactRules is a JSON file of contact rules (see
+	// contactRulesFile); empty means contact.DefaultRules.
+	DecideContactRules string
 }
 
 // RegisterFlags binds c to fs.
@@ -86,6 +92,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IngestAckTimeout, "ingest-ack-timeout", 10*time.Second, "how long an ingest request waits for the broker's acknowledgement before answering 503")
 	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 10*time.Second, "how long producers may take to flush at shutdown")
 	fs.DurationVar(&c.DecideWaitInterval, "decide-wait-interval", time.Second, "how often the decide target looks for campaign waits that are due (the lateness of a wait's end)")
+	fs.StringVar(&c.DecideContactRules, "decide-contact-rules", "", "JSON file of the decide target's contact rules (caps, quiet hours, minimum gap, priority headroom), default and per workspace; empty: the built-in defaults")
 }
 
 // Validate reports every setting that cannot work, naming its flag.
@@ -118,7 +125,101 @@ func (c Config) Validate() error {
 	if c.DecideWaitInterval < 10*time.Millisecond || c.DecideWaitInterval > time.Minute {
 		errs = append(errs, fmt.Errorf("--decide-wait-interval: must be 10ms-1m, got %v", c.DecideWaitInterval))
 	}
+	if _, err := c.contactConfig(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
+}
+
+// contactRulesFile is the shape of --decide-contact-rules: JSON with
+// snake_case names and durations as Go duration strings, e.g.
+//
+//	{"rules": {"channels": {"email": {"per_day": 2, "per_week": 7, "quiet_hours": true, "min_gap": true}},
+//	           "other_channels": {"per_day": 2, "per_week": 7},
+//	           "quiet_start": "21:00", "quiet_end": "08:00", "min_gap": "1h",
+//	           "priority_threshold": 80, "priority_headroom": 1},
+//	 "workspaces": {"<workspace id>": {...the same as rules...}}}
+//
+// A workspace's rules replace the default rules whole; absent rules are
+// contact.DefaultRules.
+type contactRulesFile struct {
+	Rules      *contactRules           `json:"rules"`
+	Workspaces map[string]contactRules `json:"workspaces"`
+}
+
+type contactRules struct {
+	Channels          map[string]contactChannelRules `json:"channels"`
+	OtherChannels     contactChannelRules            `json:"other_channels"`
+	QuietStart        string                         `json:"quiet_start"`
+	QuietEnd          string                         `json:"quiet_end"`
+	MinGap            string                         `json:"min_gap"`
+	PriorityThreshold int                            `json:"priority_threshold"`
+	PriorityHeadroom  int                            `json:"priority_headroom"`
+}
+
+type contactChannelRules struct {
+	PerDay     int  `json:"per_day"`
+	PerWeek    int  `json:"per_week"`
+	QuietHours bool `json:"quiet_hours"`
+	MinGap     bool `json:"min_gap"`
+}
+
+func (r contactRules) rules(field string) (contact.Rules, error) {
+	out := contact.Rules{
+		Channels:   map[string]contact.ChannelRules{},
+		QuietStart: r.QuietStart, QuietEnd: r.QuietEnd,
+		PriorityThreshold: r.PriorityThreshold, PriorityHeadroom: r.PriorityHeadroom,
+		OtherChannels: contact.ChannelRules(r.OtherChannels),
+	}
+	for ch, cr := range r.Channels {
+		out.Channels[ch] = contact.ChannelRules(cr)
+	}
+	if r.MinGap != "" {
+		d, err := time.ParseDuration(r.MinGap)
+		if err != nil {
+			return contact.Rules{}, fmt.Errorf("%s.min_gap: %w", field, err)
+		}
+		out.MinGap = d
+	}
+	return out, nil
+}
+
+// contactConfig reads --decide-contact-rules; the policy validates the
+// rules themselves when it is built.
+func (c Config) contactConfig() (contact.Config, error) {
+	if c.DecideContactRules == "" {
+		return contact.Config{}, nil
+	}
+	bad := func(err error) (contact.Config, error) {
+		return contact.Config{}, fmt.Errorf("--decide-contact-rules %s: %w", c.DecideContactRules, err)
+	}
+	b, err := os.ReadFile(c.DecideContactRules)
+	if err != nil {
+		return bad(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f contactRulesFile
+	if err := dec.Decode(&f); err != nil {
+		return bad(err)
+	}
+	var cfg contact.Config
+	if f.Rules != nil {
+		if cfg.Rules, err = f.Rules.rules("rules"); err != nil {
+			return bad(err)
+		}
+	}
+	for ws, r := range f.Workspaces {
+		rules, err := r.rules("workspaces." + ws)
+		if err != nil {
+			return bad(err)
+		}
+		if cfg.Workspaces == nil {
+			cfg.Workspaces = map[string]contact.Rules{}
+		}
+		cfg.Workspaces[ws] = rules
+	}
+	return cfg, nil
 }
 
 // targets expands "all" and checks every name.
@@ -278,12 +379,13 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		// The policy is evaluated only once svc runs, so the closure
 		// never sees svc unset.
 		var svc *decide.Service
+		contactCfg, _ := cfg.contactConfig() // checked by Validate
 		policy, err := contact.New(contact.Options{
-			Redis: rdb, Logger: decideLogger,
+			Redis: rdb, Logger: decideLogger, Config: contactCfg,
 			ObserveEval: func(d time.Duration, memoized bool) { svc.ObservePolicyEval(d, memoized) },
 		})
 		if err != nil {
-			return err
+			return fmt.Errorf("contact policy (--decide-contact-rules): %w", err)
 		}
 		svc, err = decide.New(decide.Options{
 			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: bandit.NewStore(banditPool),
