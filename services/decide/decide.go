@@ -30,12 +30,17 @@
 // claimed under the unique key (workspace, campaign, trigger id) in the
 // transaction that saves it, so a redelivered event, a replayed change or a
 // repeated Decide request id finds the claim and changes nothing. The
-// contact reservation is made inside that transaction and released if it
-// does not commit. Decisions are published after their transaction commits
-// and before the consumer commits its offsets; a decision whose publishing
-// failed stays marked unpublished (a transactional outbox) and a sweeper
-// publishes it later. whisper.decisions is therefore at least once:
-// consumers deduplicate by decision id.
+// consumer applies each partition's share of a poll in one transaction
+// (one commit per poll, not per decision) and reads each workspace's
+// campaigns once per poll, so a campaign change takes effect from the next
+// poll. Contact reservations are made inside the transaction and released
+// if it does not commit; a process that dies in between leaves its
+// reservations counted until they expire (contact keeps them 8 days).
+// Decisions are published after their transaction commits and before the
+// consumer commits its offsets; a decision whose publishing failed stays
+// marked unpublished (a transactional outbox) and a sweeper publishes it
+// later. whisper.decisions is therefore at least once: consumers
+// deduplicate by decision id.
 //
 // Waits are rows in PostgreSQL. A scheduler loop ends those that are due
 // (deciding them then, with audience, consent and policy checked again, or
