@@ -3,6 +3,8 @@ package decide
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +13,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/whisperhq/whisper/internal/auth"
+	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 )
 
@@ -106,5 +109,59 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 		<-done
 		b.ReportMetric(events/elapsed.Seconds(), "events/s")
 		b.ReportMetric(events/5/elapsed.Seconds(), "decisions/s")
+	}
+}
+
+// BenchmarkDecideRPCLatency calls Decide over Connect (HTTP/1.1, JSON-free
+// binary protobuf) at a fixed rate for five seconds, one new user per call,
+// and reports the latency percentiles and the rate achieved.
+func BenchmarkDecideRPCLatency(b *testing.B) {
+	const (
+		rate     = 1000
+		duration = 5 * time.Second
+	)
+	h := newHarness(b)
+	c := h.create(b, tokenA, emailCampaign("unused"))
+	client := h.decisions[tokenA]
+	for range b.N {
+		var (
+			mu        sync.Mutex
+			latencies []time.Duration
+			failures  atomic.Int64
+			wg        sync.WaitGroup
+		)
+		tick := time.NewTicker(time.Second / rate)
+		start := time.Now()
+		for i := 0; time.Since(start) < duration; i++ {
+			<-tick.C
+			wg.Go(func() {
+				t0 := time.Now()
+				_, err := client.Decide(context.Background(), &decisionv1.DecideRequest{
+					CampaignId: c.GetId(), UserId: fmt.Sprintf("u%d", i), RequestId: fmt.Sprint(i),
+				})
+				d := time.Since(t0)
+				if err != nil {
+					failures.Add(1)
+					return
+				}
+				mu.Lock()
+				latencies = append(latencies, d)
+				mu.Unlock()
+			})
+		}
+		tick.Stop()
+		wg.Wait()
+		elapsed := time.Since(start)
+		slices.Sort(latencies)
+		pct := func(p float64) float64 {
+			if len(latencies) == 0 {
+				return 0
+			}
+			return float64(latencies[int(p*float64(len(latencies)-1))].Microseconds()) / 1000
+		}
+		b.ReportMetric(float64(len(latencies))/elapsed.Seconds(), "req/s")
+		b.ReportMetric(pct(0.5), "p50-ms")
+		b.ReportMetric(pct(0.99), "p99-ms")
+		b.ReportMetric(float64(failures.Load()), "failures")
 	}
 }

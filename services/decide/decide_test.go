@@ -86,7 +86,7 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 	dbURL := pgtest.NewDatabase(t)
 	var pools [2]*pgxpool.Pool
 	for i := range pools {
-		p, err := pgxpool.New(context.Background(), dbURL)
+		p, err := pgxpool.New(context.Background(), dbURL+"&pool_max_conns=16")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -94,6 +94,8 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 		pools[i] = p
 	}
 	pool, banditPool := pools[0], pools[1]
+	// (pool_max_conns=16: the default, 4 on this machine, queues the
+	// concurrent Decide calls of the benchmarks.)
 	logger := slog.New(slog.DiscardHandler)
 	if err := postgres.Migrate(context.Background(), pool, Migrations, logger); err != nil {
 		t.Fatal(err)
