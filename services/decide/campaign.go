@@ -70,14 +70,17 @@ type exprKey struct {
 }
 
 func newExpressions() (*expressions, error) {
+	// JSON numbers are doubles and profile scores ints: comparing across
+	// numeric types lets operators write `event.properties.total > 50`.
 	profileEnv, err := cel.NewEnv(
+		cel.CrossTypeNumericComparisons(true),
 		cel.Types(&profilev1.Profile{}),
 		cel.Variable("profile", cel.ObjectType(string((&profilev1.Profile{}).ProtoReflect().Descriptor().FullName()))),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("cel profile environment: %w", err)
 	}
-	eventEnv, err := cel.NewEnv(cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)))
+	eventEnv, err := cel.NewEnv(cel.CrossTypeNumericComparisons(true), cel.Variable("event", cel.MapType(cel.StringType, cel.DynType)))
 	if err != nil {
 		return nil, fmt.Errorf("cel event environment: %w", err)
 	}

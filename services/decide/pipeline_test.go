@@ -37,7 +37,7 @@ func outcomes(ds []*decisionv1.Decision) map[string]decisionv1.Outcome {
 func TestEventTriggersOneDecision(t *testing.T) {
 	h := newHarness(t)
 	c := emailCampaign("Cart Abandoned")
-	c.GetTrigger().GetEvent().Condition = `event.properties.total > 50.0`
+	c.GetTrigger().GetEvent().Condition = `event.properties.total > 50` // a double against an int
 	c = h.create(t, tokenA, c)
 	h.run(t)
 	ev := track(h.wsA, "m1", "u1", "Cart Abandoned", t0, `{"total": 80}`)
@@ -301,7 +301,7 @@ func TestProfileChangeTrigger(t *testing.T) {
 	c := emailCampaign("")
 	c.Trigger = &campaignv1.Trigger{Kind: &campaignv1.Trigger_ProfileChange{ProfileChange: &campaignv1.ProfileChangeTrigger{
 		Change: &campaignv1.ProfileChangeTrigger_EnteredStage{EnteredStage: "at_risk"}}}}
-	c.Audience = `profile.engagement_score < 40`
+	c.Audience = `profile.engagement_score < 40.5` // an int against a double
 	c = h.create(t, tokenA, c)
 	h.run(t)
 	change := func(id, user, prev string, score int32, kinds ...profilev1.ProfileChangeKind) *profilev1.ProfileChange {

@@ -446,9 +446,9 @@ type EventTrigger struct {
 	// Optional CEL expression of type bool over the variable `event`, a map
 	// with the keys message_id, user_id, anonymous_id, name (strings),
 	// timestamp (a timestamp), properties and context (maps of the event's
-	// JSON values). For example: event.properties.total > 100.0
-	// (JSON numbers are doubles). A missing key is an evaluation error, which
-	// does not fire the trigger.
+	// JSON values). For example: event.properties.total > 100 (JSON numbers
+	// are doubles; numbers of different types compare). A missing key is an
+	// evaluation error, which does not fire the trigger.
 	Condition     string `protobuf:"bytes,2,opt,name=condition,proto3" json:"condition,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
