@@ -185,7 +185,7 @@ func TestUnsubscribedUsersAreSkipped(t *testing.T) {
 func TestWaitExitsWhenTheUserConverts(t *testing.T) {
 	h := newHarness(t)
 	c := emailCampaign("Cart Abandoned")
-	c.Wait = &campaignv1.Wait{Delay: durationpb.New(2 * time.Second), ExitEvents: []string{"Order Completed"}}
+	c.Wait = &campaignv1.Wait{Delay: durationpb.New(5 * time.Second), ExitEvents: []string{"Order Completed"}}
 	c = h.create(t, tokenA, c)
 	h.run(t)
 	now := time.Now()
@@ -217,7 +217,7 @@ func TestWaitExitsWhenTheUserConverts(t *testing.T) {
 func TestWaitForEvent(t *testing.T) {
 	h := newHarness(t)
 	c := emailCampaign("Signed Up")
-	c.Wait = &campaignv1.Wait{Delay: durationpb.New(2 * time.Second), WaitForEvent: "Verified Email"}
+	c.Wait = &campaignv1.Wait{Delay: durationpb.New(5 * time.Second), WaitForEvent: "Verified Email"}
 	c = h.create(t, tokenA, c)
 	h.run(t)
 	now := time.Now()
