@@ -10,6 +10,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -83,7 +84,13 @@ func TestEventTriggersOneDecision(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error)
 	go func() { done <- replay.Run(ctx) }()
-	time.Sleep(2 * time.Second)
+	// Until the replay has applied all four records (counted after its
+	// poll's transaction commits).
+	waitFor(t, func() bool {
+		var m dto.Metric
+		replay.metrics.records.WithLabelValues(kafka.TopicEvents, "applied").Write(&m)
+		return m.GetCounter().GetValue() == 4
+	})
 	cancel()
 	<-done
 	if got := h.settledDecisions(t, c.GetId()); len(got) != 1 {
