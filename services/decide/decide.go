@@ -70,6 +70,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -246,6 +247,9 @@ func (s *Service) Run(ctx context.Context) error {
 // what makes the consumer fast: a commit waits for the disk.
 func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) error {
 	b := &batch{rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), campaigns: map[string]*campaignSet{}}
+	if err := s.retry(ctx, "observe activity", func() error { return s.observe(ctx, recs) }); err != nil {
+		return err
+	}
 	err := s.retry(ctx, "process records", func() error {
 		b.reset()
 		err := pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) error {
@@ -278,6 +282,34 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) erro
 		return nil
 	}
 	return s.retry(ctx, "publish decisions", func() error { return s.publish(ctx, b.out) })
+}
+
+// observeParallelism bounds the concurrent activity writes of one poll.
+const observeParallelism = 16
+
+// observe feeds every event of a poll to the send-time optimizer, several
+// at a time: one Redis round trip per event, in sequence, would cost more
+// than the rest of the poll. Observing is idempotent, so a retried poll
+// may observe again.
+func (s *Service) observe(ctx context.Context, recs []*kgo.Record) error {
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(observeParallelism)
+	for _, r := range recs {
+		if r.Topic != kafka.TopicEvents {
+			continue
+		}
+		var ev eventv1.Event
+		if err := proto.Unmarshal(r.Value, &ev); err != nil || ev.GetWorkspaceId() == "" || ev.GetUserId() == "" {
+			continue
+		}
+		g.Go(func() error {
+			if err := s.sendTime.Observe(gctx, ev.GetWorkspaceId(), ev.GetUserId(), ev.GetTimestamp().AsTime()); err != nil {
+				return fmt.Errorf("observe activity: %w", err)
+			}
+			return nil
+		})
+	}
+	return g.Wait()
 }
 
 // batch is what the records of one partition's poll share: a random
@@ -370,9 +402,6 @@ func (s *Service) processRecord(ctx context.Context, tx pgx.Tx, r *kgo.Record, b
 func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event, b *batch) error {
 	ws, user := ev.GetWorkspaceId(), ev.GetUserId()
 	at := ev.GetTimestamp().AsTime()
-	if err := s.sendTime.Observe(ctx, ws, user, at); err != nil {
-		return fmt.Errorf("observe activity: %w", err)
-	}
 	if ev.GetType() != eventv1.EventType_EVENT_TYPE_TRACK || ev.GetEvent() == "" {
 		return nil
 	}
