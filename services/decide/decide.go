@@ -64,9 +64,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -376,7 +379,8 @@ func (s *Service) processRecord(ctx context.Context, tx pgx.Tx, r *kgo.Record, b
 	switch r.Topic {
 	case kafka.TopicEvents:
 		var ev eventv1.Event
-		if err := proto.Unmarshal(r.Value, &ev); err != nil || ev.GetWorkspaceId() == "" || ev.GetUserId() == "" {
+		if err := proto.Unmarshal(r.Value, &ev); err != nil || ev.GetWorkspaceId() == "" || ev.GetUserId() == "" ||
+			!storable(ev.GetWorkspaceId(), ev.GetUserId(), ev.GetMessageId(), ev.GetEvent()) {
 			// Anonymous events cannot be decided on (nobody to contact
 			// yet); undecodable ones are profiles' to dead-letter.
 			b.records[recordOutcome{r.Topic, "skipped"}]++
@@ -386,7 +390,8 @@ func (s *Service) processRecord(ctx context.Context, tx pgx.Tx, r *kgo.Record, b
 		return s.processEvent(ctx, tx, &ev, b)
 	case kafka.TopicProfiles:
 		var ch profilev1.ProfileChange
-		if err := proto.Unmarshal(r.Value, &ch); err != nil || ch.GetWorkspaceId() == "" || ch.GetProfile().GetUserId() == "" {
+		if err := proto.Unmarshal(r.Value, &ch); err != nil || ch.GetWorkspaceId() == "" || ch.GetProfile().GetUserId() == "" ||
+			!storable(ch.GetWorkspaceId(), ch.GetProfile().GetUserId(), ch.GetChangeId()) {
 			b.records[recordOutcome{r.Topic, "skipped"}]++
 			return nil
 		}
@@ -415,8 +420,8 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 	if name == EventUnsubscribed || name == EventSubscribed {
 		ch, _ := props["channel"].(string)
 		topic, _ := props["topic"].(string)
-		if !slices.Contains([]string{"email", "sms", "push", "webhook", "in_app"}, ch) {
-			s.logger.WarnContext(ctx, "consent event without a known channel; ignored", "workspace_id", ws, "event", name, "channel", ch)
+		if !slices.Contains([]string{"email", "sms", "push", "webhook", "in_app"}, ch) || !storable(ws, topic) {
+			s.logger.WarnContext(ctx, "consent event without a known channel or with an unusable topic; ignored", "workspace_id", ws, "event", name, "channel", ch)
 		} else if err := s.store.saveConsent(ctx, tx, ws, user, ch, topic, name == EventSubscribed, at); err != nil {
 			return err
 		}
@@ -465,6 +470,22 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 		b.add(r)
 	}
 	return nil
+}
+
+// storable reports whether PostgreSQL can store the workspace id (a uuid)
+// and the strings (text): a NUL byte, invalid UTF-8 or a malformed id would
+// fail the poll's transaction on every retry and stall the partition, so
+// such a record is skipped instead.
+func storable(ws string, ss ...string) bool {
+	if u, err := uuid.Parse(ws); err != nil || u.String() != ws {
+		return false
+	}
+	for _, s := range ss {
+		if strings.IndexByte(s, 0) >= 0 || !utf8.ValidString(s) {
+			return false
+		}
+	}
+	return true
 }
 
 func eventVars(ev *eventv1.Event, props map[string]any) map[string]any {

@@ -569,3 +569,22 @@ func TestCapsHoldUnderConcurrentTriggers(t *testing.T) {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
 	}
 }
+
+// Records PostgreSQL cannot store (a NUL byte, a workspace id that is not
+// one; protobuf itself refuses invalid UTF-8) are skipped, and the
+// partition goes on deciding.
+func TestUnstorableRecordsDoNotStallThePartition(t *testing.T) {
+	h := newHarness(t)
+	c := h.create(t, tokenA, emailCampaign("Cart Abandoned"))
+	h.run(t)
+	h.produce(t, kafka.TopicEvents, h.wsA, "u1",
+		track(h.wsA, "x1", "u\x00nul", "Cart Abandoned", t0, ""),
+		track("not-a-workspace", "x3", "u1", "Cart Abandoned", t0, ""),
+		track(h.wsA, "x4", "u1", EventUnsubscribed, t0, `{"channel":"sms","topic":"a\u0000b"}`),
+		track(h.wsA, "x5", "u1", "Cart Abandoned", t0, ""),
+	)
+	got := h.decisionsOf(t, c.GetId(), 1)
+	if len(got) != 1 || got[0].GetTriggerId() != "event:x5" {
+		t.Fatalf("decisions %v, want the one of x5", got)
+	}
+}
