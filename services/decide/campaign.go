@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"regexp"
+	"strings"
 	"sync"
 	"time"
 
@@ -156,8 +157,8 @@ func (x *expressions) validate(c *campaignv1.Campaign) error {
 	}
 	switch t := c.GetTrigger().GetKind().(type) {
 	case *campaignv1.Trigger_Event:
-		if n := t.Event.GetName(); n == "" || len(n) > maxEventNameBytes {
-			return bad("trigger.event.name", "must be 1-%d bytes", maxEventNameBytes)
+		if n := t.Event.GetName(); n == "" || len(n) > maxEventNameBytes || hasNUL(n) {
+			return bad("trigger.event.name", "must be 1-%d bytes without NUL", maxEventNameBytes)
 		}
 		if cond := t.Event.GetCondition(); cond != "" {
 			if _, err := x.compile(true, cond); err != nil {
@@ -192,15 +193,15 @@ func (x *expressions) validate(c *campaignv1.Campaign) error {
 		if (w.GetWaitForEvent() != "" || len(w.GetExitEvents()) > 0) && w.GetDelay().AsDuration() <= 0 {
 			return bad("wait.delay", "must be positive with wait_for_event or exit_events: it is how long the wait lasts")
 		}
-		if len(w.GetWaitForEvent()) > maxEventNameBytes {
-			return bad("wait.wait_for_event", "longer than %d bytes", maxEventNameBytes)
+		if len(w.GetWaitForEvent()) > maxEventNameBytes || hasNUL(w.GetWaitForEvent()) {
+			return bad("wait.wait_for_event", "must be at most %d bytes without NUL", maxEventNameBytes)
 		}
 		if len(w.GetExitEvents()) > maxExitEvents {
 			return bad("wait.exit_events", "at most %d", maxExitEvents)
 		}
 		for i, e := range w.GetExitEvents() {
-			if e == "" || len(e) > maxEventNameBytes {
-				return bad(fmt.Sprintf("wait.exit_events[%d]", i), "must be 1-%d bytes", maxEventNameBytes)
+			if e == "" || len(e) > maxEventNameBytes || hasNUL(e) {
+				return bad(fmt.Sprintf("wait.exit_events[%d]", i), "must be 1-%d bytes without NUL", maxEventNameBytes)
 			}
 		}
 	}
@@ -227,15 +228,15 @@ func (x *expressions) validate(c *campaignv1.Campaign) error {
 		if r := v.GetContentRef(); r == "" || len(r) > maxContentRefBytes {
 			return bad(f+"content_ref", "must be 1-%d bytes", maxContentRefBytes)
 		}
-		if len(v.GetTopic()) > maxEventNameBytes {
-			return bad(f+"topic", "longer than %d bytes", maxEventNameBytes)
+		if len(v.GetTopic()) > maxEventNameBytes || hasNUL(v.GetTopic()) {
+			return bad(f+"topic", "must be at most %d bytes without NUL", maxEventNameBytes)
 		}
 	}
 	if h := c.GetHoldoutShare(); !(h >= 0 && h <= maxHoldoutShare) {
 		return bad("holdout_share", "must be 0-%v, got %v", maxHoldoutShare, h)
 	}
-	if len(c.GetGoalEvent()) > maxEventNameBytes {
-		return bad("goal_event", "longer than %d bytes", maxEventNameBytes)
+	if len(c.GetGoalEvent()) > maxEventNameBytes || hasNUL(c.GetGoalEvent()) {
+		return bad("goal_event", "must be at most %d bytes without NUL", maxEventNameBytes)
 	}
 	if err := checkDuration(c.GetAttributionWindow().AsDuration(), maxAttribution); err != nil {
 		return bad("attribution_window", "%v", err)
@@ -254,6 +255,9 @@ func (x *expressions) validate(c *campaignv1.Campaign) error {
 	}
 	return nil
 }
+
+// hasNUL reports a NUL byte, which PostgreSQL text cannot hold.
+func hasNUL(s string) bool { return strings.IndexByte(s, 0) >= 0 }
 
 func checkDuration(d, max time.Duration) error {
 	switch {

@@ -288,6 +288,10 @@ func TestInvalidCampaigns(t *testing.T) {
 		}, "campaign.variants[1].weight"},
 		{"duplicate variant", func(c *campaignv1.Campaign) { c.Variants = append(c.Variants, proto.CloneOf(c.Variants[0])) }, "campaign.variants[1].id"},
 		{"no content", func(c *campaignv1.Campaign) { c.Variants[0].ContentRef = "" }, "campaign.variants[0].content_ref"},
+		{"NUL in the trigger", func(c *campaignv1.Campaign) { c.GetTrigger().GetEvent().Name = "a\x00b" }, "campaign.trigger.event.name"},
+		{"NUL in an exit event", func(c *campaignv1.Campaign) {
+			c.Wait = &campaignv1.Wait{Delay: durationpb.New(time.Hour), ExitEvents: []string{"ok", "\x00"}}
+		}, "campaign.wait.exit_events[1]"},
 		{"holdout too big", func(c *campaignv1.Campaign) { c.HoldoutShare = 0.6 }, "campaign.holdout_share"},
 		{"holdout negative", func(c *campaignv1.Campaign) { c.HoldoutShare = -0.1 }, "campaign.holdout_share"},
 		{"negative delay", func(c *campaignv1.Campaign) { c.Wait = &campaignv1.Wait{Delay: durationpb.New(-time.Hour)} }, "campaign.wait.delay"},

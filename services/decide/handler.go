@@ -7,6 +7,7 @@ import (
 	"errors"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"connectrpc.com/connect"
 	"github.com/google/uuid"
@@ -190,13 +191,13 @@ func (h *Handler) Decide(ctx context.Context, req *decisionv1.DecideRequest) (*d
 	if err != nil {
 		return nil, err
 	}
-	if u := req.GetUserId(); u == "" || len(u) > maxUserIDBytes {
-		return nil, invalid("user_id", "must be 1-512 bytes")
+	if u := req.GetUserId(); u == "" || len(u) > maxUserIDBytes || strings.IndexByte(u, 0) >= 0 {
+		return nil, invalid("user_id", "must be 1-512 bytes, without NUL")
 	}
 	requestID := req.GetRequestId()
 	switch {
-	case len(requestID) > maxRequestID:
-		return nil, invalid("request_id", "must be at most 128 bytes")
+	case len(requestID) > maxRequestID || strings.IndexByte(requestID, 0) >= 0:
+		return nil, invalid("request_id", "must be at most 128 bytes, without NUL")
 	case requestID == "":
 		requestID = uuid.NewString()
 	}
@@ -222,8 +223,8 @@ func (h *Handler) ListDecisions(ctx context.Context, req *decisionv1.ListDecisio
 			return nil, err
 		}
 	}
-	if len(req.GetUserId()) > maxUserIDBytes {
-		return nil, invalid("user_id", "must be at most 512 bytes")
+	if len(req.GetUserId()) > maxUserIDBytes || strings.IndexByte(req.GetUserId(), 0) >= 0 {
+		return nil, invalid("user_id", "must be at most 512 bytes, without NUL")
 	}
 	size, err := pageSize(req.GetPageSize())
 	if err != nil {

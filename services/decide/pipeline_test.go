@@ -366,9 +366,15 @@ func TestDecideRPC(t *testing.T) {
 	if connect.CodeOf(err) != connect.CodeFailedPrecondition {
 		t.Errorf("Decide on a paused campaign: %v, want FailedPrecondition", err)
 	}
-	_, err = h.decisions[tokenA].Decide(ctx, &decisionv1.DecideRequest{CampaignId: c.GetId()})
-	if connect.CodeOf(err) != connect.CodeInvalidArgument {
-		t.Errorf("Decide without a user: %v, want InvalidArgument", err)
+	for _, req := range []*decisionv1.DecideRequest{
+		{CampaignId: c.GetId()},
+		{CampaignId: c.GetId(), UserId: "u\x00"},
+		{CampaignId: "c1", UserId: "u1"},
+	} {
+		_, err = h.decisions[tokenA].Decide(ctx, req)
+		if connect.CodeOf(err) != connect.CodeInvalidArgument {
+			t.Errorf("Decide(%v): %v, want InvalidArgument", req, err)
+		}
 	}
 }
 
