@@ -22,6 +22,7 @@ import (
 // record on whisper.decisions, one user per decision.
 func BenchmarkDecide(b *testing.B) {
 	h := newHarness(b)
+	h.arms.SetStaleness(time.Second) // as targets runs it
 	c := emailCampaign("unused")
 	c.Audience = `profile.engagement_score < 90`
 	c = h.create(b, tokenA, c)
@@ -42,6 +43,7 @@ func BenchmarkDecide(b *testing.B) {
 // the Decide RPC is used.
 func BenchmarkDecideParallel(b *testing.B) {
 	h := newHarness(b)
+	h.arms.SetStaleness(time.Second) // as targets runs it
 	c := h.create(b, tokenA, emailCampaign("unused"))
 	ctx := auth.NewContext(context.Background(), &auth.Principal{WorkspaceID: h.wsA})
 	var seq atomic.Int64
@@ -71,6 +73,7 @@ func BenchmarkConsumerThroughput(b *testing.B) {
 	)
 	for range b.N {
 		h := newHarness(b)
+		h.arms.SetStaleness(time.Second) // as targets runs it
 		c := h.create(b, tokenA, emailCampaign("Cart Abandoned"))
 		var recs []*kgo.Record
 		for i := range events {
@@ -121,6 +124,7 @@ func BenchmarkDecideRPCLatency(b *testing.B) {
 		duration = 5 * time.Second
 	)
 	h := newHarness(b)
+	h.arms.SetStaleness(time.Second) // as targets runs it
 	c := h.create(b, tokenA, emailCampaign("unused"))
 	client := h.decisions[tokenA]
 	for range b.N {

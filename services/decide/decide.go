@@ -73,7 +73,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"golang.org/x/sync/errgroup"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -83,6 +82,7 @@ import (
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
 //go:embed migrations/*.sql
@@ -287,16 +287,12 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) erro
 	return s.retry(ctx, "publish decisions", func() error { return s.publish(ctx, b.out) })
 }
 
-// observeParallelism bounds the concurrent activity writes of one poll.
-const observeParallelism = 16
-
-// observe feeds every event of a poll to the send-time optimizer, several
-// at a time: one Redis round trip per event, in sequence, would cost more
+// observe feeds every event of a poll to the send-time optimizer in one
+// call (one Redis round trip): one per event, in sequence, would cost more
 // than the rest of the poll. Observing is idempotent, so a retried poll
 // may observe again.
 func (s *Service) observe(ctx context.Context, recs []*kgo.Record) error {
-	g, gctx := errgroup.WithContext(ctx)
-	g.SetLimit(observeParallelism)
+	var acts []sendtime.Activity
 	for _, r := range recs {
 		if r.Topic != kafka.TopicEvents {
 			continue
@@ -305,14 +301,15 @@ func (s *Service) observe(ctx context.Context, recs []*kgo.Record) error {
 		if err := proto.Unmarshal(r.Value, &ev); err != nil || ev.GetWorkspaceId() == "" || ev.GetUserId() == "" {
 			continue
 		}
-		g.Go(func() error {
-			if err := s.sendTime.Observe(gctx, ev.GetWorkspaceId(), ev.GetUserId(), ev.GetTimestamp().AsTime()); err != nil {
-				return fmt.Errorf("observe activity: %w", err)
-			}
-			return nil
-		})
+		acts = append(acts, sendtime.Activity{WorkspaceID: ev.GetWorkspaceId(), UserID: ev.GetUserId(), At: ev.GetTimestamp().AsTime()})
 	}
-	return g.Wait()
+	if len(acts) == 0 {
+		return nil
+	}
+	if err := s.sendTime.ObserveBatch(ctx, acts); err != nil {
+		return fmt.Errorf("observe activity: %w", err)
+	}
+	return nil
 }
 
 // batch is what the records of one partition's poll share: a random

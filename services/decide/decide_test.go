@@ -58,6 +58,7 @@ type harness struct {
 	store     *Store
 	svc       *Service
 	policy    *contact.Policy
+	arms      *bandit.Store
 	campaigns map[string]campaignv1connect.CampaignServiceClient
 	decisions map[string]decisionv1connect.DecisionServiceClient
 }
@@ -115,7 +116,7 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 	t.Cleanup(producer.Close)
 	h := &harness{
 		wsA: uuid.NewString(), wsB: uuid.NewString(),
-		brokers: brokers, producer: producer, store: NewStore(pool), policy: policy,
+		brokers: brokers, producer: producer, store: NewStore(pool), policy: policy, arms: bandit.NewStore(banditPool),
 		campaigns: map[string]campaignv1connect.CampaignServiceClient{},
 		decisions: map[string]decisionv1connect.DecisionServiceClient{},
 	}
@@ -126,7 +127,7 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 	}
 	t.Cleanup(cl.Close)
 	h.svc, err = New(Options{
-		Store: h.store, Client: cl, Policy: h.policy, Bandit: bandit.NewStore(banditPool), SendTime: sendtime.New(rdb),
+		Store: h.store, Client: cl, Policy: h.policy, Bandit: h.arms, SendTime: sendtime.New(rdb),
 		WaitInterval: 50 * time.Millisecond, Logger: logger,
 	})
 	if err != nil {

@@ -38,8 +38,8 @@ type variantChooser interface {
 
 // sendTimer picks the hour a user is most active.
 type sendTimer interface {
-	// Observe records activity; idempotent.
-	Observe(ctx context.Context, ws, userID string, at time.Time) error
+	// ObserveBatch records a poll's activity; idempotent.
+	ObserveBatch(ctx context.Context, acts []sendtime.Activity) error
 	Best(ctx context.Context, ws, userID string, now time.Time, maxDelay time.Duration, tz string) (sendtime.Pick, error)
 }
 

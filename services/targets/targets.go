@@ -387,8 +387,12 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		if err != nil {
 			return fmt.Errorf("contact policy (--decide-contact-rules): %w", err)
 		}
+		arms := bandit.NewStore(banditPool)
+		// Totals a second old are as good for Thompson sampling (rewards
+		// arrive later anyway) and spare a query per decision.
+		arms.SetStaleness(time.Second)
 		svc, err = decide.New(decide.Options{
-			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: bandit.NewStore(banditPool),
+			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: arms,
 			SendTime: sendtime.New(rdb), WaitInterval: cfg.DecideWaitInterval, Registerer: reg, Logger: decideLogger,
 		})
 		if err != nil {
