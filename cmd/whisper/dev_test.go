@@ -134,7 +134,8 @@ func TestDevServesAndCounts(t *testing.T) {
 	for _, series := range []string{
 		`whisper_pgxpool_max_connections{pool="main"}`,
 		`whisper_pgxpool_max_connections{pool="profiles"}`,
-		`whisper_redis_pool_max_connections{client="ingest"}`,
+		`whisper_pgxpool_max_connections{pool="bandit"}`,
+		`whisper_redis_pool_max_connections{client="main"}`,
 		`whisper_redis_pool_max_connections{client="profiles"}`,
 		`whisper_pgxpool_acquires_total{pool="main"}`,
 	} {

@@ -103,7 +103,7 @@ func printBanner(out io.Writer, addr string, env *devenv.Env, redisURL, adminTok
 	fmt.Fprintf(&b, "  API token        %s\n", boot.APITokenSecret)
 	fmt.Fprintf(&b, "  Admin token      %s\n\n", adminToken)
 	fmt.Fprintf(&b, "  Segment API      %s/v1/{track,identify,page,screen,group,alias,batch}\n", base)
-	fmt.Fprintf(&b, "  Connect/gRPC     %s (whisper.ingest.v1.IngestService, whisper.workspace.v1.WorkspaceService)\n", base)
+	fmt.Fprintf(&b, "  Connect/gRPC     %s (whisper.ingest.v1.IngestService, whisper.profile.v1.ProfileService, whisper.campaign.v1.CampaignService, whisper.decision.v1.DecisionService, whisper.workspace.v1.WorkspaceService)\n", base)
 	fmt.Fprintf(&b, "  Metrics          %s/metrics\n", base)
 	fmt.Fprintf(&b, "  Health           %s/healthz  %s/readyz\n\n", base, base)
 	fmt.Fprintf(&b, "  Kafka            %s (topics whisper.*)\n", strings.Join(env.KafkaBrokers(), ","))

@@ -14,6 +14,7 @@ import (
 	"github.com/whisperhq/whisper/internal/observability/contract"
 	"github.com/whisperhq/whisper/internal/telemetry"
 	"github.com/whisperhq/whisper/services/content"
+	"github.com/whisperhq/whisper/services/decide"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
@@ -69,11 +70,17 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	defer rdb.Close()
 	rec.MustRegister(
 		telemetry.NewPgxPoolCollector("main", pool), telemetry.NewPgxPoolCollector(Profiles, pool),
-		telemetry.NewRedisPoolCollector(Ingest, rdb), telemetry.NewRedisPoolCollector(Profiles, rdb),
+		telemetry.NewRedisPoolCollector("main", rdb), telemetry.NewRedisPoolCollector(Profiles, rdb),
+		telemetry.NewPgxPoolCollector("bandit", pool),
 	)
 
 	// Content: renders by channel and outcome, render latency, cache.
 	content.New(content.Options{Registerer: rec})
+	// Decide: its pipeline's metrics (decisions by campaign and outcome,
+	// policy evaluation latency, waits, conversions, consumer records).
+	if _, err := decide.New(decide.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)}); err != nil {
+		return nil, err
+	}
 
 	return rec.Catalogue()
 }

@@ -8,12 +8,15 @@
 package targets
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
 	"net"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -28,6 +31,8 @@ import (
 
 	"github.com/whisperhq/whisper/internal/auth"
 	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1/campaignv1connect"
+	"github.com/whisperhq/whisper/internal/gen/whisper/decision/v1/decisionv1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/profile/v1/profilev1connect"
 	"github.com/whisperhq/whisper/internal/gen/whisper/workspace/v1/workspacev1connect"
@@ -38,25 +43,28 @@ import (
 	"github.com/whisperhq/whisper/internal/tracing"
 	"github.com/whisperhq/whisper/internal/workspace"
 	"github.com/whisperhq/whisper/services/content"
+	"github.com/whisperhq/whisper/services/decide"
+	"github.com/whisperhq/whisper/services/decide/bandit"
+	"github.com/whisperhq/whisper/services/decide/contact"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
 
 // Target names. Only targets that exist are accepted; the others of the
-// design (decide, content, deliver) join this list as they land.
+// design (content, deliver) join this list as they land.
 const (
 	All      = "all"
 	Ingest   = "ingest"
 	Profiles = "profiles"
+	Decide   = "decide"
 )
 
 // The content target: templates and rendering (ContentService).
 const Content = "content"
 
 // Available lists the targets this build can run, in start order.
-var Available = []string{Ingest, Profiles,
-	Content,
-}
+var Available = []string{Ingest, Profiles, Decide, Content}
 
 // Config is the configuration of a whisper process.
 type Config struct {
@@ -78,6 +86,12 @@ type Config struct {
 
 	// ContentDrafts configures the content target's drafting provider.
 	ContentDrafts content.DraftsConfig
+	// DecideWaitInterval is how often the decide target looks for waits
+	// that are due.
+	DecideWaitInterval time.Duration
+	// DecideContactRules is a JSON file of contact rules (see
+	// contactRulesFile); empty means contact.DefaultRules.
+	DecideContactRules string
 }
 
 // RegisterFlags binds c to fs.
@@ -92,6 +106,8 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.IngestAckTimeout, "ingest-ack-timeout", 10*time.Second, "how long an ingest request waits for the broker's acknowledgement before answering 503")
 	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 10*time.Second, "how long producers may take to flush at shutdown")
 	c.ContentDrafts.RegisterFlags(fs)
+	fs.DurationVar(&c.DecideWaitInterval, "decide-wait-interval", time.Second, "how often the decide target looks for campaign waits that are due (the lateness of a wait's end)")
+	fs.StringVar(&c.DecideContactRules, "decide-contact-rules", "", "JSON file of the decide target's contact rules (caps, quiet hours, minimum gap, priority headroom), default and per workspace; empty: the built-in defaults")
 }
 
 // Validate reports every setting that cannot work, naming its flag.
@@ -121,10 +137,107 @@ func (c Config) Validate() error {
 	if c.FlushTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--flush-timeout: must be positive, got %v", c.FlushTimeout))
 	}
+	if c.DecideWaitInterval < 10*time.Millisecond || c.DecideWaitInterval > time.Minute {
+		errs = append(errs, fmt.Errorf("--decide-wait-interval: must be 10ms-1m, got %v", c.DecideWaitInterval))
+	}
+	if _, err := c.contactConfig(); err != nil {
+		errs = append(errs, err)
+	}
 	if err := c.ContentDrafts.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// contactRulesFile is the shape of --decide-contact-rules: JSON with
+// snake_case names and durations as Go duration strings, e.g.
+//
+//	{"rules": {"channels": {"email": {"per_day": 2, "per_week": 7, "quiet_hours": true, "min_gap": true}},
+//	           "other_channels": {"per_day": 2, "per_week": 7},
+//	           "quiet_start": "21:00", "quiet_end": "08:00", "min_gap": "1h",
+//	           "priority_threshold": 80, "priority_headroom": 1},
+//	 "workspaces": {"<workspace id>": {...the same as rules...}}}
+//
+// A workspace's rules replace the default rules whole; absent rules are
+// contact.DefaultRules.
+type contactRulesFile struct {
+	Rules      *contactRules           `json:"rules"`
+	Workspaces map[string]contactRules `json:"workspaces"`
+}
+
+type contactRules struct {
+	Channels          map[string]contactChannelRules `json:"channels"`
+	OtherChannels     contactChannelRules            `json:"other_channels"`
+	QuietStart        string                         `json:"quiet_start"`
+	QuietEnd          string                         `json:"quiet_end"`
+	MinGap            string                         `json:"min_gap"`
+	PriorityThreshold int                            `json:"priority_threshold"`
+	PriorityHeadroom  int                            `json:"priority_headroom"`
+}
+
+type contactChannelRules struct {
+	PerDay     int  `json:"per_day"`
+	PerWeek    int  `json:"per_week"`
+	QuietHours bool `json:"quiet_hours"`
+	MinGap     bool `json:"min_gap"`
+}
+
+func (r contactRules) rules(field string) (contact.Rules, error) {
+	out := contact.Rules{
+		Channels:   map[string]contact.ChannelRules{},
+		QuietStart: r.QuietStart, QuietEnd: r.QuietEnd,
+		PriorityThreshold: r.PriorityThreshold, PriorityHeadroom: r.PriorityHeadroom,
+		OtherChannels: contact.ChannelRules(r.OtherChannels),
+	}
+	for ch, cr := range r.Channels {
+		out.Channels[ch] = contact.ChannelRules(cr)
+	}
+	if r.MinGap != "" {
+		d, err := time.ParseDuration(r.MinGap)
+		if err != nil {
+			return contact.Rules{}, fmt.Errorf("%s.min_gap: %w", field, err)
+		}
+		out.MinGap = d
+	}
+	return out, nil
+}
+
+// contactConfig reads --decide-contact-rules; the policy validates the
+// rules themselves when it is built.
+func (c Config) contactConfig() (contact.Config, error) {
+	if c.DecideContactRules == "" {
+		return contact.Config{}, nil
+	}
+	bad := func(err error) (contact.Config, error) {
+		return contact.Config{}, fmt.Errorf("--decide-contact-rules %s: %w", c.DecideContactRules, err)
+	}
+	b, err := os.ReadFile(c.DecideContactRules)
+	if err != nil {
+		return bad(err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f contactRulesFile
+	if err := dec.Decode(&f); err != nil {
+		return bad(err)
+	}
+	var cfg contact.Config
+	if f.Rules != nil {
+		if cfg.Rules, err = f.Rules.rules("rules"); err != nil {
+			return bad(err)
+		}
+	}
+	for ws, r := range f.Workspaces {
+		rules, err := r.rules("workspaces." + ws)
+		if err != nil {
+			return bad(err)
+		}
+		if cfg.Workspaces == nil {
+			cfg.Workspaces = map[string]contact.Rules{}
+		}
+		cfg.Workspaces[ws] = rules
+	}
+	return cfg, nil
 }
 
 // targets expands "all" and checks every name.
@@ -194,13 +307,15 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			p.Close()
 		}
 	}()
-	if slices.Contains(targets, Ingest) {
+	var rdb *redis.Client
+	if slices.Contains(targets, Ingest) || slices.Contains(targets, Decide) {
 		rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
-		rdb := redis.NewClient(rdbOpts)
+		rdb = redis.NewClient(rdbOpts)
 		defer rdb.Close()
-		reg.MustRegister(telemetry.NewRedisPoolCollector(Ingest, rdb))
+		reg.MustRegister(telemetry.NewRedisPoolCollector("main", rdb))
 		srv.AddCheck("redis", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
-
+	}
+	if slices.Contains(targets, Ingest) {
 		producer, err := kafka.NewClient(cfg.Kafka, Ingest, reg)
 		if err != nil {
 			return err
@@ -282,6 +397,68 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		if err := startContent(ctx, cfg, pool, srv, reg, authenticator, logger, handlerOpts); err != nil {
 			return err
 		}
+	}
+
+	if slices.Contains(targets, Decide) {
+		for _, m := range []postgres.Migrations{decide.Migrations, bandit.Migrations} {
+			if err := postgres.Migrate(ctx, pool, m, logger); err != nil {
+				return err
+			}
+		}
+		// The bandit reads while a decision's transaction holds a
+		// connection of the main pool: it gets its own (see
+		// decide.Options.Bandit).
+		banditPool, err := postgres.Open(ctx, cfg.DatabaseURL)
+		if err != nil {
+			return fmt.Errorf("--database-url: %w", err)
+		}
+		defer banditPool.Close()
+		reg.MustRegister(telemetry.NewPgxPoolCollector("bandit", banditPool))
+		client, err := kafka.NewClient(cfg.Kafka, Decide, reg, decide.ConsumerOpts(decide.DefaultGroup)...)
+		if err != nil {
+			return err
+		}
+		producers = append(producers, client) // closed after the workers stop
+		if err := kafka.EnsureTopics(ctx, client, cfg.Kafka, kafka.TopicEvents, kafka.TopicProfiles, kafka.TopicDecisions); err != nil {
+			return fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
+		}
+		srv.AddCheck("kafka-decide", client.Ping)
+
+		decideLogger := logger.With("target", Decide)
+		// The policy is evaluated only once svc runs, so the closure
+		// never sees svc unset.
+		var svc *decide.Service
+		contactCfg, _ := cfg.contactConfig() // checked by Validate
+		policy, err := contact.New(contact.Options{
+			Redis: rdb, Logger: decideLogger, Config: contactCfg,
+			ObserveEval: func(d time.Duration, memoized bool) { svc.ObservePolicyEval(d, memoized) },
+		})
+		if err != nil {
+			return fmt.Errorf("contact policy (--decide-contact-rules): %w", err)
+		}
+		arms := bandit.NewStore(banditPool)
+		// Totals a second old are as good for Thompson sampling (rewards
+		// arrive later anyway) and spare a query per decision.
+		arms.SetStaleness(time.Second)
+		svc, err = decide.New(decide.Options{
+			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: arms,
+			SendTime: sendtime.New(rdb), WaitInterval: cfg.DecideWaitInterval, Registerer: reg, Logger: decideLogger,
+		})
+		if err != nil {
+			return err
+		}
+		h := decide.NewHandler(svc, decideLogger)
+		mw := authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...)
+		path, ch := h.CampaignRoutes(handlerOpts...)
+		srv.HandleService(campaignv1connect.CampaignServiceName, path, mw.Wrap(ch))
+		path, dh := h.DecisionRoutes(handlerOpts...)
+		srv.HandleService(decisionv1connect.DecisionServiceName, path, mw.Wrap(dh))
+		workers.Go(func() {
+			if err := svc.Run(workCtx); err != nil {
+				logger.Error("decide consumer stopped", "err", err)
+			}
+		})
+		defer func() { stopWork(); workers.Wait() }() // before client.Close
 	}
 
 	ln := opts.Listener

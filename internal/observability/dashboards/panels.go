@@ -156,7 +156,7 @@ func Ingest() *dashboard.DashboardBuilder {
 			)}.timeseries())
 	// Ingest processes use the main pool (write keys) and their own
 	// Redis client (the dedup window).
-	return withDependencies(b, `pool="main"`, `client="ingest"`).
+	return withDependencies(b, `pool="main"`, `client="main"`).
 		WithRow(row("Runtime")).
 		WithPanel(panel{title: "CPU", unit: units.Short, width: 6,
 			description: "CPU cores used per pod, as the process sees it and as the container is charged (cAdvisor).",

@@ -1,0 +1,405 @@
+package bandit_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/whisperhq/whisper/internal/pgtest"
+	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/services/decide/bandit"
+)
+
+const ws = "6f1c3f0e-3f4a-4d7e-9a57-0c8a4a6d2b10"
+
+func newPool(t testing.TB) *pgxpool.Pool {
+	t.Helper()
+	pool := pgtest.NewPool(t)
+	if err := postgres.Migrate(context.Background(), pool, bandit.Migrations, slog.New(slog.NewTextHandler(io.Discard, nil))); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// inTx runs f in a committed transaction.
+func inTx(t testing.TB, pool *pgxpool.Pool, f func(pgx.Tx) error) {
+	t.Helper()
+	if err := pgx.BeginFunc(context.Background(), pool, f); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// posteriors returns each variant's (alpha, beta) as Choose sees them.
+func posteriors(t testing.TB, s *bandit.Store, c bandit.Campaign) map[string][2]float64 {
+	t.Helper()
+	c.HoldoutShare = 0
+	ch, err := s.Choose(context.Background(), c, rand.New(rand.NewPCG(0, 0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][2]float64{}
+	for _, sc := range ch.Scores {
+		got[sc.VariantID] = [2]float64{sc.Alpha, sc.Beta}
+	}
+	return got
+}
+
+// TestSimulationConvergesToTheBetterVariant: B converts at 12%, A at 6%.
+// After 2,000 seeded decisions B has most exposures and the regret (expected
+// conversions lost against always sending B) is below 30; sending A and B
+// evenly would lose 60.
+func TestSimulationConvergesToTheBetterVariant(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	rates := map[string]float64{"A": 0.06, "B": 0.12}
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-sim", Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "B", Weight: 1}}}
+	choiceRNG := rand.New(rand.NewPCG(42, 7))
+	worldRNG := rand.New(rand.NewPCG(9, 9))
+	const rounds, batch = 2000, 10
+	exposures := map[string]int{}
+	regret := 0.0
+	// Feedback arrives in batches of ten decisions, as it does from a
+	// consumer committing a poll at a time.
+	for i := 0; i < rounds; i += batch {
+		type outcome struct {
+			id, variant string
+			converted   bool
+		}
+		var out []outcome
+		for j := i; j < i+batch; j++ {
+			ch, err := s.Choose(ctx, c, choiceRNG)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exposures[ch.VariantID]++
+			regret += rates["B"] - rates[ch.VariantID]
+			out = append(out, outcome{fmt.Sprintf("d%d", j), ch.VariantID, worldRNG.Float64() < rates[ch.VariantID]})
+		}
+		inTx(t, pool, func(tx pgx.Tx) error {
+			for _, o := range out {
+				if err := s.RecordExposure(ctx, tx, ws, c.CampaignID, o.variant, o.id); err != nil {
+					return err
+				}
+				if o.converted {
+					if err := s.RecordConversion(ctx, tx, ws, c.CampaignID, o.variant, o.id); err != nil {
+						return err
+					}
+				}
+			}
+			return nil
+		})
+	}
+	t.Logf("exposures %v, regret %.1f", exposures, regret)
+	if exposures["B"] <= exposures["A"] {
+		t.Errorf("B (the better variant) has %d exposures, A %d", exposures["B"], exposures["A"])
+	}
+	if exposures["B"] < rounds*7/10 {
+		t.Errorf("B has %d of %d exposures, want at least 70%%", exposures["B"], rounds)
+	}
+	if regret >= 30 {
+		t.Errorf("regret %.1f, want below 30 (an even split loses %.0f)", regret, rounds*0.5*(rates["B"]-rates["A"]))
+	}
+	// The state survives a restart: a new Store over the same database
+	// sees the totals the decisions left.
+	got := posteriors(t, bandit.NewStore(pool), c)
+	conv := map[string]int64{}
+	rows, err := pool.Query(ctx, `SELECT variant_id, count(converted_at) FROM bandit_decisions GROUP BY variant_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&v, &n}, func() error { conv[v] = n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][2]float64{}
+	for _, id := range []string{"A", "B"} {
+		want[id] = [2]float64{1 + float64(conv[id]), 1 + float64(int64(exposures[id])-conv[id])}
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("posteriors after restart (-want +got):\n%s", diff)
+	}
+}
+
+// TestHoldoutShareIsRespected: the holdout is drawn with its probability,
+// and a held-out choice names no variant.
+func TestHoldoutShareIsRespected(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	rng := rand.New(rand.NewPCG(3, 4))
+	for _, share := range []float64{0, 0.1, 0.3} {
+		c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-holdout", HoldoutShare: share,
+			Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "B", Weight: 1}}}
+		const n = 4000
+		held := 0
+		for range n {
+			ch, err := s.Choose(context.Background(), c, rng)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ch.Holdout {
+				held++
+				if ch.VariantID != "" || ch.Scores != nil {
+					t.Fatalf("holdout choice carries a variant: %+v", ch)
+				}
+			} else if ch.VariantID == "" {
+				t.Fatalf("non-holdout choice without a variant: %+v", ch)
+			}
+		}
+		got := float64(held) / n
+		// Four standard deviations of a binomial share.
+		if tol := 4 * math.Sqrt(share*(1-share)/n); math.Abs(got-share) > tol+1e-9 {
+			t.Errorf("holdout share %.3f, want %.2f ± %.3f", got, share, tol)
+		}
+	}
+}
+
+// TestRecordIsIdempotent: exposures count once per decision, conversions at
+// most once and only for an exposure of the same campaign and variant, and
+// nothing counts from a rolled-back transaction.
+func TestRecordIsIdempotent(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-idem", Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "B", Weight: 1}}}
+	steps := []struct {
+		name     string
+		do       func(tx pgx.Tx) error
+		rollback bool
+		want     map[string][2]float64
+	}{
+		{
+			name: "first exposure counts",
+			do:   func(tx pgx.Tx) error { return s.RecordExposure(ctx, tx, ws, "c-idem", "A", "d1") },
+			want: map[string][2]float64{"A": {1, 2}, "B": {1, 1}},
+		},
+		{
+			name: "the same decision again counts nothing",
+			do: func(tx pgx.Tx) error {
+				if err := s.RecordExposure(ctx, tx, ws, "c-idem", "A", "d1"); err != nil {
+					return err
+				}
+				return s.RecordExposure(ctx, tx, ws, "c-idem", "A", "d1")
+			},
+			want: map[string][2]float64{"A": {1, 2}, "B": {1, 1}},
+		},
+		{
+			name:     "a rolled-back exposure counts nothing",
+			do:       func(tx pgx.Tx) error { return s.RecordExposure(ctx, tx, ws, "c-idem", "B", "d2") },
+			rollback: true,
+			want:     map[string][2]float64{"A": {1, 2}, "B": {1, 1}},
+		},
+		{
+			name: "a conversion of an unexposed decision counts nothing",
+			do:   func(tx pgx.Tx) error { return s.RecordConversion(ctx, tx, ws, "c-idem", "B", "d2") },
+			want: map[string][2]float64{"A": {1, 2}, "B": {1, 1}},
+		},
+		{
+			name: "a conversion naming another variant counts nothing",
+			do:   func(tx pgx.Tx) error { return s.RecordConversion(ctx, tx, ws, "c-idem", "B", "d1") },
+			want: map[string][2]float64{"A": {1, 2}, "B": {1, 1}},
+		},
+		{
+			name: "a conversion naming another campaign counts nothing",
+			do:   func(tx pgx.Tx) error { return s.RecordConversion(ctx, tx, ws, "c-other", "A", "d1") },
+			want: map[string][2]float64{"A": {1, 2}, "B": {1, 1}},
+		},
+		{
+			name: "the conversion counts once",
+			do: func(tx pgx.Tx) error {
+				for range 3 {
+					if err := s.RecordConversion(ctx, tx, ws, "c-idem", "A", "d1"); err != nil {
+						return err
+					}
+				}
+				return nil
+			},
+			want: map[string][2]float64{"A": {2, 1}, "B": {1, 1}},
+		},
+		{
+			name: "and once across transactions",
+			do:   func(tx pgx.Tx) error { return s.RecordConversion(ctx, tx, ws, "c-idem", "A", "d1") },
+			want: map[string][2]float64{"A": {2, 1}, "B": {1, 1}},
+		},
+		{
+			name: "another workspace's decision with the same id is its own",
+			do: func(tx pgx.Tx) error {
+				return s.RecordExposure(ctx, tx, "0b6f0d1e-0000-4000-8000-000000000001", "c-idem", "A", "d1")
+			},
+			want: map[string][2]float64{"A": {2, 1}, "B": {1, 1}},
+		},
+	}
+	for _, st := range steps {
+		tx, err := pool.Begin(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := st.do(tx); err != nil {
+			t.Fatalf("%s: %v", st.name, err)
+		}
+		if st.rollback {
+			err = tx.Rollback(ctx)
+		} else {
+			err = tx.Commit(ctx)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(st.want, posteriors(t, s, c)); diff != "" {
+			t.Errorf("%s: posteriors (-want +got):\n%s", st.name, diff)
+		}
+	}
+	other := c
+	other.WorkspaceID = "0b6f0d1e-0000-4000-8000-000000000001"
+	if diff := cmp.Diff(map[string][2]float64{"A": {1, 2}, "B": {1, 1}}, posteriors(t, s, other)); diff != "" {
+		t.Errorf("other workspace (-want +got):\n%s", diff)
+	}
+
+	n, err := s.Prune(ctx, time.Now().Add(time.Hour))
+	if err != nil || n != 2 {
+		t.Errorf("Prune = %d, %v; want 2 rows", n, err)
+	}
+	if diff := cmp.Diff(map[string][2]float64{"A": {2, 1}, "B": {1, 1}}, posteriors(t, s, c)); diff != "" {
+		t.Errorf("after prune the totals stay (-want +got):\n%s", diff)
+	}
+}
+
+// TestWeightsAreThePrior: with no data the posterior is Beta(K*w/sum, 1),
+// and the heavier variant is chosen more often at first.
+func TestWeightsAreThePrior(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-prior", Variants: []bandit.Variant{
+		{ID: "A", Weight: 3}, {ID: "B", Weight: 1}, {ID: "C", Weight: 2},
+	}}
+	ch, err := s.Choose(context.Background(), c, rand.New(rand.NewPCG(1, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []bandit.Score{{VariantID: "A", Alpha: 1.5, Beta: 1}, {VariantID: "B", Alpha: 0.5, Beta: 1}, {VariantID: "C", Alpha: 1, Beta: 1}}
+	if diff := cmp.Diff(want, ch.Scores, cmpopts.IgnoreFields(bandit.Score{}, "Sample"), cmpopts.EquateApprox(0, 1e-12)); diff != "" {
+		t.Errorf("scores (-want +got):\n%s", diff)
+	}
+	rng := rand.New(rand.NewPCG(5, 6))
+	counts := map[string]int{}
+	for range 3000 {
+		ch, err := s.Choose(context.Background(), c, rng)
+		if err != nil {
+			t.Fatal(err)
+		}
+		counts[ch.VariantID]++
+	}
+	if !(counts["A"] > counts["C"] && counts["C"] > counts["B"]) {
+		t.Errorf("choices %v do not follow the weights 3 > 2 > 1", counts)
+	}
+}
+
+func TestChooseRejectsInvalidCampaigns(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	ok := []bandit.Variant{{ID: "A", Weight: 1}}
+	tests := []struct {
+		name string
+		c    bandit.Campaign
+		want string
+	}{
+		{"no workspace", bandit.Campaign{CampaignID: "c", Variants: ok}, "workspace_id"},
+		{"no campaign", bandit.Campaign{WorkspaceID: ws, Variants: ok}, "campaign_id"},
+		{"no variants", bandit.Campaign{WorkspaceID: ws, CampaignID: "c"}, "variants: at least one"},
+		{"holdout of 1", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: ok, HoldoutShare: 1}, "holdout_share"},
+		{"negative holdout", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: ok, HoldoutShare: -0.1}, "holdout_share"},
+		{"NaN holdout", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: ok, HoldoutShare: math.NaN()}, "holdout_share"},
+		{"empty id", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: []bandit.Variant{{Weight: 1}}}, "variants[0].id"},
+		{"duplicate id", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "A", Weight: 1}}}, "variants[1].id"},
+		{"zero weight", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: []bandit.Variant{{ID: "A", Weight: 0}}}, "variants[0].weight"},
+		{"infinite weight", bandit.Campaign{WorkspaceID: ws, CampaignID: "c", Variants: []bandit.Variant{{ID: "A", Weight: math.Inf(1)}}}, "variants[0].weight"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := s.Choose(context.Background(), tt.c, rand.New(rand.NewPCG(1, 1)))
+			if !errors.Is(err, bandit.ErrInvalidCampaign) {
+				t.Fatalf("Choose error = %v, want ErrInvalidCampaign", err)
+			}
+			if got := err.Error(); !strings.Contains(got, tt.want) {
+				t.Errorf("error %q does not name %q", got, tt.want)
+			}
+		})
+	}
+}
+
+// BenchmarkChoose: one Choose over a campaign of three variants with data,
+// reading the arms every time (fresh) or at most once a second (stale_1s).
+func BenchmarkChoose(b *testing.B) {
+	pool := newPool(b)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-bench", HoldoutShare: 0.05, Variants: []bandit.Variant{
+		{ID: "A", Weight: 1}, {ID: "B", Weight: 1}, {ID: "C", Weight: 1},
+	}}
+	inTx(b, pool, func(tx pgx.Tx) error {
+		for i := range 30 {
+			v := []string{"A", "B", "C"}[i%3]
+			if err := s.RecordExposure(ctx, tx, ws, c.CampaignID, v, fmt.Sprint(i)); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	for _, mode := range []struct {
+		name      string
+		staleness time.Duration
+	}{{"fresh", 0}, {"stale_1s", time.Second}} {
+		b.Run(mode.name, func(b *testing.B) {
+			s.SetStaleness(mode.staleness)
+			rng := rand.New(rand.NewPCG(1, 2))
+			for b.Loop() {
+				if _, err := s.Choose(ctx, c, rng); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// TestStaleness: by default every Choose sees the latest totals; with
+// SetStaleness it reuses totals younger than the staleness.
+func TestStaleness(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-stale", Variants: []bandit.Variant{{ID: "A", Weight: 1}}}
+	expose := func(id string) {
+		inTx(t, pool, func(tx pgx.Tx) error { return s.RecordExposure(ctx, tx, ws, c.CampaignID, "A", id) })
+	}
+	beta := func() float64 { return posteriors(t, s, c)["A"][1] }
+
+	expose("d1")
+	if got := beta(); got != 2 {
+		t.Fatalf("beta after one exposure = %v, want 2", got)
+	}
+	s.SetStaleness(time.Hour)
+	if got := beta(); got != 2 {
+		t.Fatalf("beta = %v, want 2", got)
+	}
+	expose("d2")
+	if got := beta(); got != 2 {
+		t.Errorf("within the staleness beta = %v, want the cached 2", got)
+	}
+	s.SetStaleness(0)
+	if got := beta(); got != 3 {
+		t.Errorf("without staleness beta = %v, want 3", got)
+	}
+}

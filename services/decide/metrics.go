@@ -1,0 +1,75 @@
+package decide
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
+)
+
+type metrics struct {
+	decisions      *prometheus.CounterVec
+	duplicates     prometheus.Counter
+	policyDuration prometheus.Histogram
+	regoDuration   *prometheus.HistogramVec
+	waits          *prometheus.CounterVec
+	records        *prometheus.CounterVec
+	failures       *prometheus.CounterVec
+	conversions    prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "whisper_decide_decisions_total",
+			Help: "Final decisions made, by campaign id and outcome (send, deferred, skipped_audience, skipped_consent, capped, holdout, exited). The campaign label is bounded by the number of active campaigns.",
+		}, []string{"campaign", "outcome"}),
+		duplicates: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "whisper_decide_duplicate_triggers_total",
+			Help: "Triggers a campaign had already decided (redelivered events or changes, repeated Decide request ids).",
+		}),
+		policyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "whisper_decide_policy_reserve_duration_seconds",
+			Help:    "Time of one contact-policy reservation for a decision: reading the user's counters in Redis, evaluating the Rego policy and running the reservation script.",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
+		}),
+		regoDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "whisper_decide_policy_evaluation_duration_seconds",
+			Help:    "Time of one evaluation of the contact policy's Rego query; memoized=true when the answer came from the policy's memo without running Rego.",
+			Buckets: prometheus.ExponentialBuckets(0.000005, 2.5, 12),
+		}, []string{"memoized"}),
+		waits: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "whisper_decide_waits_total",
+			Help: "Waits started and ended (by delay, awaited event, exit event or timeout).",
+		}, []string{"transition"}),
+		records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "whisper_decide_records_total",
+			Help: "Records consumed, by topic (whisper.events, whisper.profiles) and outcome (applied, skipped: undecodable or without a user id).",
+		}, []string{"topic", "outcome"}),
+		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "whisper_decide_failures_total",
+			Help: "Failed attempts, by operation; each is retried with backoff and no offset is committed meanwhile.",
+		}, []string{"operation"}),
+		conversions: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "whisper_decide_conversions_total",
+			Help: "Goal events attributed to a decision within its campaign's attribution window.",
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.decisions, m.duplicates, m.policyDuration, m.regoDuration, m.waits, m.records, m.failures, m.conversions)
+	}
+	return m
+}
+
+func (m *metrics) decided(d *decisionv1.Decision) {
+	m.decisions.WithLabelValues(d.GetCampaignId(), outcomeName(d.GetOutcome())).Inc()
+}
+
+// ObservePolicyEval records the time of one evaluation of the contact
+// policy's Rego query: pass it as contact.Options.ObserveEval (through a
+// closure, since the policy is built before the Service).
+func (s *Service) ObservePolicyEval(d time.Duration, memoized bool) {
+	s.metrics.regoDuration.WithLabelValues(strconv.FormatBool(memoized)).Observe(d.Seconds())
+}

@@ -1,0 +1,704 @@
+package decide
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
+	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
+	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+)
+
+// ErrNotFound is a campaign or decision that does not exist in the
+// workspace.
+var ErrNotFound = errors.New("not found")
+
+// Campaign statuses as stored.
+const (
+	statusDraft  = "draft"
+	statusActive = "active"
+	statusPaused = "paused"
+)
+
+// outcomeWaiting is the stored outcome of a decision held by a wait.
+const outcomeWaiting = "waiting"
+
+// Store keeps campaigns, decisions, waits, consent and profile snapshots in
+// PostgreSQL.
+type Store struct {
+	pool *pgxpool.Pool
+}
+
+// NewStore returns a Store on pool, migrated with Migrations.
+func NewStore(pool *pgxpool.Pool) *Store { return &Store{pool: pool} }
+
+func statusProto(s string) campaignv1.CampaignStatus {
+	switch s {
+	case statusActive:
+		return campaignv1.CampaignStatus_CAMPAIGN_STATUS_ACTIVE
+	case statusPaused:
+		return campaignv1.CampaignStatus_CAMPAIGN_STATUS_PAUSED
+	default:
+		return campaignv1.CampaignStatus_CAMPAIGN_STATUS_DRAFT
+	}
+}
+
+// eventNames are the event names that may end a wait of c or convert one
+// of its decisions.
+func eventNames(c *campaignv1.Campaign) []string {
+	names := slices.Clone(c.GetWait().GetExitEvents())
+	if n := c.GetWait().GetWaitForEvent(); n != "" {
+		names = append(names, n)
+	}
+	if n := c.GetGoalEvent(); n != "" {
+		names = append(names, n)
+	}
+	if names == nil {
+		names = []string{}
+	}
+	return names
+}
+
+func triggerColumns(c *campaignv1.Campaign) (kind string, event, goal *string) {
+	if e := c.GetTrigger().GetEvent(); e != nil {
+		n := e.GetName()
+		event = &n
+		kind = "event"
+	} else {
+		kind = "profile_change"
+	}
+	if g := c.GetGoalEvent(); g != "" {
+		goal = &g
+	}
+	return kind, event, goal
+}
+
+// createCampaign stores c, whose definition is valid, as version 1.
+func (s *Store) createCampaign(ctx context.Context, ws string, c *campaignv1.Campaign, status string, now time.Time) (*campaignv1.Campaign, error) {
+	c = proto.CloneOf(c)
+	c.Id = uuid.NewString()
+	c.WorkspaceId = ws
+	c.Version = 1
+	c.Status = campaignv1.CampaignStatus_CAMPAIGN_STATUS_UNSPECIFIED
+	c.CreateTime = timestamppb.New(now)
+	c.UpdateTime = c.CreateTime
+	def, err := proto.Marshal(c)
+	if err != nil {
+		return nil, err
+	}
+	kind, event, goal := triggerColumns(c)
+	err = pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO campaigns (workspace_id, campaign_id, status, version, trigger_kind, trigger_event, goal_event, event_names, definition, created_at, updated_at)
+			VALUES ($1, $2, $3, 1, $4, $5, $6, $7, $8, $9, $9)`,
+			ws, c.Id, status, kind, event, goal, eventNames(c), def, now); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO campaign_versions (workspace_id, campaign_id, version, definition, created_at) VALUES ($1, $2, 1, $3, $4)`,
+			ws, c.Id, def, now)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create campaign: %w", err)
+	}
+	c.Status = statusProto(status)
+	return c, nil
+}
+
+// updateCampaign stores c as the next version of campaign c.Id.
+func (s *Store) updateCampaign(ctx context.Context, ws string, c *campaignv1.Campaign, now time.Time) (*campaignv1.Campaign, error) {
+	c = proto.CloneOf(c)
+	var out *campaignv1.Campaign
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		var (
+			status  string
+			version int32
+			created time.Time
+		)
+		err := tx.QueryRow(ctx, `SELECT status, version, created_at FROM campaigns WHERE workspace_id = $1 AND campaign_id = $2 FOR UPDATE`,
+			ws, c.GetId()).Scan(&status, &version, &created)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		c.WorkspaceId = ws
+		c.Version = version + 1
+		c.Status = campaignv1.CampaignStatus_CAMPAIGN_STATUS_UNSPECIFIED
+		c.CreateTime = timestamppb.New(created)
+		c.UpdateTime = timestamppb.New(now)
+		def, err := proto.Marshal(c)
+		if err != nil {
+			return err
+		}
+		kind, event, goal := triggerColumns(c)
+		if _, err := tx.Exec(ctx, `
+			UPDATE campaigns SET version = $3, trigger_kind = $4, trigger_event = $5, goal_event = $6, definition = $7, updated_at = $8,
+				event_names = ARRAY(SELECT DISTINCT unnest(event_names || $9::text[]))
+			WHERE workspace_id = $1 AND campaign_id = $2`,
+			ws, c.Id, c.Version, kind, event, goal, def, now, eventNames(c)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO campaign_versions (workspace_id, campaign_id, version, definition, created_at) VALUES ($1, $2, $3, $4, $5)`,
+			ws, c.Id, c.Version, def, now); err != nil {
+			return err
+		}
+		c.Status = statusProto(status)
+		out = c
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update campaign: %w", err)
+	}
+	return out, nil
+}
+
+// getCampaign returns a campaign at version (0: the latest) with its
+// current status.
+func (s *Store) getCampaign(ctx context.Context, q querier, ws, id string, version int32) (*campaignv1.Campaign, error) {
+	var (
+		status string
+		def    []byte
+	)
+	var err error
+	if version == 0 {
+		err = q.QueryRow(ctx, `SELECT status, definition FROM campaigns WHERE workspace_id = $1 AND campaign_id = $2`, ws, id).Scan(&status, &def)
+	} else {
+		err = q.QueryRow(ctx, `
+			SELECT c.status, v.definition FROM campaign_versions v JOIN campaigns c USING (workspace_id, campaign_id)
+			WHERE v.workspace_id = $1 AND v.campaign_id = $2 AND v.version = $3`, ws, id, version).Scan(&status, &def)
+	}
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get campaign: %w", err)
+	}
+	return decodeCampaign(status, def)
+}
+
+func decodeCampaign(status string, def []byte) (*campaignv1.Campaign, error) {
+	c := &campaignv1.Campaign{}
+	if err := proto.Unmarshal(def, c); err != nil {
+		return nil, fmt.Errorf("decode campaign: %w", err)
+	}
+	c.Status = statusProto(status)
+	return c, nil
+}
+
+type campaignPage struct {
+	campaigns []*campaignv1.Campaign
+	// seqs[i] is the creation order of campaigns[i], for page tokens.
+	seqs []int64
+}
+
+// listCampaigns returns up to limit campaigns created after afterSeq.
+func (s *Store) listCampaigns(ctx context.Context, ws string, afterSeq int64, limit int) (campaignPage, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT seq, status, definition FROM campaigns WHERE workspace_id = $1 AND seq > $2 ORDER BY seq LIMIT $3`, ws, afterSeq, limit)
+	if err != nil {
+		return campaignPage{}, fmt.Errorf("list campaigns: %w", err)
+	}
+	defer rows.Close()
+	var page campaignPage
+	for rows.Next() {
+		var (
+			seq    int64
+			status string
+			def    []byte
+		)
+		if err := rows.Scan(&seq, &status, &def); err != nil {
+			return campaignPage{}, fmt.Errorf("list campaigns: %w", err)
+		}
+		c, err := decodeCampaign(status, def)
+		if err != nil {
+			return campaignPage{}, err
+		}
+		page.campaigns = append(page.campaigns, c)
+		page.seqs = append(page.seqs, seq)
+	}
+	if err := rows.Err(); err != nil {
+		return campaignPage{}, fmt.Errorf("list campaigns: %w", err)
+	}
+	return page, nil
+}
+
+// setStatus changes a campaign's status and returns it.
+func (s *Store) setStatus(ctx context.Context, ws, id, status string, now time.Time) (*campaignv1.Campaign, error) {
+	var def []byte
+	err := s.pool.QueryRow(ctx, `UPDATE campaigns SET status = $3 WHERE workspace_id = $1 AND campaign_id = $2 RETURNING definition`,
+		ws, id, status).Scan(&def)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("set campaign status: %w", err)
+	}
+	return decodeCampaign(status, def)
+}
+
+// campaignSet is what the consumer needs of a workspace's campaigns.
+type campaignSet struct {
+	// Active campaigns by trigger event name, and those triggered by
+	// profile changes.
+	byEvent  map[string][]*campaignv1.Campaign
+	onChange []*campaignv1.Campaign
+	// Event names that may end a wait or convert a decision.
+	names map[string]bool
+}
+
+// campaigns reads the campaign set of ws.
+func (s *Store) campaigns(ctx context.Context, q querier, ws string) (*campaignSet, error) {
+	rows, err := q.Query(ctx, `SELECT status, definition, event_names FROM campaigns WHERE workspace_id = $1`, ws)
+	if err != nil {
+		return nil, fmt.Errorf("read campaigns: %w", err)
+	}
+	defer rows.Close()
+	set := &campaignSet{byEvent: map[string][]*campaignv1.Campaign{}, names: map[string]bool{}}
+	for rows.Next() {
+		var (
+			status string
+			def    []byte
+			names  []string
+		)
+		if err := rows.Scan(&status, &def, &names); err != nil {
+			return nil, fmt.Errorf("read campaigns: %w", err)
+		}
+		for _, n := range names {
+			set.names[n] = true
+		}
+		if status != statusActive {
+			continue
+		}
+		c, err := decodeCampaign(status, def)
+		if err != nil {
+			return nil, err
+		}
+		if e := c.GetTrigger().GetEvent(); e != nil {
+			set.byEvent[e.GetName()] = append(set.byEvent[e.GetName()], c)
+		} else {
+			set.onChange = append(set.onChange, c)
+		}
+	}
+	return set, rows.Err()
+}
+
+// snapshot returns the latest profile of a user from whisper.profiles, or
+// nil when none has arrived.
+func (s *Store) snapshot(ctx context.Context, q querier, ws, user string) (*profilev1.Profile, error) {
+	var b []byte
+	err := q.QueryRow(ctx, `SELECT profile FROM profile_snapshots WHERE workspace_id = $1 AND user_id = $2`, ws, user).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read profile snapshot: %w", err)
+	}
+	p := &profilev1.Profile{}
+	if err := proto.Unmarshal(b, p); err != nil {
+		return nil, fmt.Errorf("decode profile snapshot: %w", err)
+	}
+	return p, nil
+}
+
+// saveSnapshot keeps p unless a later change is already kept.
+func (s *Store) saveSnapshot(ctx context.Context, tx pgx.Tx, ws, user string, p *profilev1.Profile, at time.Time) error {
+	b, err := proto.Marshal(p)
+	if err != nil {
+		return err
+	}
+	_, err = tx.Exec(ctx, `
+		INSERT INTO profile_snapshots (workspace_id, user_id, profile, change_time) VALUES ($1, $2, $3, $4)
+		ON CONFLICT (workspace_id, user_id) DO UPDATE SET profile = EXCLUDED.profile, change_time = EXCLUDED.change_time
+		WHERE profile_snapshots.change_time <= EXCLUDED.change_time`, ws, user, b, at)
+	if err != nil {
+		return fmt.Errorf("save profile snapshot: %w", err)
+	}
+	return nil
+}
+
+// saveConsent records a Subscribed/Unsubscribed event unless a later one
+// for the same channel and topic is already recorded.
+func (s *Store) saveConsent(ctx context.Context, tx pgx.Tx, ws, user, channel, topic string, subscribed bool, at time.Time) error {
+	_, err := tx.Exec(ctx, `
+		INSERT INTO consent (workspace_id, user_id, channel, topic, subscribed, event_time) VALUES ($1, $2, $3, $4, $5, $6)
+		ON CONFLICT (workspace_id, user_id, channel, topic) DO UPDATE SET subscribed = EXCLUDED.subscribed, event_time = EXCLUDED.event_time
+		WHERE consent.event_time <= EXCLUDED.event_time`, ws, user, channel, topic, subscribed, at)
+	if err != nil {
+		return fmt.Errorf("save consent: %w", err)
+	}
+	return nil
+}
+
+// consentState is a user's subscription to one channel and topic.
+type consentState struct {
+	channelUnsubscribed bool
+	topicUnsubscribed   bool
+}
+
+// consentKey is one recorded consent; topic "" is the whole channel.
+type consentKey struct{ channel, topic string }
+
+// consent reads the user's recorded consent on the channels, in one query:
+// unsubscribed[{channel, topic}] for each recorded one.
+func (s *Store) consent(ctx context.Context, q querier, ws, user string, channels []string) (map[consentKey]bool, error) {
+	rows, err := q.Query(ctx, `
+		SELECT channel, topic, subscribed FROM consent WHERE workspace_id = $1 AND user_id = $2 AND channel = ANY ($3)`,
+		ws, user, channels)
+	if err != nil {
+		return nil, fmt.Errorf("read consent: %w", err)
+	}
+	defer rows.Close()
+	unsubscribed := map[consentKey]bool{}
+	for rows.Next() {
+		var (
+			k   consentKey
+			sub bool
+		)
+		if err := rows.Scan(&k.channel, &k.topic, &sub); err != nil {
+			return nil, fmt.Errorf("read consent: %w", err)
+		}
+		unsubscribed[k] = !sub
+	}
+	return unsubscribed, rows.Err()
+}
+
+// consentOf says whether the user left channel, or topic on channel.
+func consentOf(unsubscribed map[consentKey]bool, channel, topic string) consentState {
+	st := consentState{channelUnsubscribed: unsubscribed[consentKey{channel, ""}]}
+	if topic != "" {
+		st.topicUnsubscribed = unsubscribed[consentKey{channel, topic}]
+	}
+	return st
+}
+
+// interest says whether event name can end a wait of the user or convert
+// one of the user's decisions: one cheap read that spares the transactions
+// of the firehose's many events that do neither.
+func (s *Store) interest(ctx context.Context, q querier, ws, user, name string) (waits, goals bool, err error) {
+	err = q.QueryRow(ctx, `
+		SELECT
+			EXISTS (SELECT 1 FROM waits WHERE workspace_id = $1 AND user_id = $2 AND (wait_for_event = $3 OR $3 = ANY (exit_events))),
+			EXISTS (SELECT 1 FROM decisions WHERE workspace_id = $1 AND user_id = $2 AND goal_event = $3 AND converted_at IS NULL)`,
+		ws, user, name).Scan(&waits, &goals)
+	if err != nil {
+		return false, false, fmt.Errorf("read waits and goals of the user: %w", err)
+	}
+	return waits, goals, nil
+}
+
+// querier is a pool or a transaction.
+type querier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
+}
+
+// userInputs are what a decision reads of its user: the profile snapshot
+// (nil when none) and the recorded consent on the campaign's channels.
+type userInputs struct {
+	profile      *profilev1.Profile
+	unsubscribed map[consentKey]bool
+}
+
+// claimAndRead is claim plus the reads of evaluate, sent together: one
+// round trip instead of three on the consumer's hot path. The reads are
+// wasted when the trigger was claimed before, which is rare.
+func (s *Store) claimAndRead(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, channels []string) (bool, userInputs, error) {
+	b := &pgx.Batch{}
+	var (
+		claimedID string
+		in        = userInputs{unsubscribed: map[consentKey]bool{}}
+		snap      []byte
+	)
+	b.Queue(`
+		INSERT INTO decisions (workspace_id, decision_id, campaign_id, campaign_version, user_id, trigger_id, outcome, decided_at, record)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
+		ON CONFLICT (workspace_id, campaign_id, trigger_id) DO NOTHING
+		RETURNING decision_id`,
+		d.WorkspaceId, d.DecisionId, d.CampaignId, d.CampaignVersion, d.UserId, d.TriggerId, outcomeWaiting, d.DecideTime.AsTime(),
+	).QueryRow(func(row pgx.Row) error {
+		err := row.Scan(&claimedID)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		return err
+	})
+	b.Queue(`SELECT profile FROM profile_snapshots WHERE workspace_id = $1 AND user_id = $2`, d.WorkspaceId, d.UserId).
+		QueryRow(func(row pgx.Row) error {
+			err := row.Scan(&snap)
+			if errors.Is(err, pgx.ErrNoRows) {
+				return nil
+			}
+			return err
+		})
+	b.Queue(`SELECT channel, topic, subscribed FROM consent WHERE workspace_id = $1 AND user_id = $2 AND channel = ANY ($3)`,
+		d.WorkspaceId, d.UserId, channels).Query(func(rows pgx.Rows) error {
+		for rows.Next() {
+			var (
+				k   consentKey
+				sub bool
+			)
+			if err := rows.Scan(&k.channel, &k.topic, &sub); err != nil {
+				return err
+			}
+			in.unsubscribed[k] = !sub
+		}
+		return rows.Err()
+	})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return false, userInputs{}, fmt.Errorf("claim trigger and read the user: %w", err)
+	}
+	if snap != nil {
+		in.profile = &profilev1.Profile{}
+		if err := proto.Unmarshal(snap, in.profile); err != nil {
+			return false, userInputs{}, fmt.Errorf("decode profile snapshot: %w", err)
+		}
+	}
+	return claimedID != "", in, nil
+}
+
+// claimed returns the decision an earlier delivery of a trigger made, and
+// whether it is final but not yet published (its publisher failed).
+func (s *Store) claimed(ctx context.Context, q querier, ws, campaignID, triggerID string) (*decisionv1.Decision, bool, error) {
+	var (
+		b       []byte
+		pending bool
+	)
+	err := q.QueryRow(ctx, `
+		SELECT record, published_at IS NULL AND outcome <> 'waiting' FROM decisions
+		WHERE workspace_id = $1 AND campaign_id = $2 AND trigger_id = $3`, ws, campaignID, triggerID).Scan(&b, &pending)
+	if err != nil {
+		return nil, false, fmt.Errorf("read claimed decision: %w", err)
+	}
+	d := &decisionv1.Decision{}
+	if err := proto.Unmarshal(b, d); err != nil {
+		return nil, false, fmt.Errorf("decode decision: %w", err)
+	}
+	return d, pending, nil
+}
+
+// saveDecision writes the decision's outcome and record into its claimed
+// row; goal and deadline are set when a conversion may reward it.
+func (s *Store) saveDecision(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, goal string, deadline time.Time) error {
+	b, err := proto.Marshal(d)
+	if err != nil {
+		return err
+	}
+	var goalArg, deadlineArg any
+	if goal != "" {
+		goalArg, deadlineArg = goal, deadline
+	}
+	_, err = tx.Exec(ctx, `
+		UPDATE decisions SET outcome = $3, variant_id = $4, decided_at = $5, goal_event = $6, goal_deadline = $7, record = $8, campaign_version = $9
+		WHERE workspace_id = $1 AND decision_id = $2`,
+		d.WorkspaceId, d.DecisionId, outcomeName(d.Outcome), d.VariantId, d.DecideTime.AsTime(), goalArg, deadlineArg, b, d.CampaignVersion)
+	if err != nil {
+		return fmt.Errorf("save decision: %w", err)
+	}
+	return nil
+}
+
+// decision reads one decision.
+func (s *Store) decision(ctx context.Context, q querier, ws, id string) (*decisionv1.Decision, error) {
+	var b []byte
+	err := q.QueryRow(ctx, `SELECT record FROM decisions WHERE workspace_id = $1 AND decision_id = $2`, ws, id).Scan(&b)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read decision: %w", err)
+	}
+	d := &decisionv1.Decision{}
+	if err := proto.Unmarshal(b, d); err != nil {
+		return nil, fmt.Errorf("decode decision: %w", err)
+	}
+	return d, nil
+}
+
+type decisionPage struct {
+	decisions []*decisionv1.Decision
+	lastSeq   int64
+}
+
+// listDecisions returns up to limit decisions of ws older than beforeSeq
+// (0: from the newest), of one user and/or campaign when those are set.
+func (s *Store) listDecisions(ctx context.Context, ws, user, campaign string, beforeSeq int64, limit int) (decisionPage, error) {
+	var campaignArg any
+	if campaign != "" {
+		campaignArg = campaign
+	}
+	rows, err := s.pool.Query(ctx, `
+		SELECT seq, record FROM decisions
+		WHERE workspace_id = $1 AND ($2 = '' OR user_id = $2) AND ($3::uuid IS NULL OR campaign_id = $3::uuid)
+		  AND ($4 = 0 OR seq < $4)
+		ORDER BY seq DESC LIMIT $5`, ws, user, campaignArg, beforeSeq, limit)
+	if err != nil {
+		return decisionPage{}, fmt.Errorf("list decisions: %w", err)
+	}
+	defer rows.Close()
+	var page decisionPage
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&page.lastSeq, &b); err != nil {
+			return decisionPage{}, fmt.Errorf("list decisions: %w", err)
+		}
+		d := &decisionv1.Decision{}
+		if err := proto.Unmarshal(b, d); err != nil {
+			return decisionPage{}, fmt.Errorf("decode decision: %w", err)
+		}
+		page.decisions = append(page.decisions, d)
+	}
+	return page, rows.Err()
+}
+
+// markPublished records that the decisions are on whisper.decisions.
+func (s *Store) markPublished(ctx context.Context, ds []*decisionv1.Decision, now time.Time) error {
+	b := &pgx.Batch{}
+	for _, d := range ds {
+		b.Queue(`UPDATE decisions SET published_at = $3 WHERE workspace_id = $1 AND decision_id = $2`, d.WorkspaceId, d.DecisionId, now)
+	}
+	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("mark decisions published: %w", err)
+	}
+	return nil
+}
+
+// unpublished returns final decisions not yet published that were decided
+// before olderThan: those whose publisher failed or stopped.
+func (s *Store) unpublished(ctx context.Context, olderThan time.Time, limit int) ([]*decisionv1.Decision, error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT record FROM decisions WHERE published_at IS NULL AND outcome <> 'waiting' AND decided_at < $1
+		ORDER BY decided_at LIMIT $2`, olderThan, limit)
+	if err != nil {
+		return nil, fmt.Errorf("read unpublished decisions: %w", err)
+	}
+	defer rows.Close()
+	var out []*decisionv1.Decision
+	for rows.Next() {
+		var b []byte
+		if err := rows.Scan(&b); err != nil {
+			return nil, fmt.Errorf("read unpublished decisions: %w", err)
+		}
+		d := &decisionv1.Decision{}
+		if err := proto.Unmarshal(b, d); err != nil {
+			return nil, fmt.Errorf("decode decision: %w", err)
+		}
+		out = append(out, d)
+	}
+	return out, rows.Err()
+}
+
+// insertWait holds decision d until due.
+func (s *Store) insertWait(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, due time.Time, waitFor string, exits []string) error {
+	var waitForArg any
+	if waitFor != "" {
+		waitForArg = waitFor
+	}
+	if exits == nil {
+		exits = []string{}
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO waits (workspace_id, decision_id, user_id, due_at, wait_for_event, exit_events) VALUES ($1, $2, $3, $4, $5, $6)`,
+		d.WorkspaceId, d.DecisionId, d.UserId, due, waitForArg, exits)
+	if err != nil {
+		return fmt.Errorf("insert wait: %w", err)
+	}
+	return nil
+}
+
+// pendingWait is a wait, locked by the transaction that read it.
+type pendingWait struct {
+	decision *decisionv1.Decision
+	waitFor  string
+	exits    []string
+	due      time.Time
+}
+
+// lockWaits locks waits of one user the event name ends (as awaited or
+// exit event), or, when user is empty, waits due by now; at most limit,
+// skipping those another transaction holds.
+func (s *Store) lockWaits(ctx context.Context, tx pgx.Tx, ws, user, name string, now time.Time, limit int) ([]pendingWait, error) {
+	var (
+		rows pgx.Rows
+		err  error
+	)
+	if user == "" {
+		rows, err = tx.Query(ctx, `
+			SELECT d.record, coalesce(w.wait_for_event, ''), w.exit_events, w.due_at FROM waits w JOIN decisions d USING (workspace_id, decision_id)
+			WHERE w.due_at <= $1 ORDER BY w.due_at LIMIT $2 FOR UPDATE OF w SKIP LOCKED`, now, limit)
+	} else {
+		rows, err = tx.Query(ctx, `
+			SELECT d.record, coalesce(w.wait_for_event, ''), w.exit_events, w.due_at FROM waits w JOIN decisions d USING (workspace_id, decision_id)
+			WHERE w.workspace_id = $1 AND w.user_id = $2 AND (w.wait_for_event = $3 OR $3 = ANY (w.exit_events))
+			LIMIT $4 FOR UPDATE OF w`, ws, user, name, limit)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("lock waits: %w", err)
+	}
+	defer rows.Close()
+	var out []pendingWait
+	for rows.Next() {
+		var (
+			b []byte
+			w pendingWait
+		)
+		if err := rows.Scan(&b, &w.waitFor, &w.exits, &w.due); err != nil {
+			return nil, fmt.Errorf("lock waits: %w", err)
+		}
+		w.decision = &decisionv1.Decision{}
+		if err := proto.Unmarshal(b, w.decision); err != nil {
+			return nil, fmt.Errorf("decode waiting decision: %w", err)
+		}
+		out = append(out, w)
+	}
+	return out, rows.Err()
+}
+
+func (s *Store) deleteWait(ctx context.Context, tx pgx.Tx, ws, decisionID string) error {
+	if _, err := tx.Exec(ctx, `DELETE FROM waits WHERE workspace_id = $1 AND decision_id = $2`, ws, decisionID); err != nil {
+		return fmt.Errorf("delete wait: %w", err)
+	}
+	return nil
+}
+
+// conversion is a sent (or held out) decision that a goal event converts.
+type conversion struct {
+	decisionID, campaignID, variantID string
+}
+
+// convert marks, per campaign, the latest unconverted decision of the user
+// whose goal is name and whose window holds at, and returns them.
+func (s *Store) convert(ctx context.Context, tx pgx.Tx, ws, user, name string, at time.Time) ([]conversion, error) {
+	rows, err := tx.Query(ctx, `
+		UPDATE decisions d SET converted_at = $4
+		FROM (
+			SELECT DISTINCT ON (campaign_id) decision_id FROM decisions
+			WHERE workspace_id = $1 AND user_id = $2 AND goal_event = $3 AND converted_at IS NULL
+			  AND decided_at <= $4 AND goal_deadline >= $4
+			ORDER BY campaign_id, seq DESC
+		) c
+		WHERE d.workspace_id = $1 AND d.decision_id = c.decision_id
+		RETURNING d.decision_id, d.campaign_id, d.variant_id`, ws, user, name, at)
+	if err != nil {
+		return nil, fmt.Errorf("record conversions: %w", err)
+	}
+	defer rows.Close()
+	var out []conversion
+	for rows.Next() {
+		var c conversion
+		if err := rows.Scan(&c.decisionID, &c.campaignID, &c.variantID); err != nil {
+			return nil, fmt.Errorf("record conversions: %w", err)
+		}
+		out = append(out, c)
+	}
+	return out, rows.Err()
+}
