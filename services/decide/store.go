@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"time"
 
@@ -533,15 +534,24 @@ type decisionPage struct {
 // listDecisions returns up to limit decisions of ws older than beforeSeq
 // (0: from the newest), of one user and/or campaign when those are set.
 func (s *Store) listDecisions(ctx context.Context, ws, user, campaign string, beforeSeq int64, limit int) (decisionPage, error) {
-	var campaignArg any
-	if campaign != "" {
-		campaignArg = campaign
+	// Only the filters asked for are in the statement, so the planner
+	// picks the (workspace, user, seq) or (workspace, campaign, seq) index.
+	if beforeSeq == 0 {
+		beforeSeq = math.MaxInt64
 	}
-	rows, err := s.pool.Query(ctx, `
-		SELECT seq, record FROM decisions
-		WHERE workspace_id = $1 AND ($2 = '' OR user_id = $2) AND ($3::uuid IS NULL OR campaign_id = $3::uuid)
-		  AND ($4 = 0 OR seq < $4)
-		ORDER BY seq DESC LIMIT $5`, ws, user, campaignArg, beforeSeq, limit)
+	q := `SELECT seq, record FROM decisions WHERE workspace_id = $1 AND seq < $2`
+	args := []any{ws, beforeSeq}
+	if user != "" {
+		args = append(args, user)
+		q += fmt.Sprintf(" AND user_id = $%d", len(args))
+	}
+	if campaign != "" {
+		args = append(args, campaign)
+		q += fmt.Sprintf(" AND campaign_id = $%d", len(args))
+	}
+	args = append(args, limit)
+	q += fmt.Sprintf(" ORDER BY seq DESC LIMIT $%d", len(args))
+	rows, err := s.pool.Query(ctx, q, args...)
 	if err != nil {
 		return decisionPage{}, fmt.Errorf("list decisions: %w", err)
 	}
