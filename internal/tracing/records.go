@@ -119,6 +119,12 @@ const maxProcessSpans = 64
 // Process is the set of spans of processing one batch of records.
 type Process struct {
 	spans []trace.Span
+	// ctxs[i] carries spans[i]; byHeader maps a traceparent header value
+	// to the index of the span that covers its records, noTrace is the
+	// index of the span of records without one (-1: none).
+	ctxs     []context.Context
+	byHeader map[string]int
+	noTrace  int
 }
 
 // StartProcess starts the spans of a consumer processing recs, one batch of
@@ -202,8 +208,7 @@ func StartProcess(ctx context.Context, tp trace.TracerProvider, group string, re
 		attrs = append(attrs, semconv.MessagingConsumerGroupName(group))
 	}
 	t := tracer(tp)
-	p := &Process{spans: make([]trace.Span, len(parents))}
-	var first context.Context
+	p := &Process{spans: make([]trace.Span, len(parents)), ctxs: make([]context.Context, len(parents)), byHeader: byHeader, noTrace: noTrace}
 	for i, par := range parents {
 		opts := []trace.SpanStartOption{
 			trace.WithSpanKind(trace.SpanKindConsumer),
@@ -214,12 +219,31 @@ func StartProcess(ctx context.Context, tp trace.TracerProvider, group string, re
 			opts = append(opts, trace.WithLinks(links...))
 		}
 		sctx, span := t.Start(par.ctx, "process "+topic, opts...)
-		if i == 0 {
-			first = sctx
-		}
-		p.spans[i] = span
+		p.spans[i], p.ctxs[i] = span, sctx
 	}
-	return first, p
+	return p.ctxs[0], p
+}
+
+// ContextFor returns ctx carrying the process span that covers r, one of
+// the records the batch was started with, so that what processing r
+// produces (a record on the next topic, say) continues r's trace. With a
+// nil *Process, or a record the batch does not know, it returns ctx.
+func (p *Process) ContextFor(ctx context.Context, r *kgo.Record) context.Context {
+	if p == nil {
+		return ctx
+	}
+	i := p.noTrace
+	if header := headerValue(r, HeaderTraceParent); header != nil {
+		var ok bool
+		if i, ok = p.byHeader[string(header)]; !ok {
+			return ctx
+		}
+	}
+	if i < 0 {
+		return ctx
+	}
+	ctx = trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(p.ctxs[i]))
+	return baggage.ContextWithBaggage(ctx, baggage.FromContext(p.ctxs[i]))
 }
 
 // End ends every span of the batch, marking them failed when err is not nil.

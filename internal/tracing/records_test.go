@@ -114,6 +114,32 @@ func TestStartProcess(t *testing.T) {
 	if got := trace.SpanContextFromContext(ctx); got.TraceID() != a.SpanContext().TraceID() {
 		t.Errorf("returned context is in trace %v, want the first record's %v", got.TraceID(), a.SpanContext().TraceID())
 	}
+	// Each record maps to the span that covers it.
+	for _, tc := range []struct {
+		name string
+		r    *kgo.Record
+		want trace.TraceID
+	}{
+		{"rA2", rA2, a.SpanContext().TraceID()},
+		{"rB", rB, b.SpanContext().TraceID()},
+		{"rNone", rNone, trace.TraceID{}},
+		{"rBad", rBad, trace.TraceID{}},
+	} {
+		got := trace.SpanContextFromContext(p.ContextFor(context.Background(), tc.r))
+		if !got.IsValid() {
+			t.Errorf("ContextFor(%s) carries no span", tc.name)
+			continue
+		}
+		if tc.want.IsValid() && got.TraceID() != tc.want {
+			t.Errorf("ContextFor(%s) is in trace %v, want %v", tc.name, got.TraceID(), tc.want)
+		}
+		if !tc.want.IsValid() && (got.TraceID() == a.SpanContext().TraceID() || got.TraceID() == b.SpanContext().TraceID()) {
+			t.Errorf("ContextFor(%s) is in a sender's trace, want the batch's own", tc.name)
+		}
+	}
+	if got := trace.SpanContextFromContext((*tracing.Process)(nil).ContextFor(context.Background(), rA1)); got.IsValid() {
+		t.Errorf("nil Process: ContextFor carries %v, want nothing", got)
+	}
 	p.End(nil)
 
 	type span struct {

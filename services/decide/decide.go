@@ -73,6 +73,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -82,6 +83,7 @@ import (
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/tracing"
 	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
@@ -152,10 +154,15 @@ type Options struct {
 	Logger       *slog.Logger
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+	// TracerProvider, when set, gives each partition batch process spans
+	// in the traces its records carry, and each decision record the trace
+	// of its trigger (see tracing.StartProcess).
+	TracerProvider trace.TracerProvider
 }
 
 // Service makes decisions.
 type Service struct {
+	tracing      trace.TracerProvider
 	store        *Store
 	client       *kgo.Client
 	policy       contactPolicy
@@ -177,7 +184,8 @@ func New(o Options) (*Service, error) {
 		return nil, err
 	}
 	s := &Service{
-		store: o.Store, client: o.Client, policy: o.Policy, bandit: o.Bandit, sendTime: o.SendTime,
+		tracing: o.TracerProvider,
+		store:   o.Store, client: o.Client, policy: o.Policy, bandit: o.Bandit, sendTime: o.SendTime,
 		exprs: exprs, waitInterval: o.WaitInterval, metrics: newMetrics(o.Registerer), logger: o.Logger, now: o.Now,
 		outboxDelay: outboxDelay, outboxEvery: outboxDelay / 3,
 	}
@@ -248,15 +256,18 @@ func (s *Service) Run(ctx context.Context) error {
 // transaction, retried whole until it commits or ctx ends, then publishes
 // the decisions they made. One commit per poll rather than per decision is
 // what makes the consumer fast: a commit waits for the disk.
-func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) error {
+func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err error) {
+	ctx, spans := tracing.StartProcess(ctx, s.tracing, DefaultGroup, recs)
+	defer func() { spans.End(err) }()
 	b := &batch{rng: rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())), campaigns: map[string]*campaignSet{}}
 	if err := s.retry(ctx, "observe activity", func() error { return s.observe(ctx, recs) }); err != nil {
 		return err
 	}
-	err := s.retry(ctx, "process records", func() error {
+	err = s.retry(ctx, "process records", func() error {
 		b.reset()
 		err := pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) error {
 			for _, r := range recs {
+				b.current = r
 				if err := s.processRecord(ctx, tx, r, b); err != nil {
 					return err
 				}
@@ -284,7 +295,9 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) erro
 	if len(b.out) == 0 {
 		return nil
 	}
-	return s.retry(ctx, "publish decisions", func() error { return s.publish(ctx, b.out) })
+	return s.retry(ctx, "publish decisions", func() error {
+		return s.publishTraced(ctx, b.out, func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) })
+	})
 }
 
 // observe feeds every event of a poll to the send-time optimizer in one
@@ -320,9 +333,13 @@ type batch struct {
 	rng       *rand.Rand
 	campaigns map[string]*campaignSet
 
-	// The decisions to publish, each once.
-	out  []*decisionv1.Decision
-	seen map[string]bool
+	// The decisions to publish, each once, and the record that triggered
+	// each (whose trace its record continues).
+	out         []*decisionv1.Decision
+	outTriggers []*kgo.Record
+	// current is the record being processed.
+	current *kgo.Record
+	seen    map[string]bool
 	// Decisions made by this poll, for the metrics.
 	fresh                    []*decisionv1.Decision
 	waitsStarted, waitsEnded int
@@ -335,7 +352,7 @@ type recordOutcome struct{ topic, outcome string }
 
 // reset forgets what a failed attempt produced.
 func (b *batch) reset() {
-	b.out, b.fresh, b.held = nil, nil, nil
+	b.out, b.outTriggers, b.fresh, b.held = nil, nil, nil, nil
 	b.seen = map[string]bool{}
 	b.records = map[recordOutcome]int{}
 	b.waitsStarted, b.waitsEnded = 0, 0
@@ -357,6 +374,7 @@ func (b *batch) add(r runResult) {
 	if r.publish && !b.seen[r.decision.GetDecisionId()] {
 		b.seen[r.decision.GetDecisionId()] = true
 		b.out = append(b.out, r.decision)
+		b.outTriggers = append(b.outTriggers, b.current)
 	}
 }
 
@@ -628,13 +646,23 @@ var errNotActive = errors.New("the campaign is not active")
 // publish produces decisions to whisper.decisions and marks them
 // published.
 func (s *Service) publish(ctx context.Context, ds []*decisionv1.Decision) error {
+	return s.publishTraced(ctx, ds, nil)
+}
+
+// publishTraced is publish with each record carrying the trace of
+// traceOf(i), the context of decision i's trigger, when traceOf is set.
+func (s *Service) publishTraced(ctx context.Context, ds []*decisionv1.Decision, traceOf func(i int) context.Context) error {
 	recs := make([]*kgo.Record, 0, len(ds))
-	for _, d := range ds {
+	for i, d := range ds {
 		b, err := proto.Marshal(d)
 		if err != nil {
 			return err
 		}
-		recs = append(recs, &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(d.GetWorkspaceId(), d.GetUserId()), Value: b})
+		rec := &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(d.GetWorkspaceId(), d.GetUserId()), Value: b}
+		if traceOf != nil && s.tracing != nil {
+			tracing.InjectRecords(traceOf(i), rec)
+		}
+		recs = append(recs, rec)
 	}
 	if err := s.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
 		return fmt.Errorf("produce decisions: %w", err)

@@ -320,7 +320,7 @@ func (s *Service) Run(ctx context.Context) error {
 // processPartition dead-letters what cannot be decoded and applies the
 // rest, retrying until it succeeds or ctx ends.
 func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err error) {
-	ctx, spans := tracing.StartProcess(ctx, s.tracing, "", recs)
+	ctx, spans := tracing.StartProcess(ctx, s.tracing, DefaultGroup, recs)
 	defer func() { spans.End(err) }()
 	start := time.Now()
 	s.metrics.batchRecords.Observe(float64(len(recs)))

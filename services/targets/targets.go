@@ -443,6 +443,7 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		svc, err = decide.New(decide.Options{
 			Store: decide.NewStore(pool), Client: client, Policy: policy, Bandit: arms,
 			SendTime: sendtime.New(rdb), WaitInterval: cfg.DecideWaitInterval, Registerer: reg, Logger: decideLogger,
+			TracerProvider: tp,
 		})
 		if err != nil {
 			return err

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -15,9 +16,13 @@ import (
 	"github.com/google/go-cmp/cmp"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
 
+	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1/campaignv1connect"
+	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	ingestv1 "github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
@@ -27,6 +32,8 @@ import (
 	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpctest"
 	"github.com/whisperhq/whisper/internal/tracing"
+	"github.com/whisperhq/whisper/services/decide"
+	"github.com/whisperhq/whisper/services/profiles"
 	"github.com/whisperhq/whisper/services/targets"
 )
 
@@ -76,14 +83,24 @@ func startTraced(t *testing.T) (*platform, *tracetest.SpanRecorder) {
 }
 
 // TestTraceFollowsAnEvent sends one event over the Segment HTTP API and one
-// over Connect. Each request's trace holds its server span, the send to
-// whisper.events under it, and the profiles consumer's processing under
-// that, linked through the traceparent header the record carries on the
-// broker.
+// over Connect, each triggering a campaign. Each request's trace holds its
+// server span, the send to whisper.events under it, and under that the
+// processing of both consumers of the record, profiles and decide, linked
+// through the traceparent header the record carries on the broker; the
+// decision decide publishes on whisper.decisions carries the same trace
+// onward, for deliver.
 func TestTraceFollowsAnEvent(t *testing.T) {
 	p, rec := startTraced(t)
 	ctx := context.Background()
-	_, _, key := twoWorkspaces(t, p)
+	_, tokens, key := twoWorkspaces(t, p)
+	campaigns := campaignv1connect.NewCampaignServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	if _, err := campaigns.CreateCampaign(ctx, &campaignv1.CreateCampaignRequest{Activate: true, Campaign: &campaignv1.Campaign{
+		Name:     "welcome",
+		Trigger:  &campaignv1.Trigger{Kind: &campaignv1.Trigger_Event{Event: &campaignv1.EventTrigger{Name: "Signed Up"}}},
+		Variants: []*campaignv1.Variant{{Id: "A", Weight: 1, Channel: campaignv1.Channel_CHANNEL_WEBHOOK, ContentRef: "welcome/a"}},
+	}}); err != nil {
+		t.Fatalf("CreateCampaign: %v", err)
+	}
 
 	if code, res := post(t, p.url+"/v1/track", key, `{"userId":"u1","event":"Signed Up","messageId":"http-1"}`); code != http.StatusOK {
 		t.Fatalf("POST /v1/track = %d %s", code, res)
@@ -108,6 +125,15 @@ func TestTraceFollowsAnEvent(t *testing.T) {
 		}
 		traceOf[ev.GetMessageId()] = sc.TraceID()
 	}
+	// So do the decisions they triggered.
+	decisionTrace := map[string]trace.TraceID{} // trigger id -> trace in the decision record's header
+	for _, r := range kafkatest.ReadAll(t, p.brokers, kafka.TopicDecisions, 2, 20*time.Second) {
+		var d decisionv1.Decision
+		if err := proto.Unmarshal(r.Value, &d); err != nil {
+			t.Fatal(err)
+		}
+		decisionTrace[strings.TrimPrefix(d.GetTriggerId(), "event:")] = trace.SpanContextFromContext(tracing.ContextFromRecord(ctx, r)).TraceID()
+	}
 
 	for _, tc := range []struct {
 		messageID string
@@ -121,13 +147,17 @@ func TestTraceFollowsAnEvent(t *testing.T) {
 			if !ok {
 				t.Fatalf("no record of %s on %s", tc.messageID, kafka.TopicEvents)
 			}
+			if got := decisionTrace[tc.messageID]; got != id {
+				t.Errorf("the decision on %s carries trace %v, want the event's %v", kafka.TopicDecisions, got, id)
+			}
 			want := []string{
 				tc.root + " (server)",
 				"  send whisper.events (producer)",
-				"    process whisper.events (consumer)",
+				"    process whisper.events (consumer) group=" + decide.DefaultGroup,
+				"    process whisper.events (consumer) group=" + profiles.DefaultGroup,
 			}
 			var got []string
-			waitFor(t, "the trace of "+tc.messageID+" through profiles", func() (bool, string) {
+			waitFor(t, "the trace of "+tc.messageID+" through profiles and decide", func() (bool, string) {
 				got = tree(rec.Ended(), id)
 				return cmp.Equal(want, got), strings.Join(got, "\n")
 			})
@@ -135,8 +165,8 @@ func TestTraceFollowsAnEvent(t *testing.T) {
 	}
 }
 
-// tree renders the spans of one trace as an indented tree, children in the
-// order they started.
+// tree renders the spans of one trace as an indented tree, with each
+// consumer span's group, children in name order.
 func tree(spans []sdktrace.ReadOnlySpan, id trace.TraceID) []string {
 	children := map[trace.SpanID][]sdktrace.ReadOnlySpan{}
 	ids := map[trace.SpanID]bool{}
@@ -158,9 +188,20 @@ func tree(spans []sdktrace.ReadOnlySpan, id trace.TraceID) []string {
 	}
 	var out []string
 	var walk func(s sdktrace.ReadOnlySpan, depth int)
+	label := func(s sdktrace.ReadOnlySpan) string {
+		l := fmt.Sprintf("%s (%s)", s.Name(), s.SpanKind())
+		for _, a := range s.Attributes() {
+			if a.Key == semconv.MessagingConsumerGroupNameKey {
+				l += " group=" + a.Value.AsString()
+			}
+		}
+		return l
+	}
 	walk = func(s sdktrace.ReadOnlySpan, depth int) {
-		out = append(out, fmt.Sprintf("%s%s (%s)", strings.Repeat("  ", depth), s.Name(), s.SpanKind()))
-		for _, c := range children[s.SpanContext().SpanID()] {
+		out = append(out, strings.Repeat("  ", depth)+label(s))
+		kids := children[s.SpanContext().SpanID()]
+		slices.SortStableFunc(kids, func(a, b sdktrace.ReadOnlySpan) int { return strings.Compare(label(a), label(b)) })
+		for _, c := range kids {
 			walk(c, depth+1)
 		}
 	}
