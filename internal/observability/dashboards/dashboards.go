@@ -34,6 +34,8 @@ func Render() (map[string][]byte, error) {
 		"ingest.json":   Ingest(),
 		"business.json": Business(),
 		"profiles.json": Profiles(),
+		"decide.json":   Decide(),
+		"content.json":  Content(),
 	}
 	out := map[string][]byte{}
 	for file, b := range builders {
