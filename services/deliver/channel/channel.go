@@ -54,10 +54,14 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Code != "" {
-		return e.Code + ": " + e.Err.Error()
+	msg := "provider error"
+	if e.Err != nil {
+		msg = e.Err.Error()
 	}
-	return e.Err.Error()
+	if e.Code != "" {
+		return e.Code + ": " + msg
+	}
+	return msg
 }
 
 func (e *Error) Unwrap() error { return e.Err }
