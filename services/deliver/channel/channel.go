@@ -1,13 +1,3 @@
-// Package channel holds the channel adapters deliver sends through (email
-// over SMTP, webhook, Twilio SMS, FCM push) and the small contract they
-// share with deliver: a Message in, a Receipt or a classified *Error out.
-//
-// Error classification decides what deliver does next: a retryable error
-// is tried again with backoff (honouring RetryAfter), a permanent one fails
-// the delivery, and a Bounce also publishes "Message Bounced". An error
-// that is not an *Error (a network error, a timeout) is retryable, since
-// the provider may not have seen the request; DeliveryID is the idempotency
-// key that makes such a retry safe where the provider supports one.
 package channel
 
 import (
@@ -25,33 +15,38 @@ type Message struct {
 	DeliveryID  string
 	WorkspaceID string
 	UserID      string
-	// To is an email address, an E.164 phone number, a device
-	// registration token, or a webhook URL.
+	// To is an email address, an E.164 phone number, a device registration
+	// token, or a webhook URL, depending on the channel.
 	To string
 	// Content is the rendered message.
 	Content *contentv1.Message
-	// UnsubscribeURL is, for email only, the one-click unsubscribe URL
-	// (List-Unsubscribe and List-Unsubscribe-Post headers, RFC 8058).
+	// UnsubscribeURL is, for email only, the one-click unsubscribe URL sent
+	// in the List-Unsubscribe and List-Unsubscribe-Post headers (RFC 8058).
 	UnsubscribeURL string
 }
 
-// Receipt is what a provider said when it accepted a message.
-type Receipt struct{ ProviderMessageID string }
+// Receipt is what a provider returned for an accepted message.
+type Receipt struct {
+	// ProviderMessageID is the provider's id for the message (SMTP
+	// Message-ID, Twilio SID, FCM message name), recorded in the ledger.
+	ProviderMessageID string
+}
 
-// Sender sends messages through one provider.
+// Sender sends one message through one provider.
 type Sender interface {
 	Send(ctx context.Context, m Message) (Receipt, error)
 }
 
-// Error classifies a provider failure; anything not an *Error is treated
-// as retryable.
+// Error classifies provider failures; anything not an *Error is treated as
+// retryable.
 type Error struct {
+	// Retryable says a later attempt may succeed.
 	Retryable bool
-	// RetryAfter is the wait the provider asked for (Retry-After, 429), 0
+	// RetryAfter is the delay the provider asked for (Retry-After, 429), 0
 	// if none.
 	RetryAfter time.Duration
-	// Bounce marks a permanent recipient failure (SMTP 5xx on RCPT, an
-	// invalid number or token): deliver publishes a bounce.
+	// Bounce marks a permanent recipient failure (SMTP 5xx on RCPT, invalid
+	// number or token): deliver publishes a bounce.
 	Bounce bool
 	// Code is the provider's code, for the ledger.
 	Code string
@@ -64,16 +59,16 @@ func (e *Error) Error() string {
 		msg = e.Err.Error()
 	}
 	if e.Code != "" {
-		return msg + " (code " + e.Code + ")"
+		return e.Code + ": " + msg
 	}
 	return msg
 }
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Retryable reports whether a send that failed with err may be tried
-// again: an *Error says so itself; a cancelled context is not; anything
-// else (network errors, timeouts) is.
+// Retryable reports whether err may succeed on a later attempt: an *Error
+// says so itself; a canceled context never does; anything else (network
+// errors) does.
 func Retryable(err error) bool {
 	if err == nil {
 		return false
@@ -82,5 +77,8 @@ func Retryable(err error) bool {
 	if errors.As(err, &e) {
 		return e.Retryable
 	}
-	return !errors.Is(err, context.Canceled)
+	if errors.Is(err, context.Canceled) {
+		return false
+	}
+	return true
 }
