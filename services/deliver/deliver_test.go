@@ -431,8 +431,8 @@ func TestFailures(t *testing.T) {
 		reason   string
 	}{
 		{d: sms1("flaky", "t"), state: deliveryv1.State_STATE_SENT, attempts: []string{"retryable", "sent"}, event: "delivered"},
-		{d: sms1("perm", "t"), state: deliveryv1.State_STATE_FAILED, attempts: []string{"failed"}, event: "failed", reason: "bad request (code 400)"},
-		{d: sms1("bounce", "t"), state: deliveryv1.State_STATE_FAILED, attempts: []string{"bounced"}, event: "bounced", reason: "bounced: invalid number (code 21211)"},
+		{d: sms1("perm", "t"), state: deliveryv1.State_STATE_FAILED, attempts: []string{"failed"}, event: "failed", reason: "400: bad request"},
+		{d: sms1("bounce", "t"), state: deliveryv1.State_STATE_FAILED, attempts: []string{"bounced"}, event: "bounced", reason: "bounced: 21211: invalid number"},
 		{d: sms1("down", "t"), state: deliveryv1.State_STATE_FAILED, attempts: []string{"retryable", "retryable", "retryable"}, event: "failed",
 			reason: "retries exhausted after 3 attempts: send: connection refused"},
 		{d: sms1("nobody", "t"), state: deliveryv1.State_STATE_SKIPPED, attempts: []string{"skipped"}, reason: "no recipient: the profile has no phone trait"},
