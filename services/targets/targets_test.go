@@ -40,7 +40,10 @@ type platform struct {
 
 // start runs targets.Run on real PostgreSQL and Redis and an in-process
 // broker, as `whisper serve --target=all` would.
-func start(t *testing.T) *platform {
+func start(t *testing.T) *platform { return startWith(t, nil) }
+
+// startWith is start with configure applied to the config (when not nil).
+func startWith(t *testing.T, configure func(*targets.Config)) *platform {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t)
 	redistest.New(t)
@@ -53,6 +56,9 @@ func start(t *testing.T) *platform {
 	cfg.RedisURL = redistest.URL(t)
 	cfg.AdminToken = adminToken
 	cfg.HTTP.ShutdownTimeout = 10 * time.Second
+	if configure != nil {
+		configure(&cfg)
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

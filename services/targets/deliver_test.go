@@ -1,0 +1,232 @@
+package targets_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1/campaignv1connect"
+	contentv1 "github.com/whisperhq/whisper/internal/gen/whisper/content/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/content/v1/contentv1connect"
+	deliveryv1 "github.com/whisperhq/whisper/internal/gen/whisper/delivery/v1"
+	"github.com/whisperhq/whisper/internal/gen/whisper/delivery/v1/deliveryv1connect"
+	"github.com/whisperhq/whisper/internal/rpctest"
+	"github.com/whisperhq/whisper/services/deliver/channel"
+	"github.com/whisperhq/whisper/services/targets"
+)
+
+// inbox records what a fake provider received, by a key (recipient).
+type inbox struct {
+	mu  sync.Mutex
+	got map[string][]string
+}
+
+func (b *inbox) add(k, v string) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.got == nil {
+		b.got = map[string][]string{}
+	}
+	b.got[k] = append(b.got[k], v)
+}
+
+func (b *inbox) get(k string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return append([]string(nil), b.got[k]...)
+}
+
+type smtpSession struct {
+	b  *inbox
+	to string
+}
+
+func (s *smtpSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (s *smtpSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	s.to = to
+	return nil
+}
+func (s *smtpSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.b.add(s.to, string(b))
+	return nil
+}
+func (s *smtpSession) Reset()        { s.to = "" }
+func (s *smtpSession) Logout() error { return nil }
+
+// TestDeliverySegmentEventToEveryChannel is the closed loop on the real
+// stack with local fake providers: templates over ContentService,
+// campaigns over CampaignService, a Segment track event, and exactly one
+// message on each channel (an SMTP server, a signed webhook receiver,
+// Twilio- and FCM-shaped servers, an in-app stream), with the rendered
+// content; the ledger shows them sent.
+func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
+	var mail, sms, push, hooks inbox
+	smtpSrv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &smtpSession{b: &mail}, nil }))
+	smtpSrv.Domain = "smtp.test"
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = smtpSrv.Serve(ln) }()
+	t.Cleanup(func() { _ = smtpSrv.Close() })
+
+	twilio := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if u, p, _ := r.BasicAuth(); u != "ACtest" || p != "tok" || r.URL.Path != "/2010-04-01/Accounts/ACtest/Messages.json" {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		_ = r.ParseForm()
+		sms.add(r.PostForm.Get("To"), r.PostForm.Get("Body"))
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusCreated)
+		_, _ = fmt.Fprintf(w, `{"sid":"SM%d","status":"queued"}`, time.Now().UnixNano())
+	}))
+	t.Cleanup(twilio.Close)
+	fcm := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var body struct {
+			Message struct {
+				Token        string            `json:"token"`
+				Notification map[string]string `json:"notification"`
+			} `json:"message"`
+		}
+		if r.Header.Get("Authorization") != "Bearer fcm-token" || json.NewDecoder(r.Body).Decode(&body) != nil {
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		push.add(body.Message.Token, body.Message.Notification["title"])
+		_, _ = fmt.Fprint(w, `{"name":"projects/proj/messages/1"}`)
+	}))
+	t.Cleanup(fcm.Close)
+	const secret = "webhook-secret"
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		if err := channel.VerifySignature([]byte(secret), r.Header, b, time.Now(), 5*time.Minute); err != nil {
+			t.Errorf("webhook signature: %v", err)
+			w.WriteHeader(http.StatusUnauthorized)
+			return
+		}
+		hooks.add(r.URL.Path, string(b))
+	}))
+	t.Cleanup(hook.Close)
+
+	rules := filepath.Join(t.TempDir(), "rules.json")
+	if err := os.WriteFile(rules, []byte(`{"rules": {"other_channels": {"per_day": 10, "per_week": 50}, "quiet_start": "00:00", "quiet_end": "00:00"}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := startWith(t, func(c *targets.Config) {
+		c.DecideContactRules = rules
+		c.Deliver.SMTPAddr, c.Deliver.SMTPTLS, c.Deliver.SMTPFrom = ln.Addr().String(), "none", "shop@example.com"
+		c.Deliver.WebhookSecret, c.Deliver.WebhookAllowPrivate = secret, true
+		c.Deliver.TwilioBaseURL, c.Deliver.TwilioAccountSID, c.Deliver.TwilioAuthToken, c.Deliver.TwilioFrom = twilio.URL, "ACtest", "tok", "+15550000000"
+		c.Deliver.FCMBaseURL, c.Deliver.FCMProjectID, c.Deliver.FCMAccessToken = fcm.URL, "proj", "fcm-token"
+	})
+	ctx := context.Background()
+	_, tokens, key := twoWorkspaces(t, p)
+	if code, res := post(t, p.url+"/v1/identify", key, fmt.Sprintf(`{"userId":"u1","messageId":"i1","traits":{"first_name":"Ann",
+		"email":"ann@example.com","phone":"+15551234567","push_token":"device-1","webhook_url":%q}}`, hook.URL+"/hooks/ann")); code != http.StatusOK {
+		t.Fatalf("identify = %d %s", code, res)
+	}
+	contents := contentv1connect.NewContentServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	campaigns := campaignv1connect.NewCampaignServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	templates := map[campaignv1.Channel]*contentv1.Content{
+		campaignv1.Channel_CHANNEL_EMAIL:   {Subject: "Your {{ event.item }}, {{ user.first_name }}", Text: "Come back for the {{ event.item }}", Html: "<p>Come back for the {{ event.item }}</p>"},
+		campaignv1.Channel_CHANNEL_SMS:     {Text: "SMS: {{ event.item }} for {{ user.first_name }}"},
+		campaignv1.Channel_CHANNEL_PUSH:    {Title: "Push: {{ event.item }}", Body: "b"},
+		campaignv1.Channel_CHANNEL_WEBHOOK: {Body: `{"item": {{ event.item | json }}}`},
+		campaignv1.Channel_CHANNEL_IN_APP:  {Title: "In-app: {{ event.item }}", Body: "b"},
+	}
+	for ch, c := range templates {
+		tmpl, err := contents.CreateTemplate(ctx, &contentv1.CreateTemplateRequest{Template: &contentv1.Template{
+			Name: ch.String(), Channel: contentv1.Channel(ch), DefaultLocale: "en", Locales: map[string]*contentv1.Content{"en": c}}})
+		if err != nil {
+			t.Fatalf("CreateTemplate %v: %v", ch, err)
+		}
+		if _, err := campaigns.CreateCampaign(ctx, &campaignv1.CreateCampaignRequest{Activate: true, Campaign: &campaignv1.Campaign{
+			Name:     "cart " + ch.String(),
+			Trigger:  &campaignv1.Trigger{Kind: &campaignv1.Trigger_Event{Event: &campaignv1.EventTrigger{Name: "Cart Abandoned"}}},
+			Variants: []*campaignv1.Variant{{Id: "A", Weight: 1, Channel: ch, ContentRef: tmpl.GetTemplate().GetTemplateId(), Topic: "cart"}},
+		}}); err != nil {
+			t.Fatalf("CreateCampaign %v: %v", ch, err)
+		}
+	}
+	deliveries := deliveryv1connect.NewDeliveryServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	sctx, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	streamed := make(chan string, 1)
+	go func() {
+		stream, err := deliveries.StreamInApp(sctx, &deliveryv1.StreamInAppRequest{UserId: "u1"})
+		if err != nil {
+			streamed <- "error: " + err.Error()
+			return
+		}
+		defer stream.Close()
+		if !stream.Receive() {
+			streamed <- "error: " + fmt.Sprint(stream.Err())
+			return
+		}
+		streamed <- stream.Msg().GetMessage().GetContent().GetTitle()
+	}()
+	waitFor(t, "the profile", func() (bool, string) {
+		res, err := contents.Preview(ctx, &contentv1.PreviewRequest{Template: &contentv1.Template{Name: "x", Channel: contentv1.Channel_CHANNEL_SMS,
+			DefaultLocale: "en", Locales: map[string]*contentv1.Content{"en": {Text: "{{ user.email }}"}}},
+			User: &contentv1.PreviewRequest_UserId{UserId: "u1"}})
+		return err == nil && res.GetMessage().GetContent().GetText() == "ann@example.com", fmt.Sprint(res, err)
+	})
+	if code, res := post(t, p.url+"/v1/track", key, `{"userId":"u1","event":"Cart Abandoned","messageId":"e1","properties":{"item":"red shoes"}}`); code != http.StatusOK {
+		t.Fatalf("track = %d %s", code, res)
+	}
+	if got := <-streamed; got != "In-app: red shoes" {
+		t.Errorf("in-app stream got %q", got)
+	}
+	waitFor(t, "every channel", func() (bool, string) {
+		n := len(mail.get("ann@example.com")) + len(sms.get("+15551234567")) + len(push.get("device-1")) + len(hooks.get("/hooks/ann"))
+		return n >= 4, fmt.Sprintf("%d of 4 providers reached", n)
+	})
+	time.Sleep(500 * time.Millisecond) // a duplicate would arrive now
+	if got := mail.get("ann@example.com"); len(got) != 1 || !strings.Contains(got[0], "Subject: Your red shoes, Ann") || !strings.Contains(got[0], "Come back for the red shoes") {
+		t.Errorf("emails %q", got)
+	}
+	if got := sms.get("+15551234567"); len(got) != 1 || got[0] != "SMS: red shoes for Ann" {
+		t.Errorf("SMS %q", got)
+	}
+	if got := push.get("device-1"); len(got) != 1 || got[0] != "Push: red shoes" {
+		t.Errorf("pushes %q", got)
+	}
+	if got := hooks.get("/hooks/ann"); len(got) != 1 || got[0] != `{"item": "red shoes"}` {
+		t.Errorf("webhooks %q", got)
+	}
+	waitFor(t, "five sent deliveries", func() (bool, string) {
+		res, err := deliveries.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{UserId: "u1"})
+		if err != nil {
+			return false, err.Error()
+		}
+		sent := 0
+		for _, d := range res.GetDeliveries() {
+			if d.GetState() == deliveryv1.State_STATE_SENT {
+				sent++
+			}
+		}
+		return len(res.GetDeliveries()) == 5 && sent == 5, fmt.Sprint(res.GetDeliveries())
+	})
+	other := deliveryv1connect.NewDeliveryServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
+	if res, err := other.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{UserId: "u1"}); err != nil || len(res.GetDeliveries()) != 0 {
+		t.Errorf("the other workspace lists %v, %v", res, err)
+	}
+}
