@@ -32,6 +32,7 @@ import (
 	"github.com/whisperhq/whisper/internal/kafkatest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/postgres"
+	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/services/deliver/channel"
 )
 
@@ -511,5 +512,73 @@ func TestScheduledSendWaits(t *testing.T) {
 	}
 	if time.Now().Before(at) {
 		t.Errorf("sent before its send time")
+	}
+}
+
+// A replica that crashed mid-send leaves its row in sending; once the
+// lease expires another replica claims it and sends it, once.
+func TestExpiredClaimIsTakenOver(t *testing.T) {
+	h := newHarness(t)
+	d := h.decision("u1", campaignv1.Channel_CHANNEL_EMAIL, "t", time.Now())
+	raw, _ := proto.Marshal(d)
+	ctx := context.Background()
+	// As the crashed replica left it: claimed, lease running out soon.
+	if _, err := h.pool.Exec(ctx, `INSERT INTO deliver_deliveries (delivery_id, workspace_id, campaign_id, variant_id, user_id, channel,
+		content_ref, topic, decision, state, send_time, next_attempt_at, claim_token, claimed_until, attempts)
+		VALUES ($1,$2,'camp-1','A','u1',$3,'t','promo',$4,'sending',now(),now(),$5,now() + interval '700 milliseconds',1)`,
+		d.GetDecisionId(), h.ws, int16(d.GetChannel()), raw, uuid.New()); err != nil {
+		t.Fatal(err)
+	}
+	h.start(t)
+	time.Sleep(400 * time.Millisecond)
+	email := h.senders[campaignv1.Channel_CHANNEL_EMAIL]
+	if ids, _, _ := email.count(); ids != 0 {
+		t.Fatalf("sent while another replica's claim was live")
+	}
+	res := h.waitState(t, d.GetDecisionId(), deliveryv1.State_STATE_SENT)
+	if ids, msgs, _ := email.count(); ids != 1 || msgs != 1 {
+		t.Errorf("%d deliveries, %d messages; want 1", ids, msgs)
+	}
+	if got := res.GetDelivery().GetAttempts(); got != 2 {
+		t.Errorf("attempts %d, want 2 (the crashed one counts)", got)
+	}
+}
+
+// The token bucket in Redis spaces sends at its rate once the burst is spent.
+func TestRateLimit(t *testing.T) {
+	l := &limiter{rdb: redistest.New(t), rates: map[campaignv1.Channel]Rate{campaignv1.Channel_CHANNEL_SMS: {PerSecond: 20, Burst: 2}},
+		prefix: "whisper:test:ratelimit:" + uuid.NewString() + ":"}
+	ctx := context.Background()
+	start := time.Now()
+	for range 6 { // 2 from the burst, 4 at 20/s: about 200 ms
+		if _, err := l.wait(ctx, campaignv1.Channel_CHANNEL_SMS); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if took := time.Since(start); took < 150*time.Millisecond || took > 2*time.Second {
+		t.Errorf("6 tokens at 20/s with a burst of 2 took %v, want about 200ms", took)
+	}
+	// An unlimited channel does not wait.
+	if w, err := l.wait(ctx, campaignv1.Channel_CHANNEL_EMAIL); w != 0 || err != nil {
+		t.Errorf("unlimited channel waited %v, %v", w, err)
+	}
+}
+
+func TestBackoffFullJitter(t *testing.T) {
+	for _, tt := range []struct {
+		n        int
+		ceilWant time.Duration
+	}{{1, time.Second}, {2, 2 * time.Second}, {4, 8 * time.Second}, {30, time.Minute}} {
+		var maxSeen time.Duration
+		for range 200 {
+			d := backoff(tt.n, time.Second, time.Minute)
+			if d < 0 || d > tt.ceilWant {
+				t.Fatalf("backoff(%d) = %v, outside [0, %v]", tt.n, d, tt.ceilWant)
+			}
+			maxSeen = max(maxSeen, d)
+		}
+		if maxSeen < tt.ceilWant/2 {
+			t.Errorf("backoff(%d): largest of 200 draws %v, not spread over [0, %v]", tt.n, maxSeen, tt.ceilWant)
+		}
 	}
 }

@@ -205,6 +205,8 @@ type claimed struct {
 	attempt                                                         int
 	token                                                           uuid.UUID
 	sendTime                                                        time.Time
+	// claimedAt is when the lease started (by this process's clock).
+	claimedAt time.Time
 }
 
 func (s *Service) scheduleLoop(ctx context.Context) {
@@ -260,7 +262,7 @@ func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (i
 	}
 	var cs []claimed
 	for rows.Next() {
-		c := claimed{token: token}
+		c := claimed{token: token, claimedAt: time.Now()}
 		var ch int16
 		if err := rows.Scan(&c.id, &c.ws, &c.campaign, &c.variant, &c.user, &ch, &c.contentRef, &c.topic, &c.decision,
 			&c.traceparent, &c.attempt, &c.sendTime); err != nil {
@@ -278,11 +280,9 @@ func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (i
 		inflight.Go(func() {
 			defer func() { <-s.sem }()
 			// A stop must not cut a send short between the provider and the
-			// ledger: the send has its own deadline (the channel timeout and
-			// the claim lease).
-			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.o.ClaimLease)
-			defer cancel()
-			s.deliver(sctx, c)
+			// ledger: the send runs detached from Run's ctx, within the
+			// claim lease (deliver bounds the attempt and the record).
+			s.deliver(context.WithoutCancel(ctx), c)
 		})
 	}
 	return len(cs), nil
@@ -315,9 +315,6 @@ type result struct {
 }
 
 func (s *Service) deliver(ctx context.Context, c claimed) {
-	sem := s.wsSem(c.ws)
-	sem <- struct{}{}
-	defer func() { <-sem }()
 	if c.traceparent != "" {
 		ctx = tracing.ContextFromRecord(ctx, &kgo.Record{Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte(c.traceparent)}}})
 	}
@@ -327,9 +324,26 @@ func (s *Service) deliver(ctx context.Context, c claimed) {
 		defer span.End()
 	}
 	start := s.o.Now()
-	res := s.attempt(ctx, c)
+	// The attempt (rate-limit wait, render, provider call) must end well
+	// inside the lease so its outcome is recorded before another replica
+	// may take the claim over; the record gets the rest of the lease.
+	// (Measured from the claim: waiting for the workspace's semaphore
+	// uses up the lease too.)
+	actx, cancel := context.WithDeadline(ctx, c.claimedAt.Add(s.o.ClaimLease*3/4))
+	var res result
+	sem := s.wsSem(c.ws)
+	select {
+	case sem <- struct{}{}:
+		res = s.attempt(actx, c)
+		<-sem
+	case <-actx.Done():
+		res = s.retry(c, errors.New("the workspace's concurrency limit was reached for the whole claim"), "wait")
+	}
+	cancel()
 	res.channelS = channelName(c.channel)
-	if err := s.finish(ctx, c, start, res); err != nil {
+	fctx, cancel := context.WithDeadline(ctx, c.claimedAt.Add(s.o.ClaimLease))
+	defer cancel()
+	if err := s.finish(fctx, c, start, res); err != nil {
 		s.logger.ErrorContext(ctx, "record a delivery outcome; the claim will expire and the send be tried again", "delivery_id", c.id, "err", err)
 		return
 	}
