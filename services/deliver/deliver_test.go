@@ -118,7 +118,7 @@ type harness struct {
 	opts     Options
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(3, kafka.TopicDecisions, kafka.TopicEvents, kafka.TopicDecisionsDLQ))
 	pool := pgtest.NewPool(t)
@@ -145,7 +145,7 @@ func newHarness(t *testing.T) *harness {
 
 // start runs a deliver Service (its own consumer client in the test
 // group) until the returned stop is called; stop waits for Run to return.
-func (h *harness) start(t *testing.T) (*Service, func()) {
+func (h *harness) start(t testing.TB) (*Service, func()) {
 	t.Helper()
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(h.brokers...)}, ConsumerOpts("deliver-test")...)...)
 	if err != nil {
@@ -179,7 +179,7 @@ func (h *harness) decision(user string, ch campaignv1.Channel, ref string, at ti
 	}
 }
 
-func (h *harness) produce(t *testing.T, ds ...*decisionv1.Decision) {
+func (h *harness) produce(t testing.TB, ds ...*decisionv1.Decision) {
 	t.Helper()
 	var recs []*kgo.Record
 	for _, d := range ds {
@@ -580,5 +580,42 @@ func TestBackoffFullJitter(t *testing.T) {
 		if maxSeen < tt.ceilWant/2 {
 			t.Errorf("backoff(%d): largest of 200 draws %v, not spread over [0, %v]", tt.n, maxSeen, tt.ceilWant)
 		}
+	}
+}
+
+// Tracked outcomes become events with deterministic ids; "Unsubscribed"
+// carries the {channel, topic} decide's consent reads.
+func TestPublishOutcome(t *testing.T) {
+	h := newHarness(t)
+	s, _ := h.start(t)
+	d := h.decision("u1", campaignv1.Channel_CHANNEL_EMAIL, "t", time.Now())
+	h.produce(t, d)
+	h.waitState(t, d.GetDecisionId(), deliveryv1.State_STATE_SENT)
+	ctx := context.Background()
+	for _, o := range []Outcome{
+		{Kind: "opened", WorkspaceID: h.ws, DeliveryID: d.GetDecisionId(), UserID: "u1"},
+		{Kind: "clicked", WorkspaceID: h.ws, DeliveryID: d.GetDecisionId(), UserID: "u1", URL: "https://shop.example.com/cart"},
+		{Kind: "unsubscribed", WorkspaceID: h.ws, DeliveryID: d.GetDecisionId(), UserID: "u1", Channel: "email", Topic: "promo"},
+	} {
+		if err := s.PublishOutcome(ctx, o); err != nil {
+			t.Fatalf("PublishOutcome(%s): %v", o.Kind, err)
+		}
+	}
+	if err := s.PublishOutcome(ctx, Outcome{Kind: "opened", WorkspaceID: h.ws, DeliveryID: "nope", UserID: "u1"}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("unknown delivery: %v, want ErrNotFound", err)
+	}
+	evs := events(t, h.brokers, 4)
+	unsub := evs[d.GetDecisionId()+":unsubscribed"]
+	props, _ := structpbFromJSON(unsub.GetProperties())
+	if unsub.GetEvent() != "Unsubscribed" || props["channel"] != "email" || props["topic"] != "promo" {
+		t.Errorf("unsubscribe event %v %v", unsub.GetEvent(), props)
+	}
+	click := evs[d.GetDecisionId()+":clicked"]
+	props, _ = structpbFromJSON(click.GetProperties())
+	if click.GetEvent() != EventClicked || props["url"] != "https://shop.example.com/cart" || props["campaign_id"] != "camp-1" {
+		t.Errorf("click event %v %v", click.GetEvent(), props)
+	}
+	if evs[d.GetDecisionId()+":opened"].GetEvent() != EventOpened {
+		t.Errorf("no open event")
 	}
 }
