@@ -447,8 +447,61 @@ func backoff(n int, base, max time.Duration) time.Duration {
 }
 
 // finish records an attempt's result if the claim is still ours, with
-// its outcome event, DLQ copy and inbox row, in one transaction.
+// its outcome event, DLQ copy and inbox row, atomically. The common case
+// (no inbox row, no DLQ copy) is one statement, one round trip.
 func (s *Service) finish(ctx context.Context, c claimed, start time.Time, r result) error {
+	if r.inbox != nil || r.dlq {
+		return s.finishTx(ctx, c, start, r)
+	}
+	now := s.o.Now()
+	next := now
+	if r.state == "retrying" {
+		next = r.retryAt
+	}
+	var event []byte
+	if r.event != "" {
+		var err error
+		if event, err = eventValue(c.ws, c.user, c.id+":"+eventSuffix(r.event), r.event, outcomeProps(c, r), now); err != nil {
+			return err
+		}
+	}
+	var n int
+	err := s.pool.QueryRow(ctx, `WITH upd AS (
+			UPDATE deliver_deliveries SET state = $3, reason = $4, recipient = $5, provider_message_id = $6, next_attempt_at = $7,
+				claim_token = NULL, claimed_until = NULL, update_time = $8
+			WHERE delivery_id = $1 AND claim_token = $2 AND state = 'sending' RETURNING delivery_id),
+		att AS (INSERT INTO deliver_attempts (delivery_id, number, start_time, end_time, result, code, error)
+			SELECT delivery_id, $9, $10, $8, $11, $12, $4 FROM upd ON CONFLICT DO NOTHING),
+		ob AS (INSERT INTO deliver_outbox (topic, key, value, traceparent)
+			SELECT $13, $14, $15, $16 FROM upd WHERE $15::bytea IS NOT NULL)
+		SELECT count(*) FROM upd`,
+		c.id, c.token, r.state, r.reason, r.to, r.receipt, next, now, c.attempt, start, r.attempt, r.code,
+		kafka.TopicEvents, kafka.Key(c.ws, c.user), event, c.traceparent).Scan(&n)
+	if err != nil {
+		return fmt.Errorf("record outcome: %w", err)
+	}
+	if n == 0 {
+		// Our lease expired and another replica claimed it: its record wins.
+		s.logger.WarnContext(ctx, "a delivery's claim expired before its outcome was recorded", "delivery_id", c.id)
+	}
+	return nil
+}
+
+func outcomeProps(c claimed, r result) map[string]any {
+	props := map[string]any{"delivery_id": c.id, "decision_id": c.id, "campaign_id": c.campaign, "variant_id": c.variant,
+		"channel": channelName(c.channel), "topic": c.topic}
+	if r.reason != "" {
+		props["reason"] = r.reason
+	}
+	if r.code != "" {
+		props["code"] = r.code
+	}
+	return props
+}
+
+// finishTx is finish for outcomes with an inbox row or a DLQ copy: the
+// rare path, in an explicit transaction.
+func (s *Service) finishTx(ctx context.Context, c claimed, start time.Time, r result) error {
 	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		now := s.o.Now()
 		next := now
@@ -482,15 +535,7 @@ func (s *Service) finish(ctx context.Context, c claimed, start time.Time, r resu
 			}
 		}
 		if r.event != "" {
-			props := map[string]any{"delivery_id": c.id, "decision_id": c.id, "campaign_id": c.campaign, "variant_id": c.variant,
-				"channel": channelName(c.channel), "topic": c.topic}
-			if r.reason != "" {
-				props["reason"] = r.reason
-			}
-			if r.code != "" {
-				props["code"] = r.code
-			}
-			if err := s.queueEvent(ctx, tx, c.ws, c.user, c.id+":"+eventSuffix(r.event), r.event, props, now, c.traceparent); err != nil {
+			if err := s.queueEvent(ctx, tx, c.ws, c.user, c.id+":"+eventSuffix(r.event), r.event, outcomeProps(c, r), now, c.traceparent); err != nil {
 				return err
 			}
 		}
@@ -528,15 +573,20 @@ func eventSuffix(name string) string {
 	return name
 }
 
-// queueEvent writes a track event to the outbox in tx.
-func (s *Service) queueEvent(ctx context.Context, tx pgx.Tx, ws, user, msgID, name string, props map[string]any, at time.Time, traceparent string) error {
+// eventValue is the whisper.events record value of a track event.
+func eventValue(ws, user, msgID, name string, props map[string]any, at time.Time) ([]byte, error) {
 	pj, err := json.Marshal(props)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	ev := &eventv1.Event{MessageId: msgID, WorkspaceId: ws, Type: eventv1.EventType_EVENT_TYPE_TRACK, UserId: user, Event: name,
 		Properties: pj, Timestamp: timestamppb.New(at), ReceivedAt: timestamppb.New(at)}
-	b, err := proto.Marshal(ev)
+	return proto.Marshal(ev)
+}
+
+// queueEvent writes a track event to the outbox in tx.
+func (s *Service) queueEvent(ctx context.Context, tx pgx.Tx, ws, user, msgID, name string, props map[string]any, at time.Time, traceparent string) error {
+	b, err := eventValue(ws, user, msgID, name, props, at)
 	if err != nil {
 		return err
 	}
