@@ -3,11 +3,19 @@ package deliver
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"google.golang.org/protobuf/types/known/structpb"
+
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
+	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/services/deliver/channel"
 )
 
 // BenchmarkDeliverWebhook measures deliveries per second from decisions on
@@ -47,4 +55,51 @@ func BenchmarkDeliverWebhook(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
+}
+
+// BenchmarkDeliverWebhookHTTP is BenchmarkDeliverWebhook through the real
+// webhook adapter (HMAC signature, dial-time SSRF check) to a local HTTP
+// receiver.
+//
+//	go test -run '^$' -bench DeliverWebhookHTTP -benchtime=5000x ./services/deliver/
+func BenchmarkDeliverWebhookHTTP(b *testing.B) {
+	h := newHarness(b)
+	var received atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		received.Add(1)
+	}))
+	b.Cleanup(srv.Close)
+	hook, err := channel.NewWebhook(channel.WebhookConfig{Secret: []byte("s"), AllowPrivate: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	h.opts.Senders[campaignv1.Channel_CHANNEL_WEBHOOK] = hook
+	h.opts.Profiles = urlProfiles{srv.URL}
+	now := time.Now()
+	ds := make([]*decisionv1.Decision, b.N)
+	for i := range ds {
+		ds[i] = h.decision(fmt.Sprintf("u%d", i%500), campaignv1.Channel_CHANNEL_WEBHOOK, "hook", now)
+	}
+	b.ResetTimer()
+	start := time.Now()
+	h.produce(b, ds...)
+	h.start(b)
+	for received.Load() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "deliveries/s")
+	time.Sleep(100 * time.Millisecond)
+	if n := received.Load(); n != int64(b.N) {
+		b.Errorf("received %d, want %d", n, b.N)
+	}
+}
+
+// urlProfiles gives every user the webhook URL u.
+type urlProfiles struct{ u string }
+
+func (p urlProfiles) Profile(_ context.Context, _, user string) (*profilev1.Profile, error) {
+	traits, _ := structpb.NewStruct(map[string]any{"hook": p.u + "/" + user})
+	return &profilev1.Profile{UserId: user, Traits: traits}, nil
 }
