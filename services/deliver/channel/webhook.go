@@ -87,6 +87,15 @@ func NewWebhook(cfg WebhookConfig) (*Webhook, error) {
 		tr.Proxy = nil
 	}
 	tr.DialContext = dialer.DialContext
+	// Many deliveries go to the same few receivers: keep enough idle
+	// connections per host that concurrent sends reuse them instead of
+	// dialing (and TLS handshaking) each time.
+	if tr.MaxIdleConnsPerHost < 64 {
+		tr.MaxIdleConnsPerHost = 64
+	}
+	if tr.MaxIdleConns != 0 && tr.MaxIdleConns < 256 {
+		tr.MaxIdleConns = 256
+	}
 	tr.DialTLSContext = nil
 	tr.ResponseHeaderTimeout = cfg.Timeout
 	client.Transport = tr

@@ -274,3 +274,29 @@ func TestVerifySignature(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkWebhookSend measures signed sends to a local receiver from
+// parallel goroutines, as the deliver workers make them.
+func BenchmarkWebhookSend(b *testing.B) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer srv.Close()
+	wh, err := NewWebhook(WebhookConfig{Secret: []byte("k"), AllowPrivate: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	m := webhookMessage("d", srv.URL+"/hook", `{"event":"welcome","user":"u1","properties":{"plan":"pro"}}`)
+	b.SetParallelism(8)
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := wh.Send(context.Background(), m); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "sends/s")
+}
