@@ -165,9 +165,12 @@ type Profiles interface {
 	Profile(ctx context.Context, ws, userID string) (*profilev1.Profile, error)
 }
 
-// Unsubscriber makes signed unsubscribe links (tracking's *Signer).
-type Unsubscriber interface {
+// Tracker makes the signed tracking links of emails (tracking's *Signer):
+// the one-click unsubscribe URL, and HTML whose links go through the click
+// redirect and that carries the open pixel.
+type Tracker interface {
 	UnsubscribeURL(ws, deliveryID, userID, channel, topic string) string
+	RewriteHTML(html, ws, deliveryID, userID string) (string, error)
 }
 
 // Rate is a token bucket: PerSecond tokens a second, at most Burst saved.
@@ -187,8 +190,9 @@ type Options struct {
 	// Senders by channel; a decision for a channel without a sender fails
 	// permanently ("no sender configured"). In-app needs none.
 	Senders map[campaignv1.Channel]channel.Sender
-	// Unsubscribe, when set, gives emails their one-click unsubscribe URL.
-	Unsubscribe Unsubscriber
+	// Tracking, when set, gives emails their one-click unsubscribe URL,
+	// tracked links and open pixel.
+	Tracking Tracker
 	// Redis holds the rate-limit buckets; nil means no rate limits.
 	Redis *redis.Client
 	// Rates by channel; a channel without one is not limited.

@@ -395,8 +395,18 @@ func (s *Service) attempt(ctx context.Context, c claimed) result {
 		}
 	}
 	m := channel.Message{DeliveryID: c.id, WorkspaceID: c.ws, UserID: c.user, To: to, Content: msg}
-	if c.channel == campaignv1.Channel_CHANNEL_EMAIL && s.o.Unsubscribe != nil {
-		m.UnsubscribeURL = s.o.Unsubscribe.UnsubscribeURL(c.ws, c.id, c.user, channelName(c.channel), c.topic)
+	if c.channel == campaignv1.Channel_CHANNEL_EMAIL && s.o.Tracking != nil {
+		m.UnsubscribeURL = s.o.Tracking.UnsubscribeURL(c.ws, c.id, c.user, channelName(c.channel), c.topic)
+		if html := msg.GetContent().GetHtml(); html != "" {
+			// An email whose links cannot be rewritten is still worth
+			// sending: it goes untracked rather than not at all.
+			if tracked, err := s.o.Tracking.RewriteHTML(html, c.ws, c.id, c.user); err != nil {
+				s.logger.WarnContext(ctx, "rewrite email links for tracking; sent untracked", "delivery_id", c.id, "err", err)
+			} else {
+				m.Content = proto.CloneOf(msg)
+				m.Content.Content.Html = tracked
+			}
+		}
 	}
 	t0 := time.Now()
 	rc, err := sender.Send(ctx, m)

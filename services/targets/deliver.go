@@ -6,6 +6,8 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -27,6 +29,7 @@ import (
 	"github.com/whisperhq/whisper/services/content"
 	"github.com/whisperhq/whisper/services/deliver"
 	"github.com/whisperhq/whisper/services/deliver/channel"
+	"github.com/whisperhq/whisper/services/deliver/tracking"
 	"github.com/whisperhq/whisper/services/profiles"
 )
 
@@ -46,6 +49,12 @@ type DeliverConfig struct {
 	TwilioBaseURL, TwilioAccountSID, TwilioAuthToken, TwilioFrom string
 
 	FCMBaseURL, FCMProjectID, FCMAccessToken string
+
+	// TrackingKey signs open, click and unsubscribe links; empty turns
+	// tracking off (no /t/ routes, no List-Unsubscribe header).
+	TrackingKey string
+	// PublicURL is where browsers reach this process's /t/ routes.
+	PublicURL string
 
 	// ProviderTimeout bounds every provider call.
 	ProviderTimeout time.Duration
@@ -72,6 +81,8 @@ func (c *DeliverConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FCMBaseURL, "deliver-fcm-base-url", "", "FCM HTTP v1 API root URL for push; empty: no push sender")
 	fs.StringVar(&c.FCMProjectID, "deliver-fcm-project-id", "", "Firebase project id")
 	fs.StringVar(&c.FCMAccessToken, "deliver-fcm-access-token", "", "OAuth 2.0 bearer token for FCM (refreshed outside whisper)")
+	fs.StringVar(&c.TrackingKey, "deliver-tracking-key", "", "key (at least 32 bytes) that signs open, click and unsubscribe links; empty: no tracking and no one-click unsubscribe")
+	fs.StringVar(&c.PublicURL, "deliver-public-url", "http://127.0.0.1:8080", "public base URL of this process's tracking routes (/t/...), as recipients' browsers reach it")
 	fs.DurationVar(&c.ProviderTimeout, "deliver-provider-timeout", 10*time.Second, "how long one provider call may take")
 	fs.StringVar(&c.RateLimits, "deliver-rate-limits", "", "per-channel token buckets shared by replicas, e.g. email=100,sms=10:20 (per second[:burst]); unlisted channels are not limited")
 	fs.IntVar(&c.MaxAttempts, "deliver-max-attempts", deliver.DefaultMaxAttempts, "attempts of a retryable failure before the decision goes to whisper.decisions.dlq")
@@ -160,6 +171,12 @@ func (c DeliverConfig) Validate() error {
 	if _, err := c.senders(); err != nil {
 		errs = append(errs, err)
 	}
+	if c.TrackingKey != "" && len(c.TrackingKey) < 32 {
+		errs = append(errs, fmt.Errorf("--deliver-tracking-key: must be at least 32 bytes, got %d", len(c.TrackingKey)))
+	}
+	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		errs = append(errs, fmt.Errorf("--deliver-public-url: %q is not an http(s) URL", c.PublicURL))
+	}
 	if c.ProviderTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--deliver-provider-timeout: must be positive, got %v", c.ProviderTimeout))
 	}
@@ -174,31 +191,33 @@ func (c DeliverConfig) Validate() error {
 
 // startDeliver builds the deliver service and mounts DeliveryService; the
 // caller runs the returned service as a worker and, once it has stopped,
-// calls the returned func to close its Kafka and Redis clients.
+// calls the returned func to close its Kafka and Redis clients. The
+// returned handler serves the /t/ tracking routes (nil when tracking is
+// off); the caller mounts it.
 func startDeliver(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *rpc.Server, reg prometheus.Registerer,
 	authenticator *auth.Authenticator, logger *slog.Logger, handlerOpts []connect.HandlerOption,
-) (*deliver.Service, func(), error) {
+) (*deliver.Service, http.Handler, func(), error) {
 	for _, m := range []postgres.Migrations{deliver.Migrations, content.Migrations, profiles.Migrations} {
 		if err := postgres.Migrate(ctx, pool, m, logger); err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 	}
 	logger = logger.With("target", Deliver)
 	senders, err := cfg.Deliver.senders()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	rates, err := cfg.Deliver.rates()
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	client, err := kafka.NewClient(cfg.Kafka, Deliver, reg, append(deliver.ConsumerOpts(deliver.DefaultGroup), kafka.TraceContext())...)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	if err := kafka.EnsureTopics(ctx, client, cfg.Kafka, kafka.TopicDecisions, kafka.TopicDecisionsDLQ, kafka.TopicEvents); err != nil {
 		client.Close()
-		return nil, nil, fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
+		return nil, nil, nil, fmt.Errorf("--kafka-brokers %s: %w", cfg.Kafka.Brokers.String(), err)
 	}
 	srv.AddCheck("kafka-deliver", client.Ping)
 	rdbOpts, _ := redis.ParseURL(cfg.RedisURL)
@@ -207,9 +226,15 @@ func startDeliver(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *rpc.
 	srv.AddCheck("redis-deliver", func(ctx context.Context) error { return rdb.Ping(ctx).Err() })
 	profileHandler := profiles.NewHandler(profiles.NewStore(pool), logger)
 	renderer := content.New(content.Options{Store: content.NewStore(pool), Profiles: profileReader{profileHandler}, Logger: logger})
+	var signer *tracking.Signer
+	var tracker deliver.Tracker
+	if cfg.Deliver.TrackingKey != "" {
+		signer = tracking.NewSigner([]byte(cfg.Deliver.TrackingKey), cfg.Deliver.PublicURL)
+		tracker = signer
+	}
 	svc := deliver.New(deliver.Options{
 		Pool: pool, Client: client, Renderer: renderer, Profiles: deliverProfiles{profileReader{profileHandler}},
-		Senders: senders, Redis: rdb, Rates: rates,
+		Senders: senders, Redis: rdb, Rates: rates, Tracking: tracker,
 		MaxAttempts: cfg.Deliver.MaxAttempts, WorkspaceConcurrency: cfg.Deliver.WorkspaceConcurrency,
 		Registerer: reg, Logger: logger, TracerProvider: cfg.TracerProvider,
 	})
@@ -219,7 +244,11 @@ func startDeliver(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *rpc.
 		client.Close()
 		rdb.Close()
 	}
-	return svc, closeAll, nil
+	var trackingHandler http.Handler
+	if signer != nil {
+		trackingHandler = tracking.NewHandler(signer, trackingPublisher{svc}, logger)
+	}
+	return svc, trackingHandler, closeAll, nil
 }
 
 // deliverProfiles reads profiles for deliver, which names a missing one
@@ -232,4 +261,13 @@ func (p deliverProfiles) Profile(ctx context.Context, ws, userID string) (*profi
 		return nil, fmt.Errorf("%w: %w", deliver.ErrNoProfile, err)
 	}
 	return pr, err
+}
+
+// trackingPublisher publishes what the tracking routes observe through
+// deliver's outbox, as events on whisper.events.
+type trackingPublisher struct{ s *deliver.Service }
+
+func (p trackingPublisher) Publish(ctx context.Context, o tracking.Outcome) error {
+	return p.s.PublishOutcome(ctx, deliver.Outcome{Kind: o.Kind, WorkspaceID: o.WorkspaceID, DeliveryID: o.DeliveryID, UserID: o.UserID,
+		Channel: o.Channel, Topic: o.Topic, URL: o.URL, At: o.At})
 }

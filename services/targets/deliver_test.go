@@ -20,7 +20,10 @@ import (
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1/campaignv1connect"
 	contentv1 "github.com/whisperhq/whisper/internal/gen/whisper/content/v1"
+	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
+
 	"github.com/whisperhq/whisper/internal/gen/whisper/content/v1/contentv1connect"
+	"github.com/whisperhq/whisper/internal/gen/whisper/decision/v1/decisionv1connect"
 	deliveryv1 "github.com/whisperhq/whisper/internal/gen/whisper/delivery/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/delivery/v1/deliveryv1connect"
 	"github.com/whisperhq/whisper/internal/rpctest"
@@ -130,8 +133,9 @@ func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
 	if err := os.WriteFile(rules, []byte(`{"rules": {"other_channels": {"per_day": 10, "per_week": 50}, "quiet_start": "00:00", "quiet_end": "00:00"}}`), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	p := startWith(t, func(c *targets.Config) {
+	p := startWith(t, func(c *targets.Config, url string) {
 		c.DecideContactRules = rules
+		c.Deliver.TrackingKey, c.Deliver.PublicURL = "tracking-key-for-tests-0123456789abcdef", url
 		c.Deliver.SMTPAddr, c.Deliver.SMTPTLS, c.Deliver.SMTPFrom = ln.Addr().String(), "none", "shop@example.com"
 		c.Deliver.WebhookSecret, c.Deliver.WebhookAllowPrivate = secret, true
 		c.Deliver.TwilioBaseURL, c.Deliver.TwilioAccountSID, c.Deliver.TwilioAuthToken, c.Deliver.TwilioFrom = twilio.URL, "ACtest", "tok", "+15550000000"
@@ -225,6 +229,48 @@ func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
 		}
 		return len(res.GetDeliveries()) == 5 && sent == 5, fmt.Sprint(res.GetDeliveries())
 	})
+	// The closed loop: the email's one-click unsubscribe (RFC 8058) is an
+	// "Unsubscribed" event that decide's consent applies, so the next
+	// trigger sends on every channel but email.
+	email := mail.get("ann@example.com")[0]
+	_, rest, ok := strings.Cut(email, "List-Unsubscribe: <")
+	unsubURL, _, _ := strings.Cut(rest, ">")
+	if !ok || !strings.HasPrefix(unsubURL, p.url+"/t/u/") || !strings.Contains(email, "List-Unsubscribe-Post: List-Unsubscribe=One-Click") {
+		t.Fatalf("email lacks one-click unsubscribe headers:\n%s", email)
+	}
+	if !strings.Contains(email, p.url+"/t/o/") {
+		t.Errorf("email HTML lacks the open pixel:\n%s", email)
+	}
+	res, err := http.Post(unsubURL, "application/x-www-form-urlencoded", strings.NewReader("List-Unsubscribe=One-Click"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != http.StatusOK {
+		t.Fatalf("one-click unsubscribe = %d", res.StatusCode)
+	}
+	decisions := decisionv1connect.NewDecisionServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[0]))
+	waitFor(t, "the unsubscribe to reach decide", func() (bool, string) {
+		if code, res := post(t, p.url+"/v1/track", key, fmt.Sprintf(`{"userId":"u1","event":"Cart Abandoned","messageId":"e-%d","properties":{"item":"hat"}}`, time.Now().UnixNano())); code != http.StatusOK {
+			return false, res
+		}
+		time.Sleep(300 * time.Millisecond)
+		res, err := decisions.ListDecisions(ctx, &decisionv1.ListDecisionsRequest{UserId: "u1", PageSize: 1000})
+		if err != nil {
+			return false, err.Error()
+		}
+		for _, d := range res.GetDecisions() {
+			// Only the email campaign's user left: a decision that does
+			// not send names no channel.
+			if d.GetOutcome() == decisionv1.Outcome_OUTCOME_SKIPPED_CONSENT {
+				return true, ""
+			}
+		}
+		return false, "no decision skipped for consent yet"
+	})
+	if got := len(mail.get("ann@example.com")); got != 1 {
+		t.Errorf("%d emails after the unsubscribe, want still 1", got)
+	}
 	other := deliveryv1connect.NewDeliveryServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
 	if res, err := other.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{UserId: "u1"}); err != nil || len(res.GetDeliveries()) != 0 {
 		t.Errorf("the other workspace lists %v, %v", res, err)

@@ -73,6 +73,11 @@ func RunDev(ctx context.Context, cfg Config, dev DevConfig, logger *slog.Logger,
 		}
 		cfg.Deliver.WebhookAllowPrivate = true
 	}
+	if cfg.Deliver.TrackingKey == "" {
+		if cfg.Deliver.TrackingKey, err = auth.NewSecret("wt_"); err != nil {
+			return err
+		}
+	}
 	boot, err := bootstrap(ctx, cfg.DatabaseURL, dev, logger)
 	if err != nil {
 		return err

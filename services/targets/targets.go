@@ -468,9 +468,14 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 	}
 
 	if slices.Contains(targets, Deliver) {
-		svc, closeDeliver, err := startDeliver(ctx, cfg, pool, srv, reg, authenticator, logger, handlerOpts)
+		svc, trackingHandler, closeDeliver, err := startDeliver(ctx, cfg, pool, srv, reg, authenticator, logger, handlerOpts)
 		if err != nil {
 			return err
+		}
+		if trackingHandler != nil {
+			// Opened by recipients' mail clients and browsers: the signed
+			// token is the credential.
+			srv.Handle("/t/", tracing.Route(tp, "/t/", red.Route("/t/", trackingHandler)))
 		}
 		defer closeDeliver()
 		workers.Go(func() {

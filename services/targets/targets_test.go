@@ -42,8 +42,9 @@ type platform struct {
 // broker, as `whisper serve --target=all` would.
 func start(t *testing.T) *platform { return startWith(t, nil) }
 
-// startWith is start with configure applied to the config (when not nil).
-func startWith(t *testing.T, configure func(*targets.Config)) *platform {
+// startWith is start with configure applied to the config (when not nil);
+// it is given the platform's base URL.
+func startWith(t *testing.T, configure func(cfg *targets.Config, url string)) *platform {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t)
 	redistest.New(t)
@@ -56,12 +57,12 @@ func startWith(t *testing.T, configure func(*targets.Config)) *platform {
 	cfg.RedisURL = redistest.URL(t)
 	cfg.AdminToken = adminToken
 	cfg.HTTP.ShutdownTimeout = 10 * time.Second
-	if configure != nil {
-		configure(&cfg)
-	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if configure != nil {
+		configure(&cfg, "http://"+ln.Addr().String())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &platform{url: "http://" + ln.Addr().String(), brokers: brokers, cancel: cancel, done: make(chan error, 1)}
