@@ -341,6 +341,21 @@ func TestDeliverEachChannelOnce(t *testing.T) {
 	if err != nil || res.GetMarked() != 1 {
 		t.Errorf("MarkInAppRead = %v, %v; want 1 marked", res, err)
 	}
+	// A new stream starts with the unread backlog: the next message, not the read one.
+	next := h.decision("u1", campaignv1.Channel_CHANNEL_IN_APP, "next", time.Now())
+	h.produce(t, next)
+	h.waitState(t, next.GetDecisionId(), deliveryv1.State_STATE_SENT)
+	stream, err := client.StreamInApp(sctx, &deliveryv1.StreamInAppRequest{UserId: "u1"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Close()
+	if !stream.Receive() {
+		t.Fatalf("second stream: %v", stream.Err())
+	}
+	if got := stream.Msg().GetMessage(); got.GetDeliveryId() != next.GetDecisionId() || got.GetContent().GetTitle() != "next:u1:socks" {
+		t.Errorf("second stream starts with %v, want the unread %s", got, next.GetDecisionId())
+	}
 }
 
 func structpbFromJSON(b []byte) (map[string]any, error) {
