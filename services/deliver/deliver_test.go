@@ -634,3 +634,29 @@ func TestPublishOutcome(t *testing.T) {
 		t.Errorf("no open event")
 	}
 }
+
+// The outcome event continues the trace of the decision record.
+func TestOutcomeEventCarriesTheDecisionTrace(t *testing.T) {
+	h := newHarness(t)
+	h.start(t)
+	d := h.decision("u1", campaignv1.Channel_CHANNEL_SMS, "t", time.Now())
+	b, _ := proto.Marshal(d)
+	const tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	if err := h.producer.ProduceSync(context.Background(), &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(h.ws, "u1"), Value: b,
+		Headers: []kgo.RecordHeader{{Key: "traceparent", Value: []byte(tp)}}}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	recs := kafkatest.ReadAll(t, h.brokers, kafka.TopicEvents, 1, 10*time.Second)
+	if len(recs) != 1 {
+		t.Fatalf("%d events, want 1", len(recs))
+	}
+	var got string
+	for _, hd := range recs[0].Headers {
+		if hd.Key == "traceparent" {
+			got = string(hd.Value)
+		}
+	}
+	if got != tp {
+		t.Errorf("event traceparent %q, want the decision's %q", got, tp)
+	}
+}

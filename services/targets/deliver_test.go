@@ -229,6 +229,17 @@ func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
 		}
 		return len(res.GetDeliveries()) == 5 && sent == 5, fmt.Sprint(res.GetDeliveries())
 	})
+	metrics, err := http.Get(p.url + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(metrics.Body)
+	metrics.Body.Close()
+	for _, ch := range []string{"email", "sms", "push", "webhook", "in_app"} {
+		if want := fmt.Sprintf(`whisper_deliver_deliveries_total{channel=%q,status="sent"} 1`, ch); !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 	// The closed loop: the email's one-click unsubscribe (RFC 8058) is an
 	// "Unsubscribed" event that decide's consent applies, so the next
 	// trigger sends on every channel but email.
