@@ -16,6 +16,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -635,9 +637,20 @@ func TestPublishOutcome(t *testing.T) {
 	}
 }
 
-// The outcome event continues the trace of the decision record.
+// The outcome event continues the trace of the decision record, from the
+// send's span when tracing is on.
 func TestOutcomeEventCarriesTheDecisionTrace(t *testing.T) {
+	for _, traced := range []bool{false, true} {
+		t.Run(fmt.Sprint("traced=", traced), func(t *testing.T) { testOutcomeTrace(t, traced) })
+	}
+}
+
+func testOutcomeTrace(t *testing.T, traced bool) {
 	h := newHarness(t)
+	rec := tracetest.NewSpanRecorder()
+	if traced {
+		h.opts.TracerProvider = sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
+	}
 	h.start(t)
 	d := h.decision("u1", campaignv1.Channel_CHANNEL_SMS, "t", time.Now())
 	b, _ := proto.Marshal(d)
@@ -656,7 +669,27 @@ func TestOutcomeEventCarriesTheDecisionTrace(t *testing.T) {
 			got = string(hd.Value)
 		}
 	}
-	if got != tp {
-		t.Errorf("event traceparent %q, want the decision's %q", got, tp)
+	if !traced {
+		if got != tp {
+			t.Errorf("event traceparent %q, want the decision's %q", got, tp)
+		}
+		return
+	}
+	var send sdktrace.ReadOnlySpan
+	for deadline := time.Now().Add(5 * time.Second); send == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, sp := range rec.Ended() { // the span may end just after the event is relayed
+			if sp.Name() == "deliver sms" {
+				send = sp
+			}
+		}
+	}
+	if send == nil {
+		t.Fatal("no deliver span")
+	}
+	if send.SpanContext().TraceID().String() != "0af7651916cd43dd8448eb211c80319c" || send.Parent().SpanID().String() != "b7ad6b7169203331" {
+		t.Errorf("deliver span in trace %s under %s, want the decision's", send.SpanContext().TraceID(), send.Parent().SpanID())
+	}
+	if want := "00-0af7651916cd43dd8448eb211c80319c-" + send.SpanContext().SpanID().String() + "-01"; got != want {
+		t.Errorf("event traceparent %q, want the deliver span's %q", got, want)
 	}
 }

@@ -322,6 +322,15 @@ func (s *Service) deliver(ctx context.Context, c claimed) {
 	if s.o.TracerProvider != nil {
 		ctx, span = s.o.TracerProvider.Tracer("github.com/whisperhq/whisper/services/deliver").Start(ctx, "deliver "+channelName(c.channel))
 		defer span.End()
+		// The outcome's records continue from this span, not from the
+		// decision record's producer.
+		r := &kgo.Record{}
+		tracing.InjectRecords(ctx, r)
+		for _, h := range r.Headers {
+			if h.Key == "traceparent" {
+				c.traceparent = string(h.Value)
+			}
+		}
 	}
 	start := s.o.Now()
 	// The attempt (rate-limit wait, render, provider call) must end well
