@@ -10,7 +10,8 @@
 // per decision that sends (ON CONFLICT DO NOTHING), in one transaction per
 // poll, and commits offsets only after that transaction: a decision
 // delivered again by Kafka inserts nothing. Decisions that do not send are
-// not recorded.
+// not recorded; a record that is not a decision, or has no usable decision
+// or workspace id, is copied to whisper.decisions.dlq with the reason.
 //
 // # Durable scheduling
 //

@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -691,5 +693,32 @@ func testOutcomeTrace(t *testing.T, traced bool) {
 	}
 	if want := "00-0af7651916cd43dd8448eb211c80319c-" + send.SpanContext().SpanID().String() + "-01"; got != want {
 		t.Errorf("event traceparent %q, want the deliver span's %q", got, want)
+	}
+}
+
+// Records deliver cannot use go to the DLQ with the reason; the rest of
+// the poll is delivered.
+func TestUnusableRecordsAreDeadLettered(t *testing.T) {
+	h := newHarness(t)
+	h.start(t)
+	noWS := h.decision("u1", campaignv1.Channel_CHANNEL_SMS, "t", time.Now())
+	noWS.WorkspaceId = "acme"
+	good := h.decision("u1", campaignv1.Channel_CHANNEL_SMS, "t", time.Now())
+	if err := h.producer.ProduceSync(context.Background(), &kgo.Record{Topic: kafka.TopicDecisions, Key: []byte("k"), Value: []byte("\xff\xff")}).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	h.produce(t, noWS, good)
+	h.waitState(t, good.GetDecisionId(), deliveryv1.State_STATE_SENT)
+	var reasons []string
+	for _, r := range kafkatest.ReadAll(t, h.brokers, kafka.TopicDecisionsDLQ, 2, 10*time.Second) {
+		for _, hd := range r.Headers {
+			if hd.Key == HeaderDLQReason {
+				reasons = append(reasons, strings.SplitN(string(hd.Value), ":", 2)[0])
+			}
+		}
+	}
+	slices.Sort(reasons)
+	if diff := cmp.Diff([]string{"not a whisper.decision.v1.Decision", "workspace_id"}, reasons); diff != "" {
+		t.Errorf("DLQ reasons (-want +got):\n%s", diff)
 	}
 }

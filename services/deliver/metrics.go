@@ -54,7 +54,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "whisper_deliver_invalid_records_total",
-			Help: "Records of whisper.decisions that were not decisions and were skipped.",
+			Help: "Records of whisper.decisions deliver could not use (not a decision, no valid ids), copied to whisper.decisions.dlq.",
 		}),
 		backlog: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "whisper_deliver_scheduled_backlog",

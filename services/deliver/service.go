@@ -142,18 +142,28 @@ func (s *Service) record(ctx context.Context, recs []*kgo.Record) (err error) {
 		traceparent string
 	}
 	var rows []row
+	var dead []*kgo.Record
+	deadLetter := func(r *kgo.Record, reason string) {
+		s.logger.WarnContext(ctx, "a whisper.decisions record deliver cannot use; dead-lettered", "offset", r.Offset, "partition", r.Partition, "reason", reason)
+		s.metrics.invalid.Inc()
+		dead = append(dead, &kgo.Record{Topic: kafka.TopicDecisionsDLQ, Key: r.Key, Value: r.Value, Headers: append(append([]kgo.RecordHeader(nil), r.Headers...),
+			kgo.RecordHeader{Key: HeaderDLQReason, Value: []byte(reason)}, kgo.RecordHeader{Key: HeaderDLQSource, Value: []byte(kafka.TopicDecisions)})})
+	}
 	for _, r := range recs {
 		d := &decisionv1.Decision{}
-		if err := proto.Unmarshal(r.Value, d); err != nil || d.GetDecisionId() == "" || d.GetWorkspaceId() == "" {
-			s.logger.WarnContext(ctx, "a whisper.decisions record that is not a decision; skipped", "offset", r.Offset, "partition", r.Partition)
-			s.metrics.invalid.Inc()
+		if err := proto.Unmarshal(r.Value, d); err != nil {
+			deadLetter(r, "not a whisper.decision.v1.Decision: "+err.Error())
 			continue
 		}
 		if o := d.GetOutcome(); o != decisionv1.Outcome_OUTCOME_SEND && o != decisionv1.Outcome_OUTCOME_DEFERRED {
 			continue
 		}
+		if d.GetDecisionId() == "" || len(d.GetDecisionId()) > 512 {
+			deadLetter(r, "decision_id: must be 1-512 bytes")
+			continue
+		}
 		if _, err := uuid.Parse(d.GetWorkspaceId()); err != nil {
-			s.metrics.invalid.Inc()
+			deadLetter(r, "workspace_id: not a valid id")
 			continue
 		}
 		var tp string
@@ -164,10 +174,24 @@ func (s *Service) record(ctx context.Context, recs []*kgo.Record) (err error) {
 		}
 		rows = append(rows, row{d, r.Value, tp})
 	}
+	backoff := 100 * time.Millisecond
+	for len(dead) > 0 {
+		err := s.client.ProduceSync(ctx, dead...).FirstErr()
+		if err == nil {
+			break
+		}
+		s.logger.WarnContext(ctx, "dead-letter decisions; retrying", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 5*time.Second)
+	}
 	if len(rows) == 0 {
 		return nil
 	}
-	backoff := 100 * time.Millisecond
+	backoff = 100 * time.Millisecond
 	for {
 		b := &pgx.Batch{}
 		now := s.o.Now()
@@ -252,7 +276,8 @@ func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (i
 	rows, err := s.pool.Query(ctx, `UPDATE deliver_deliveries d SET state = 'sending', claim_token = $1,
 			claimed_until = $2, attempts = d.attempts + 1, update_time = $3
 		WHERE d.delivery_id IN (SELECT delivery_id FROM deliver_deliveries
-			WHERE next_attempt_at <= $3 AND (state IN ('scheduled', 'retrying') OR (state = 'sending' AND claimed_until < $3))
+			WHERE next_attempt_at <= $3 AND state IN ('scheduled', 'retrying', 'sending')
+				AND (state <> 'sending' OR claimed_until < $3)
 			ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
 		RETURNING delivery_id, workspace_id::text, campaign_id, variant_id, user_id, channel, content_ref, topic, decision,
 			traceparent, attempts, send_time`,
