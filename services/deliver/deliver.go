@@ -45,8 +45,11 @@
 // (it may be a transient read of the profile or template): a template that
 // can never render ends in the DLQ with the render error as reason.
 // A user without a recipient for the channel (traits email, phone,
-// push_token; the rendered url or the trait webhook_url for webhooks) or
-// without a profile is skipped with that reason; nothing is published.
+// push_token; the rendered url or the trait webhook_url for webhooks) is
+// skipped with that reason; nothing is published. A user without a
+// profile (yet: decide may act on a trigger event before profiles has
+// applied it) renders with the user id alone, which is enough for in-app
+// and for a webhook whose url is in the template.
 //
 // # Limits
 //

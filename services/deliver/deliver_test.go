@@ -456,7 +456,7 @@ func TestFailures(t *testing.T) {
 		{d: sms1("down", "t"), state: deliveryv1.State_STATE_FAILED, attempts: []string{"retryable", "retryable", "retryable"}, event: "failed",
 			reason: "retries exhausted after 3 attempts: send: connection refused"},
 		{d: sms1("nobody", "t"), state: deliveryv1.State_STATE_SKIPPED, attempts: []string{"skipped"}, reason: "no recipient: the profile has no phone trait"},
-		{d: sms1("ghost", "t"), state: deliveryv1.State_STATE_SKIPPED, attempts: []string{"skipped"}, reason: "the user has no profile"},
+		{d: sms1("ghost", "t"), state: deliveryv1.State_STATE_SKIPPED, attempts: []string{"skipped"}, reason: "no recipient: the user has no profile"},
 	}
 	var ds []*decisionv1.Decision
 	for _, tt := range tests {

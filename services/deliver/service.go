@@ -23,6 +23,7 @@ import (
 	contentv1 "github.com/whisperhq/whisper/internal/gen/whisper/content/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
+	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/tracing"
 	"github.com/whisperhq/whisper/services/deliver/channel"
@@ -392,10 +393,14 @@ func (s *Service) attempt(ctx context.Context, c claimed) result {
 		return result{state: "failed", attempt: "failed", reason: "undecodable decision: " + err.Error(), event: EventFailed}
 	}
 	p, err := s.o.Profiles.Profile(ctx, c.ws, c.user)
-	if errors.Is(err, ErrNoProfile) {
-		return result{state: "skipped", attempt: "skipped", reason: "the user has no profile"}
-	}
-	if err != nil {
+	noProfile := errors.Is(err, ErrNoProfile)
+	switch {
+	case noProfile:
+		// The trigger event may be decided on before profiles has applied
+		// it. In-app and webhook messages need no recipient from the
+		// profile, so they render with the user id alone.
+		p = &profilev1.Profile{UserId: c.user}
+	case err != nil:
 		return s.retry(c, err, "read profile")
 	}
 	req := &contentv1.RenderRequest{WorkspaceId: c.ws, TemplateId: c.contentRef, User: &contentv1.RenderRequest_Profile{Profile: p},
@@ -415,7 +420,11 @@ func (s *Service) attempt(ctx context.Context, c claimed) result {
 	}
 	to := recipient(c.channel, p.GetTraits(), msg.GetContent())
 	if to == "" {
-		return result{state: "skipped", attempt: "skipped", reason: "no recipient: the profile has no " + recipientTrait(c.channel)}
+		reason := "no recipient: the profile has no " + recipientTrait(c.channel)
+		if noProfile {
+			reason = "no recipient: the user has no profile"
+		}
+		return result{state: "skipped", attempt: "skipped", reason: reason}
 	}
 	sender := s.o.Senders[c.channel]
 	if sender == nil {
