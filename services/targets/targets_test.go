@@ -40,11 +40,11 @@ type platform struct {
 
 // start runs targets.Run on real PostgreSQL and Redis and an in-process
 // broker, as `whisper serve --target=all` would.
-func start(t *testing.T) *platform { return startWith(t, nil) }
+func start(t testing.TB) *platform { return startWith(t, nil) }
 
 // startWith is start with configure applied to the config (when not nil);
 // it is given the platform's base URL.
-func startWith(t *testing.T, configure func(cfg *targets.Config, url string)) *platform {
+func startWith(t testing.TB, configure func(cfg *targets.Config, url string)) *platform {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t)
 	redistest.New(t)
