@@ -71,7 +71,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	return m
 }
 
-func (m *metrics) observe(channel string, r result, took time.Duration, sendTime time.Time) {
+func (m *metrics) observe(channel string, r result, sendTime time.Time) {
 	m.attempts.WithLabelValues(channel, r.attempt).Inc()
 	if r.state == "retrying" {
 		m.retries.WithLabelValues(channel).Inc()

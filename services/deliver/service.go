@@ -382,7 +382,7 @@ func (s *Service) deliver(ctx context.Context, c claimed) {
 		s.logger.ErrorContext(ctx, "record a delivery outcome; the claim will expire and the send be tried again", "delivery_id", c.id, "err", err)
 		return
 	}
-	s.metrics.observe(res.channelS, res, s.o.Now().Sub(start), c.sendTime)
+	s.metrics.observe(res.channelS, res, c.sendTime)
 	poke(s.relayWake)
 }
 
@@ -555,7 +555,7 @@ func outcomeProps(c claimed, r result) map[string]any {
 // finishTx is finish for outcomes with an inbox row or a DLQ copy: the
 // rare path, in an explicit transaction.
 func (s *Service) finishTx(ctx context.Context, c claimed, start time.Time, r result) error {
-	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		now := s.o.Now()
 		next := now
 		if r.state == "retrying" {
@@ -599,13 +599,13 @@ func (s *Service) finishTx(ctx context.Context, c claimed, start time.Time, r re
 				return fmt.Errorf("queue dlq: %w", err)
 			}
 		}
-		if r.inbox != nil {
-			// Wake streams only once the row is visible.
-			ws, user := c.ws, c.user
-			defer func() { go s.hub.publish(ws, user) }()
-		}
 		return nil
 	})
+	if err == nil && r.inbox != nil {
+		// Wake streams only now that the row is committed and visible.
+		s.hub.publish(c.ws, c.user)
+	}
+	return err
 }
 
 func eventSuffix(name string) string {
