@@ -3,6 +3,7 @@ package targets_test
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -285,5 +286,43 @@ func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
 	other := deliveryv1connect.NewDeliveryServiceClient(http.DefaultClient, p.url, rpctest.Bearer(tokens[1]))
 	if res, err := other.ListDeliveries(ctx, &deliveryv1.ListDeliveriesRequest{UserId: "u1"}); err != nil || len(res.GetDeliveries()) != 0 {
 		t.Errorf("the other workspace lists %v, %v", res, err)
+	}
+}
+
+func TestDeliverConfigErrorsNameTheFlag(t *testing.T) {
+	tests := []struct {
+		name string
+		args []string
+		want string // empty: valid
+	}{
+		{"defaults", nil, ""},
+		{"every provider", []string{"--deliver-smtp-addr=127.0.0.1:25", "--deliver-smtp-from=a@example.com", "--deliver-smtp-tls=none",
+			"--deliver-webhook-secret=s", "--deliver-twilio-base-url=http://127.0.0.1:1", "--deliver-twilio-account-sid=ACx",
+			"--deliver-twilio-auth-token=t", "--deliver-twilio-from=+15550000000", "--deliver-fcm-base-url=http://127.0.0.1:2",
+			"--deliver-fcm-project-id=p", "--deliver-rate-limits=email=100,sms=10:20", "--deliver-tracking-key=0123456789abcdef0123456789abcdef"}, ""},
+		{"rate limit channel", []string{"--deliver-rate-limits=fax=1"}, "--deliver-rate-limits: \"fax=1\""},
+		{"rate limit burst", []string{"--deliver-rate-limits=sms=1:0"}, "--deliver-rate-limits: sms: burst"},
+		{"short tracking key", []string{"--deliver-tracking-key=short"}, "--deliver-tracking-key: must be at least 32 bytes"},
+		{"public url", []string{"--deliver-public-url=ftp://x"}, "--deliver-public-url"},
+		{"twilio sid", []string{"--deliver-twilio-base-url=http://127.0.0.1:1", "--deliver-twilio-account-sid=x"}, "--deliver-twilio-*"},
+		{"smtp tls", []string{"--deliver-smtp-addr=127.0.0.1:25", "--deliver-smtp-from=a@example.com", "--deliver-smtp-tls=maybe"}, "--deliver-smtp-*"},
+		{"max attempts", []string{"--deliver-max-attempts=0"}, "--deliver-max-attempts: must be 1-100"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := flag.NewFlagSet("t", flag.ContinueOnError)
+			var cfg targets.Config
+			cfg.RegisterFlags(fs)
+			if err := fs.Parse(append([]string{"--database-url=postgres://x"}, tt.args...)); err != nil {
+				t.Fatal(err)
+			}
+			err := cfg.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Errorf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Errorf("Validate() = %v, want an error containing %q", err, tt.want)
+			}
+		})
 	}
 }
