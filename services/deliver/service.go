@@ -242,15 +242,18 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 	gauges := time.NewTicker(5 * time.Second)
 	defer gauges.Stop()
 	for {
+		// Claim while there are due rows and free send slots; a send
+		// that ends pokes wake, so a backlog larger than the slots drains
+		// at the senders' pace, not the poll interval's.
 		for ctx.Err() == nil {
-			n, err := s.claimAndSend(ctx, &inflight)
+			more, err := s.claimAndSend(ctx, &inflight)
 			if err != nil {
 				if ctx.Err() == nil {
 					s.logger.WarnContext(ctx, "claim due deliveries", "err", err)
 				}
 				break
 			}
-			if n < claimBatch {
+			if !more {
 				break
 			}
 		}
@@ -266,12 +269,14 @@ func (s *Service) scheduleLoop(ctx context.Context) {
 }
 
 // claimAndSend claims up to as many due rows as there are free send slots
-// and starts their sends.
-func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (int, error) {
+// and starts their sends. more says that it claimed all it asked for, so
+// more rows may be due.
+func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (more bool, err error) {
 	free := cap(s.sem) - len(s.sem)
 	if free <= 0 {
-		return 0, nil
+		return false, nil // a send that ends wakes the loop
 	}
+	limit := min(free, claimBatch)
 	token := uuid.New()
 	now := s.o.Now()
 	rows, err := s.pool.Query(ctx, `UPDATE deliver_deliveries d SET state = 'sending', claim_token = $1,
@@ -282,9 +287,9 @@ func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (i
 			ORDER BY next_attempt_at LIMIT $4 FOR UPDATE SKIP LOCKED)
 		RETURNING delivery_id, workspace_id::text, campaign_id, variant_id, user_id, channel, content_ref, topic, decision,
 			traceparent, attempts, send_time`,
-		token, now.Add(s.o.ClaimLease), now, min(free, claimBatch))
+		token, now.Add(s.o.ClaimLease), now, limit)
 	if err != nil {
-		return 0, err
+		return false, err
 	}
 	var cs []claimed
 	for rows.Next() {
@@ -293,25 +298,28 @@ func (s *Service) claimAndSend(ctx context.Context, inflight *sync.WaitGroup) (i
 		if err := rows.Scan(&c.id, &c.ws, &c.campaign, &c.variant, &c.user, &ch, &c.contentRef, &c.topic, &c.decision,
 			&c.traceparent, &c.attempt, &c.sendTime); err != nil {
 			rows.Close()
-			return 0, err
+			return false, err
 		}
 		c.channel = campaignv1.Channel(ch)
 		cs = append(cs, c)
 	}
 	if err := rows.Err(); err != nil {
-		return 0, err
+		return false, err
 	}
 	for _, c := range cs {
 		s.sem <- struct{}{}
 		inflight.Go(func() {
-			defer func() { <-s.sem }()
+			defer func() {
+				<-s.sem
+				poke(s.wake)
+			}()
 			// A stop must not cut a send short between the provider and the
 			// ledger: the send runs detached from Run's ctx, within the
 			// claim lease (deliver bounds the attempt and the record).
 			s.deliver(context.WithoutCancel(ctx), c)
 		})
 	}
-	return len(cs), nil
+	return len(cs) == limit, nil
 }
 
 func (s *Service) wsSem(ws string) chan struct{} {
