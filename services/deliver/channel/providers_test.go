@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -345,5 +346,61 @@ func TestFCMErrors(t *testing.T) {
 		if _, err := NewFCM(cfg); err == nil {
 			t.Errorf("NewFCM(%+v) succeeded", cfg)
 		}
+	}
+}
+
+// TestCanceledIsNotRetryable: a send abandoned because deliver is shutting
+// down is not a provider failure to retry.
+func TestCanceledIsNotRetryable(t *testing.T) {
+	hold := make(chan struct{})
+	defer close(hold)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.ReadAll(r.Body) // so the server notices the client hanging up
+		select {
+		case <-hold:
+		case <-r.Context().Done():
+		}
+	}))
+	defer srv.Close()
+	l, err := net.Listen("tcp", "127.0.0.1:0") // accepts, never greets
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+
+	wh, err := NewWebhook(WebhookConfig{Secret: []byte("k"), AllowPrivate: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sm, err := NewSMTP(SMTPConfig{Addr: l.Addr().String(), From: "hi@whisper.test", TLS: "none"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tw, err := NewTwilio(TwilioConfig{BaseURL: srv.URL, AccountSID: "ACtest", AuthToken: "tok", From: "+15005550006"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, send := range map[string]func(context.Context) error{
+		"webhook": func(ctx context.Context) error {
+			_, err := wh.Send(ctx, webhookMessage("d", srv.URL, `{}`))
+			return err
+		},
+		"smtp": func(ctx context.Context) error {
+			_, err := sm.Send(ctx, emailMessage("d", "a@b.test", "s", "t", "", ""))
+			return err
+		},
+		"twilio": func(ctx context.Context) error {
+			_, err := tw.Send(ctx, smsMessage("d", "+14155550100", "hi"))
+			return err
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			time.AfterFunc(100*time.Millisecond, cancel)
+			err := send(ctx)
+			if err == nil || !errors.Is(err, context.Canceled) || Retryable(err) {
+				t.Errorf("err = %v, want a non-retryable context.Canceled", err)
+			}
+		})
 	}
 }

@@ -17,7 +17,7 @@
 //
 // Routes (NewHandler):
 //
-//	GET  /t/o/{token}  a 1x1 transparent GIF; publishes "opened"
+//	GET  /t/o/{token}  a 1x1 transparent GIF; publishes "opened" (HEAD: served, not counted)
 //	GET  /t/c/{token}  302 to the signed target; publishes "clicked"; tampered -> 400
 //	GET  /t/u/{token}  a confirmation page with a one-button form (GET changes
 //	                   nothing, because mail scanners prefetch links)

@@ -61,6 +61,11 @@ func NewHandler(s *Signer, p Publisher, logger *slog.Logger) http.Handler {
 }
 
 func (h *handler) publish(r *http.Request, o Outcome) error {
+	// HEAD is what link checkers and scanners send; it is answered the
+	// same way but is not a person opening or clicking.
+	if r.Method == http.MethodHead {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), publishTimeout)
 	defer cancel()
 	o.At = h.now().UTC()

@@ -206,6 +206,14 @@ func TestHandler(t *testing.T) {
 		t.Errorf("signed javascript: target = %+v", got)
 	}
 
+	// HEAD (link scanners) is answered but not counted.
+	if got := do(t, c, "HEAD", s.ClickURL("ws1", "d1", "u1", target), ""); got.Status != 302 || got.Location != target {
+		t.Errorf("HEAD click = %+v", got)
+	}
+	if got := do(t, c, "HEAD", s.OpenPixelURL("ws1", "d1", "u1"), ""); got.Status != 200 {
+		t.Errorf("HEAD open = %+v", got)
+	}
+
 	want := []Outcome{
 		{Kind: "opened", WorkspaceID: "ws1", DeliveryID: "d1", UserID: "u1", Channel: "email"},
 		{Kind: "clicked", WorkspaceID: "ws1", DeliveryID: "d1", UserID: "u1", Channel: "email", URL: target},
