@@ -722,3 +722,44 @@ func TestUnusableRecordsAreDeadLettered(t *testing.T) {
 		t.Errorf("DLQ reasons (-want +got):\n%s", diff)
 	}
 }
+
+// concurrencySender records the most sends it had in flight at once.
+type concurrencySender struct {
+	mu            sync.Mutex
+	now, max, got int
+}
+
+func (c *concurrencySender) Send(ctx context.Context, m channel.Message) (channel.Receipt, error) {
+	c.mu.Lock()
+	c.now++
+	c.max = max(c.max, c.now)
+	c.mu.Unlock()
+	time.Sleep(20 * time.Millisecond)
+	c.mu.Lock()
+	c.now--
+	c.got++
+	c.mu.Unlock()
+	return channel.Receipt{}, nil
+}
+
+// A workspace has at most WorkspaceConcurrency sends in flight.
+func TestWorkspaceConcurrency(t *testing.T) {
+	h := newHarness(t)
+	cs := &concurrencySender{}
+	h.opts.Senders[campaignv1.Channel_CHANNEL_PUSH] = cs
+	h.opts.WorkspaceConcurrency = 2
+	h.start(t)
+	var ds []*decisionv1.Decision
+	for i := range 12 {
+		ds = append(ds, h.decision(fmt.Sprintf("u%d", i), campaignv1.Channel_CHANNEL_PUSH, "t", time.Now()))
+	}
+	h.produce(t, ds...)
+	for _, d := range ds {
+		h.waitState(t, d.GetDecisionId(), deliveryv1.State_STATE_SENT)
+	}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.got != 12 || cs.max != 2 {
+		t.Errorf("%d sent, at most %d at once; want 12, 2", cs.got, cs.max)
+	}
+}
