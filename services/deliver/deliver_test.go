@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -349,7 +350,9 @@ func TestDeliverEachChannelOnce(t *testing.T) {
 	next := h.decision("u1", campaignv1.Channel_CHANNEL_IN_APP, "next", time.Now())
 	h.produce(t, next)
 	h.waitState(t, next.GetDecisionId(), deliveryv1.State_STATE_SENT)
-	stream, err := client.StreamInApp(sctx, &deliveryv1.StreamInAppRequest{UserId: "u1"})
+	// This time as a browser calls it: Connect protocol, JSON, HTTP/1.1.
+	browser := deliveryv1connect.NewDeliveryServiceClient(srv.Client(), srv.URL, connect.WithProtoJSON())
+	stream, err := browser.StreamInApp(sctx, &deliveryv1.StreamInAppRequest{UserId: "u1"})
 	if err != nil {
 		t.Fatal(err)
 	}
