@@ -38,7 +38,7 @@ var channelParts = map[contentv1.Channel][]string{
 	contentv1.Channel_CHANNEL_EMAIL:   {"subject", "html", "text"},
 	contentv1.Channel_CHANNEL_SMS:     {"text"},
 	contentv1.Channel_CHANNEL_PUSH:    {"title", "body", "data"},
-	contentv1.Channel_CHANNEL_WEBHOOK: {"body"},
+	contentv1.Channel_CHANNEL_WEBHOOK: {"body", "url"},
 	contentv1.Channel_CHANNEL_IN_APP:  {"title", "body"},
 }
 
@@ -96,9 +96,9 @@ func (e *engine) compileTemplate(t *contentv1.Template) (*compiled, error) {
 		cl := &compiledLocale{key: key}
 		parts := map[string]string{
 			"subject": content.GetSubject(), "html": content.GetHtml(), "text": content.GetText(),
-			"title": content.GetTitle(), "body": content.GetBody(),
+			"title": content.GetTitle(), "body": content.GetBody(), "url": content.GetUrl(),
 		}
-		for _, name := range []string{"subject", "html", "text", "title", "body"} {
+		for _, name := range []string{"subject", "html", "text", "title", "body", "url"} {
 			src := parts[name]
 			if src == "" {
 				continue
@@ -202,6 +202,8 @@ func (c *compiled) render(ctx context.Context, locale string, vars map[string]an
 			out.Text = s
 		case "title":
 			out.Title = s
+		case "url":
+			out.Url = s
 		case "body":
 			out.Body = s
 			if c.tmpl.GetChannel() == contentv1.Channel_CHANNEL_WEBHOOK && !json.Valid([]byte(s)) {

@@ -478,7 +478,7 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 			}
 			step.Inputs["condition"] = cond
 		}
-		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step}, b.rng)
+		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step, props: ev.GetProperties()}, b.rng)
 		if err != nil {
 			return err
 		}
@@ -610,14 +610,15 @@ func (s *Service) decideNow(ctx context.Context, ws, campaignID, user, requestID
 		return nil, errNotActive
 	}
 	step := &decisionv1.Step{Name: "trigger", Result: "request", Inputs: map[string]string{"request_id": requestID}}
+	var propsJSON []byte
 	if props != nil {
-		b, _ := json.Marshal(props.AsMap())
-		step.Inputs["properties"] = string(b)
+		propsJSON, _ = json.Marshal(props.AsMap())
+		step.Inputs["properties"] = string(propsJSON)
 	}
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	var r runResult
 	err = pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) (err error) {
-		r, err = s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "request:" + requestID, step: step}, rng)
+		r, err = s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "request:" + requestID, step: step, props: propsJSON}, rng)
 		return err
 	})
 	if err != nil {

@@ -29,6 +29,9 @@ type trigger struct {
 	profile *profilev1.Profile
 	// The trigger step of the explanation.
 	step *decisionv1.Step
+	// The trigger event's properties (JSON object), carried on the
+	// decision so deliver renders with them as `event`.
+	props []byte
 }
 
 // runResult is what run did for one trigger.
@@ -52,7 +55,7 @@ func (s *Service) run(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, tr
 	d := &decisionv1.Decision{
 		DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
 		UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
-		Steps: []*decisionv1.Step{tr.step},
+		Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
 	}
 	var channels []string
 	for _, v := range c.GetVariants() {

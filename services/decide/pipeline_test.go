@@ -58,6 +58,8 @@ func TestEventTriggersOneDecision(t *testing.T) {
 		WorkspaceId: h.wsA, CampaignId: c.GetId(), CampaignVersion: 1, UserId: "u1", TriggerId: "event:m1",
 		Outcome: decisionv1.Outcome_OUTCOME_SEND, VariantId: "A", Channel: campaignv1.Channel_CHANNEL_EMAIL,
 		ContentRef: "cart/a", Topic: "marketing",
+		// The trigger's properties travel with the decision, for deliver's templates.
+		TriggerProperties: []byte(`{"total": 80}`),
 	}
 	opts := cmpDecision()
 	if diff := cmp.Diff(want, d, opts...); diff != "" {

@@ -65,12 +65,25 @@ func RunDev(ctx context.Context, cfg Config, dev DevConfig, logger *slog.Logger,
 			return err
 		}
 	}
+	// Webhooks work out of the box on one machine: a fresh signing secret
+	// (printed) and local destinations allowed, unless configured.
+	if cfg.Deliver.WebhookSecret == "" {
+		if cfg.Deliver.WebhookSecret, err = auth.NewSecret("whsec_"); err != nil {
+			return err
+		}
+		cfg.Deliver.WebhookAllowPrivate = true
+	}
+	if cfg.Deliver.TrackingKey == "" {
+		if cfg.Deliver.TrackingKey, err = auth.NewSecret("wt_"); err != nil {
+			return err
+		}
+	}
 	boot, err := bootstrap(ctx, cfg.DatabaseURL, dev, logger)
 	if err != nil {
 		return err
 	}
 	return Run(ctx, cfg, logger, Options{Ready: func(addr string) {
-		printBanner(out, addr, env, cfg.RedisURL, cfg.AdminToken, boot)
+		printBanner(out, addr, env, cfg.RedisURL, cfg.AdminToken, cfg.Deliver.WebhookSecret, boot)
 	}})
 }
 
@@ -90,7 +103,7 @@ func bootstrap(ctx context.Context, databaseURL string, dev DevConfig, logger *s
 	return res, nil
 }
 
-func printBanner(out io.Writer, addr string, env *devenv.Env, redisURL, adminToken string, boot workspace.BootstrapResult) {
+func printBanner(out io.Writer, addr string, env *devenv.Env, redisURL, adminToken, webhookSecret string, boot workspace.BootstrapResult) {
 	host, port, _ := net.SplitHostPort(addr)
 	if host == "" || host == "::" || host == "0.0.0.0" {
 		host = "127.0.0.1"
@@ -101,9 +114,10 @@ func printBanner(out io.Writer, addr string, env *devenv.Env, redisURL, adminTok
 	fmt.Fprintf(&b, "  Workspace        %s (%s)\n", boot.Workspace.Name, boot.Workspace.ID)
 	fmt.Fprintf(&b, "  Write key        %s\n", boot.WriteKeySecret)
 	fmt.Fprintf(&b, "  API token        %s\n", boot.APITokenSecret)
-	fmt.Fprintf(&b, "  Admin token      %s\n\n", adminToken)
+	fmt.Fprintf(&b, "  Admin token      %s\n", adminToken)
+	fmt.Fprintf(&b, "  Webhook secret   %s (Whisper-Signature of webhook deliveries)\n\n", webhookSecret)
 	fmt.Fprintf(&b, "  Segment API      %s/v1/{track,identify,page,screen,group,alias,batch}\n", base)
-	fmt.Fprintf(&b, "  Connect/gRPC     %s (whisper.ingest.v1.IngestService, whisper.profile.v1.ProfileService, whisper.campaign.v1.CampaignService, whisper.decision.v1.DecisionService, whisper.workspace.v1.WorkspaceService)\n", base)
+	fmt.Fprintf(&b, "  Connect/gRPC     %s (whisper.ingest.v1.IngestService, whisper.profile.v1.ProfileService, whisper.campaign.v1.CampaignService, whisper.decision.v1.DecisionService, whisper.content.v1.ContentService, whisper.delivery.v1.DeliveryService, whisper.workspace.v1.WorkspaceService)\n", base)
 	fmt.Fprintf(&b, "  Metrics          %s/metrics\n", base)
 	fmt.Fprintf(&b, "  Health           %s/healthz  %s/readyz\n\n", base, base)
 	fmt.Fprintf(&b, "  Kafka            %s (topics whisper.*)\n", strings.Join(env.KafkaBrokers(), ","))

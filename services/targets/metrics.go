@@ -15,6 +15,7 @@ import (
 	"github.com/whisperhq/whisper/internal/telemetry"
 	"github.com/whisperhq/whisper/services/content"
 	"github.com/whisperhq/whisper/services/decide"
+	"github.com/whisperhq/whisper/services/deliver"
 	"github.com/whisperhq/whisper/services/ingest"
 	"github.com/whisperhq/whisper/services/profiles"
 )
@@ -71,7 +72,7 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	rec.MustRegister(
 		telemetry.NewPgxPoolCollector("main", pool), telemetry.NewPgxPoolCollector(Profiles, pool),
 		telemetry.NewRedisPoolCollector("main", rdb), telemetry.NewRedisPoolCollector(Profiles, rdb),
-		telemetry.NewPgxPoolCollector("bandit", pool),
+		telemetry.NewPgxPoolCollector("bandit", pool), telemetry.NewRedisPoolCollector(Deliver, rdb),
 	)
 
 	// Content: renders by channel and outcome, render latency, cache.
@@ -81,6 +82,10 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	if _, err := decide.New(decide.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)}); err != nil {
 		return nil, err
 	}
+
+	// Deliver: deliveries by channel and status, attempts, retries, send
+	// latency, lateness, rate-limit waits, DLQ, the scheduled backlog.
+	deliver.New(deliver.Options{Registerer: rec})
 
 	return rec.Catalogue()
 }

@@ -64,7 +64,7 @@ const (
 const Content = "content"
 
 // Available lists the targets this build can run, in start order.
-var Available = []string{Ingest, Profiles, Decide, Content}
+var Available = []string{Ingest, Profiles, Decide, Content, Deliver}
 
 // Config is the configuration of a whisper process.
 type Config struct {
@@ -92,6 +92,8 @@ type Config struct {
 	// DecideContactRules is a JSON file of contact rules (see
 	// contactRulesFile); empty means contact.DefaultRules.
 	DecideContactRules string
+	// Deliver configures the deliver target's providers and limits.
+	Deliver DeliverConfig
 }
 
 // RegisterFlags binds c to fs.
@@ -107,6 +109,7 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.DurationVar(&c.FlushTimeout, "flush-timeout", 10*time.Second, "how long producers may take to flush at shutdown")
 	c.ContentDrafts.RegisterFlags(fs)
 	fs.DurationVar(&c.DecideWaitInterval, "decide-wait-interval", time.Second, "how often the decide target looks for campaign waits that are due (the lateness of a wait's end)")
+	c.Deliver.RegisterFlags(fs)
 	fs.StringVar(&c.DecideContactRules, "decide-contact-rules", "", "JSON file of the decide target's contact rules (caps, quiet hours, minimum gap, priority headroom), default and per workspace; empty: the built-in defaults")
 }
 
@@ -144,6 +147,9 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	if err := c.ContentDrafts.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Deliver.Validate(); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -460,6 +466,25 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 			}
 		})
 		defer func() { stopWork(); workers.Wait() }() // before client.Close
+	}
+
+	if slices.Contains(targets, Deliver) {
+		svc, trackingHandler, closeDeliver, err := startDeliver(ctx, cfg, pool, srv, reg, authenticator, logger, handlerOpts)
+		if err != nil {
+			return err
+		}
+		if trackingHandler != nil {
+			// Opened by recipients' mail clients and browsers: the signed
+			// token is the credential.
+			srv.Handle("/t/", tracing.Route(tp, "/t/", red.Route("/t/", trackingHandler)))
+		}
+		defer closeDeliver()
+		workers.Go(func() {
+			if err := svc.Run(workCtx); err != nil {
+				logger.Error("deliver stopped", "err", err)
+			}
+		})
+		defer func() { stopWork(); workers.Wait() }() // before closeDeliver
 	}
 
 	ln := opts.Listener

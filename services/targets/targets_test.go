@@ -40,7 +40,11 @@ type platform struct {
 
 // start runs targets.Run on real PostgreSQL and Redis and an in-process
 // broker, as `whisper serve --target=all` would.
-func start(t *testing.T) *platform {
+func start(t testing.TB) *platform { return startWith(t, nil) }
+
+// startWith is start with configure applied to the config (when not nil);
+// it is given the platform's base URL.
+func startWith(t testing.TB, configure func(cfg *targets.Config, url string)) *platform {
 	t.Helper()
 	_, brokers := kafkatest.NewCluster(t)
 	redistest.New(t)
@@ -56,6 +60,9 @@ func start(t *testing.T) *platform {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if configure != nil {
+		configure(&cfg, "http://"+ln.Addr().String())
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	p := &platform{url: "http://" + ln.Addr().String(), brokers: brokers, cancel: cancel, done: make(chan error, 1)}

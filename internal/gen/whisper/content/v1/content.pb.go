@@ -107,7 +107,11 @@ type Content struct {
 	// Push or in-app body, or the webhook's JSON body.
 	Body string `protobuf:"bytes,5,opt,name=body,proto3" json:"body,omitempty"`
 	// Push data: each value is a template; at most 50 keys.
-	Data          map[string]string `protobuf:"bytes,6,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	Data map[string]string `protobuf:"bytes,6,rep,name=data,proto3" json:"data,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// Webhook destination URL, a template rendered like the other parts (so
+	// it can come from the profile, e.g. {{ profile.traits.webhook_url }});
+	// deliver POSTs the body to it. Only for CHANNEL_WEBHOOK.
+	Url           string `protobuf:"bytes,7,opt,name=url,proto3" json:"url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -182,6 +186,13 @@ func (x *Content) GetData() map[string]string {
 		return x.Data
 	}
 	return nil
+}
+
+func (x *Content) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
 }
 
 // Template is one version of a message template.
@@ -1273,14 +1284,15 @@ var File_whisper_content_v1_content_proto protoreflect.FileDescriptor
 
 const file_whisper_content_v1_content_proto_rawDesc = "" +
 	"\n" +
-	" whisper/content/v1/content.proto\x12\x12whisper.content.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a whisper/profile/v1/profile.proto\"\xe9\x01\n" +
+	" whisper/content/v1/content.proto\x12\x12whisper.content.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a whisper/profile/v1/profile.proto\"\xfb\x01\n" +
 	"\aContent\x12\x18\n" +
 	"\asubject\x18\x01 \x01(\tR\asubject\x12\x12\n" +
 	"\x04html\x18\x02 \x01(\tR\x04html\x12\x12\n" +
 	"\x04text\x18\x03 \x01(\tR\x04text\x12\x14\n" +
 	"\x05title\x18\x04 \x01(\tR\x05title\x12\x12\n" +
 	"\x04body\x18\x05 \x01(\tR\x04body\x129\n" +
-	"\x04data\x18\x06 \x03(\v2%.whisper.content.v1.Content.DataEntryR\x04data\x1a7\n" +
+	"\x04data\x18\x06 \x03(\v2%.whisper.content.v1.Content.DataEntryR\x04data\x12\x10\n" +
+	"\x03url\x18\a \x01(\tR\x03url\x1a7\n" +
 	"\tDataEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xd1\x03\n" +

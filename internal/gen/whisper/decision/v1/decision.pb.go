@@ -143,9 +143,13 @@ type Decision struct {
 	Transactional bool `protobuf:"varint,15,opt,name=transactional,proto3" json:"transactional,omitempty"`
 	// Every step of the decision in order, with its inputs. The last step
 	// is the one that settled the outcome.
-	Steps         []*Step `protobuf:"bytes,16,rep,name=steps,proto3" json:"steps,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Steps []*Step `protobuf:"bytes,16,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The trigger event's properties as a JSON object (empty for a profile
+	// change or a Decide call without properties): deliver renders the
+	// content with them in scope as `event`.
+	TriggerProperties []byte `protobuf:"bytes,17,opt,name=trigger_properties,json=triggerProperties,proto3" json:"trigger_properties,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *Decision) Reset() {
@@ -286,6 +290,13 @@ func (x *Decision) GetTransactional() bool {
 func (x *Decision) GetSteps() []*Step {
 	if x != nil {
 		return x.Steps
+	}
+	return nil
+}
+
+func (x *Decision) GetTriggerProperties() []byte {
+	if x != nil {
+		return x.TriggerProperties
 	}
 	return nil
 }
@@ -727,7 +738,7 @@ var File_whisper_decision_v1_decision_proto protoreflect.FileDescriptor
 
 const file_whisper_decision_v1_decision_proto_rawDesc = "" +
 	"\n" +
-	"\"whisper/decision/v1/decision.proto\x12\x13whisper.decision.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"whisper/campaign/v1/campaign.proto\"\x84\x05\n" +
+	"\"whisper/decision/v1/decision.proto\x12\x13whisper.decision.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"whisper/campaign/v1/campaign.proto\"\xb3\x05\n" +
 	"\bDecision\x12\x1f\n" +
 	"\vdecision_id\x18\x01 \x01(\tR\n" +
 	"decisionId\x12!\n" +
@@ -752,7 +763,8 @@ const file_whisper_decision_v1_decision_proto_rawDesc = "" +
 	"\vdecide_time\x18\x0e \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"decideTime\x12$\n" +
 	"\rtransactional\x18\x0f \x01(\bR\rtransactional\x12/\n" +
-	"\x05steps\x18\x10 \x03(\v2\x19.whisper.decision.v1.StepR\x05steps\"\xac\x01\n" +
+	"\x05steps\x18\x10 \x03(\v2\x19.whisper.decision.v1.StepR\x05steps\x12-\n" +
+	"\x12trigger_properties\x18\x11 \x01(\fR\x11triggerProperties\"\xac\x01\n" +
 	"\x04Step\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
 	"\x06result\x18\x02 \x01(\tR\x06result\x12=\n" +

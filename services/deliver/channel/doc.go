@@ -1,0 +1,48 @@
+// Package channel holds the provider adapters deliver sends through: email
+// over SMTP, signed webhooks, SMS through Twilio's REST API and push
+// through FCM's HTTP v1 API. Each adapter is a Sender: it sends one
+// rendered Message and classifies every failure as an *Error, so the
+// deliver core decides on retry, bounce or dead letter without knowing the
+// provider. Errors that are not an *Error (network failures, timeouts) are
+// retryable; a canceled context is not.
+//
+// Idempotency: Message.DeliveryID is stable across retries and reaches the
+// provider wherever it supports one: the SMTP Message-ID is derived from it
+// (receivers and our own ledger can deduplicate), Twilio gets it as
+// I-Twilio-Idempotency-Token, webhooks as Whisper-Delivery-Id. FCM has no
+// idempotency key; the ledger in deliver is the only guard there.
+//
+// Every call is bounded by the adapter's Timeout as well as the context.
+//
+// # Webhook signature scheme
+//
+// Every webhook is an HTTP POST of the rendered JSON body with these
+// headers:
+//
+//	Content-Type:        application/json
+//	Whisper-Delivery-Id: <delivery id, stable across retries: deduplicate on it>
+//	Whisper-Timestamp:   <unix seconds when this attempt was signed>
+//	Whisper-Signature:   v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+//
+// To verify, a receiver takes the raw request body bytes (before any JSON
+// parsing), computes HMAC-SHA256 with the shared secret over the decimal
+// timestamp header, a single ".", and the body, hex-encodes it and compares
+// it in constant time with the value after "v1=". It then rejects the
+// request if the timestamp is further than its tolerance (five minutes is
+// a good default) from its own clock, which bounds replays; the delivery id
+// makes the remaining window harmless. Whisper-Signature may carry several
+// comma-separated "v1=" values (for secret rotation); one match suffices.
+// VerifySignature does all of this and is the reference implementation.
+//
+// A retry is signed again with a new timestamp; the delivery id and the
+// body stay the same. A 2xx reply acknowledges the delivery; 408, 429 and
+// 5xx are retried with backoff (a Retry-After header is honoured); any
+// other status, including redirects (never followed), fails the delivery
+// for good.
+//
+// Webhook destinations are checked against server-side request forgery at
+// dial time, on the address actually connected to, so a host name that
+// resolves (or re-resolves, DNS rebinding) to loopback, link-local,
+// private, unspecified, multicast or other non-public ranges is refused
+// unless WebhookConfig.AllowPrivate is set.
+package channel
