@@ -14,6 +14,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
@@ -594,5 +595,83 @@ func TestUnstorableRecordsDoNotStallThePartition(t *testing.T) {
 	got := h.decisionsOf(t, c.GetId(), 1)
 	if len(got) != 1 || got[0].GetTriggerId() != "event:x5" {
 		t.Fatalf("decisions %v, want the one of x5", got)
+	}
+}
+
+// Quiet hours defer a message to the end of the quiet hours in the user's
+// own timezone (the profile's "timezone" trait), through the whole
+// pipeline: a user for whom it is 23:00 gets a deferred decision sent at
+// 08:00 local, one for whom it is noon is sent now.
+func TestQuietHoursDefer(t *testing.T) {
+	rules := testRules()
+	email := rules.Channels["email"]
+	email.QuietHours = true
+	rules.Channels["email"] = email
+	rules.QuietStart, rules.QuietEnd = "21:00", "08:00"
+	h := newHarnessWith(t, contact.Config{Rules: rules})
+	c := h.create(t, tokenA, emailCampaign("Checkout Abandoned"))
+	h.run(t)
+
+	now := time.Now().UTC()
+	// zoneAt names a fixed-offset zone whose local time now is in the
+	// given hour (Etc/GMT-3 is UTC+3: the sign is inverted).
+	zoneAt := func(hour int) *time.Location {
+		off := (hour - now.Hour() + 48) % 24
+		if off > 14 {
+			off -= 24
+		}
+		name := fmt.Sprintf("Etc/GMT%+d", -off)
+		if off == 0 {
+			name = "Etc/GMT"
+		}
+		loc, err := time.LoadLocation(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return loc
+	}
+	night, noon := zoneAt(23), zoneAt(12)
+	for user, loc := range map[string]*time.Location{"night": night, "noon": noon} {
+		traits, err := structpb.NewStruct(map[string]any{"timezone": loc.String()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.produce(t, kafka.TopicProfiles, h.wsA, user, &profilev1.ProfileChange{
+			ChangeId: "tz-" + user, WorkspaceId: h.wsA, ChangeTime: timestamppb.New(now),
+			Kinds:   []profilev1.ProfileChangeKind{profilev1.ProfileChangeKind_PROFILE_CHANGE_KIND_TRAITS},
+			Profile: &profilev1.Profile{WorkspaceId: h.wsA, ProfileId: "p-" + user, UserId: user, Traits: traits},
+		})
+	}
+	// The snapshots must be there before the triggers: the two topics are
+	// not ordered with each other.
+	waitFor(t, func() bool {
+		var n int
+		err := h.store.pool.QueryRow(context.Background(),
+			`SELECT count(*) FROM profile_snapshots WHERE workspace_id = $1`, h.wsA).Scan(&n)
+		return err == nil && n == 2
+	})
+	for _, user := range []string{"night", "noon"} {
+		h.produce(t, kafka.TopicEvents, h.wsA, user, track(h.wsA, "abandon-"+user, user, "Checkout Abandoned", now, ""))
+	}
+	ds := h.decisionsOf(t, c.GetId(), 2)
+	got := map[string]*decisionv1.Decision{}
+	for _, d := range ds {
+		got[d.GetUserId()] = d
+	}
+	if diff := cmp.Diff(map[string]decisionv1.Outcome{
+		"night": decisionv1.Outcome_OUTCOME_DEFERRED,
+		"noon":  decisionv1.Outcome_OUTCOME_SEND,
+	}, outcomes(ds)); diff != "" {
+		t.Fatalf("outcomes (-want +got):\n%s", diff)
+	}
+	// Deferred to the next 08:00 in the user's zone (at most a minute of
+	// rounding either way), 9 hours from a 23:xx now.
+	localNow := now.In(night)
+	morning := time.Date(localNow.Year(), localNow.Month(), localNow.Day()+1, 8, 0, 0, 0, night)
+	if at := got["night"].GetSendTime().AsTime(); at.Sub(morning).Abs() > time.Minute {
+		t.Errorf("night: send time %v (%v local), want %v", at, at.In(night), morning)
+	}
+	if at := got["noon"].GetSendTime().AsTime(); at.Sub(now).Abs() > time.Minute {
+		t.Errorf("noon: send time %v, want about now (%v)", at, now)
 	}
 }
