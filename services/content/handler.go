@@ -46,7 +46,7 @@ func (h *Handler) Routes(opts ...connect.HandlerOption) (string, http.Handler) {
 
 // CreateTemplate checks and stores version 1 of a template.
 func (h *Handler) CreateTemplate(ctx context.Context, req *contentv1.CreateTemplateRequest) (*contentv1.CreateTemplateResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -65,7 +65,7 @@ func (h *Handler) CreateTemplate(ctx context.Context, req *contentv1.CreateTempl
 
 // UpdateTemplate checks and stores the next version of a template.
 func (h *Handler) UpdateTemplate(ctx context.Context, req *contentv1.UpdateTemplateRequest) (*contentv1.UpdateTemplateResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -87,7 +87,7 @@ func (h *Handler) UpdateTemplate(ctx context.Context, req *contentv1.UpdateTempl
 
 // GetTemplate returns one version of a template, the latest by default.
 func (h *Handler) GetTemplate(ctx context.Context, req *contentv1.GetTemplateRequest) (*contentv1.GetTemplateResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -114,7 +114,7 @@ func (h *Handler) GetTemplate(ctx context.Context, req *contentv1.GetTemplateReq
 
 // ListTemplates pages through a workspace's templates by id.
 func (h *Handler) ListTemplates(ctx context.Context, req *contentv1.ListTemplatesRequest) (*contentv1.ListTemplatesResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -149,7 +149,7 @@ func (h *Handler) ListTemplates(ctx context.Context, req *contentv1.ListTemplate
 
 // Render renders a stored template for a user of the caller's workspace.
 func (h *Handler) Render(ctx context.Context, req *contentv1.RenderRequest) (*contentv1.RenderResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -167,7 +167,7 @@ func (h *Handler) Render(ctx context.Context, req *contentv1.RenderRequest) (*co
 
 // Preview renders an unsaved template, with drafts when asked.
 func (h *Handler) Preview(ctx context.Context, req *contentv1.PreviewRequest) (*contentv1.PreviewResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -218,33 +218,6 @@ func (h *Handler) toConnect(ctx context.Context, what string, err error) error {
 	}
 	h.logger.ErrorContext(ctx, what, "err", err)
 	return connect.NewError(connect.CodeInternal, errors.New(what+" failed"))
-}
-
-// workspaceOf resolves the workspace a request acts on, as every
-// management API does (see services/profiles).
-func workspaceOf(ctx context.Context, requested string) (string, error) {
-	p, ok := auth.PrincipalFrom(ctx)
-	if !ok {
-		// The handler was mounted without authn middleware: fail closed.
-		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
-	}
-	if requested == "" {
-		if p.Admin {
-			return "", invalid("workspace_id", "required with the admin token")
-		}
-		if p.WorkspaceID == "" {
-			return "", connect.NewError(connect.CodePermissionDenied, errors.New("the credential belongs to no workspace"))
-		}
-		return p.WorkspaceID, nil
-	}
-	u, err := uuid.Parse(requested)
-	if err != nil || len(requested) != 36 {
-		return "", invalid("workspace_id", "not a valid id")
-	}
-	if !p.CanAccess(u.String()) {
-		return "", connect.NewError(connect.CodePermissionDenied, errors.New("an API token may act on its own workspace only"))
-	}
-	return u.String(), nil
 }
 
 func invalid(field, problem string) error {

@@ -62,7 +62,7 @@ func (h *Handler) DecisionRoutes(opts ...connect.HandlerOption) (string, http.Ha
 
 // CreateCampaign stores a new campaign.
 func (h *Handler) CreateCampaign(ctx context.Context, req *campaignv1.CreateCampaignRequest) (*campaignv1.CreateCampaignResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -82,7 +82,7 @@ func (h *Handler) CreateCampaign(ctx context.Context, req *campaignv1.CreateCamp
 
 // UpdateCampaign stores a new version of a campaign.
 func (h *Handler) UpdateCampaign(ctx context.Context, req *campaignv1.UpdateCampaignRequest) (*campaignv1.UpdateCampaignResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +103,7 @@ func (h *Handler) UpdateCampaign(ctx context.Context, req *campaignv1.UpdateCamp
 
 // GetCampaign returns a campaign.
 func (h *Handler) GetCampaign(ctx context.Context, req *campaignv1.GetCampaignRequest) (*campaignv1.GetCampaignResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -123,7 +123,7 @@ func (h *Handler) GetCampaign(ctx context.Context, req *campaignv1.GetCampaignRe
 
 // ListCampaigns pages through a workspace's campaigns in creation order.
 func (h *Handler) ListCampaigns(ctx context.Context, req *campaignv1.ListCampaignsRequest) (*campaignv1.ListCampaignsResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +166,7 @@ func (h *Handler) ActivateCampaign(ctx context.Context, req *campaignv1.Activate
 }
 
 func (h *Handler) setStatus(ctx context.Context, requested, campaignID, status string) (*campaignv1.Campaign, error) {
-	ws, err := workspaceOf(ctx, requested)
+	ws, err := auth.Workspace(ctx, requested)
 	if err != nil {
 		return nil, err
 	}
@@ -183,7 +183,7 @@ func (h *Handler) setStatus(ctx context.Context, requested, campaignID, status s
 
 // Decide runs a campaign for a user now.
 func (h *Handler) Decide(ctx context.Context, req *decisionv1.DecideRequest) (*decisionv1.DecideResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func (h *Handler) Decide(ctx context.Context, req *decisionv1.DecideRequest) (*d
 
 // ListDecisions pages through decisions, newest first.
 func (h *Handler) ListDecisions(ctx context.Context, req *decisionv1.ListDecisionsRequest) (*decisionv1.ListDecisionsResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -253,7 +253,7 @@ func (h *Handler) ListDecisions(ctx context.Context, req *decisionv1.ListDecisio
 
 // ExplainDecision returns a decision with the campaign version it used.
 func (h *Handler) ExplainDecision(ctx context.Context, req *decisionv1.ExplainDecisionRequest) (*decisionv1.ExplainDecisionResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -304,33 +304,6 @@ func parseID(field, id string) (string, error) {
 	u, err := uuid.Parse(id)
 	if err != nil || len(id) != 36 {
 		return "", invalid(field, "not a valid id")
-	}
-	return u.String(), nil
-}
-
-// workspaceOf returns the workspace a request may act on: the one it
-// names, if the caller may access it, else the caller's own.
-func workspaceOf(ctx context.Context, requested string) (string, error) {
-	p, ok := auth.PrincipalFrom(ctx)
-	if !ok {
-		// The handler was mounted without authn middleware: fail closed.
-		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
-	}
-	if requested == "" {
-		if p.Admin {
-			return "", invalid("workspace_id", "required with the admin token")
-		}
-		if p.WorkspaceID == "" {
-			return "", connect.NewError(connect.CodePermissionDenied, errors.New("the credential belongs to no workspace"))
-		}
-		return p.WorkspaceID, nil
-	}
-	u, err := uuid.Parse(requested)
-	if err != nil || len(requested) != 36 {
-		return "", invalid("workspace_id", "not a valid id")
-	}
-	if !p.CanAccess(u.String()) {
-		return "", connect.NewError(connect.CodePermissionDenied, errors.New("an API token may act on its own workspace only"))
 	}
 	return u.String(), nil
 }

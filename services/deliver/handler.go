@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
-	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -84,7 +83,7 @@ type pageToken struct {
 
 // ListDeliveries pages through deliveries newest first.
 func (h *Handler) ListDeliveries(ctx context.Context, req *deliveryv1.ListDeliveriesRequest) (*deliveryv1.ListDeliveriesResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +131,7 @@ func (h *Handler) ListDeliveries(ctx context.Context, req *deliveryv1.ListDelive
 
 // GetDelivery returns one delivery with its attempts.
 func (h *Handler) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRequest) (*deliveryv1.GetDeliveryResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +167,7 @@ func (h *Handler) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRe
 // StreamInApp sends the user's unread messages, oldest first, then new
 // ones as they arrive, until the client goes away.
 func (h *Handler) StreamInApp(ctx context.Context, req *deliveryv1.StreamInAppRequest, stream *connect.ServerStream[deliveryv1.StreamInAppResponse]) error {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return err
 	}
@@ -227,7 +226,7 @@ func (h *Handler) StreamInApp(ctx context.Context, req *deliveryv1.StreamInAppRe
 
 // MarkInAppRead marks messages read.
 func (h *Handler) MarkInAppRead(ctx context.Context, req *deliveryv1.MarkInAppReadRequest) (*deliveryv1.MarkInAppReadResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -243,30 +242,6 @@ func (h *Handler) MarkInAppRead(ctx context.Context, req *deliveryv1.MarkInAppRe
 		return nil, h.internal(ctx, "mark read", err)
 	}
 	return &deliveryv1.MarkInAppReadResponse{Marked: int32(tag.RowsAffected())}, nil
-}
-
-func workspaceOf(ctx context.Context, requested string) (string, error) {
-	p, ok := auth.PrincipalFrom(ctx)
-	if !ok {
-		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
-	}
-	if requested == "" {
-		if p.Admin {
-			return "", invalid("workspace_id", "required with the admin token")
-		}
-		if p.WorkspaceID == "" {
-			return "", connect.NewError(connect.CodePermissionDenied, errors.New("the credential belongs to no workspace"))
-		}
-		return p.WorkspaceID, nil
-	}
-	u, err := uuid.Parse(requested)
-	if err != nil || len(requested) != 36 {
-		return "", invalid("workspace_id", "not a valid id")
-	}
-	if !p.CanAccess(u.String()) {
-		return "", connect.NewError(connect.CodePermissionDenied, errors.New("an API token may read its own workspace only"))
-	}
-	return u.String(), nil
 }
 
 func invalid(field, problem string) error {

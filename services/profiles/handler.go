@@ -59,7 +59,7 @@ func (h *Handler) Routes(opts ...connect.HandlerOption) (string, http.Handler) {
 
 // GetProfile returns the profile an identity is linked to.
 func (h *Handler) GetProfile(ctx context.Context, req *profilev1.GetProfileRequest) (*profilev1.GetProfileResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -92,7 +92,7 @@ func (h *Handler) GetProfile(ctx context.Context, req *profilev1.GetProfileReque
 // ListProfiles pages through a workspace's profiles by profile id, keeping
 // only those the request's CEL filter matches, if it has one.
 func (h *Handler) ListProfiles(ctx context.Context, req *profilev1.ListProfilesRequest) (*profilev1.ListProfilesResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -197,33 +197,6 @@ func pageToken(id string) string {
 }
 
 const pageTokenVersion = 1
-
-// workspaceOf returns the workspace a request may read: the one it names,
-// if the caller may access it, else the caller's own.
-func workspaceOf(ctx context.Context, requested string) (string, error) {
-	p, ok := auth.PrincipalFrom(ctx)
-	if !ok {
-		// The handler was mounted without authn middleware: fail closed.
-		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
-	}
-	if requested == "" {
-		if p.Admin {
-			return "", invalid("workspace_id", "required with the admin token")
-		}
-		if p.WorkspaceID == "" {
-			return "", connect.NewError(connect.CodePermissionDenied, errors.New("the credential belongs to no workspace"))
-		}
-		return p.WorkspaceID, nil
-	}
-	u, err := uuid.Parse(requested)
-	if err != nil || len(requested) != 36 {
-		return "", invalid("workspace_id", "not a valid id")
-	}
-	if !p.CanAccess(u.String()) {
-		return "", connect.NewError(connect.CodePermissionDenied, errors.New("an API token may read its own workspace only"))
-	}
-	return u.String(), nil
-}
 
 func invalid(field, problem string) error {
 	return connect.NewError(connect.CodeInvalidArgument, errors.New(field+": "+problem))

@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/whisperhq/whisper/internal/auth"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 )
 
@@ -137,7 +138,7 @@ func rulesFromProto(p *profilev1.LifecycleRules) Rules {
 
 // GetLifecycleRules returns the workspace's lifecycle rules.
 func (h *Handler) GetLifecycleRules(ctx context.Context, req *profilev1.GetLifecycleRulesRequest) (*profilev1.GetLifecycleRulesResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}
@@ -154,7 +155,7 @@ func (h *Handler) GetLifecycleRules(ctx context.Context, req *profilev1.GetLifec
 
 // UpdateLifecycleRules replaces the workspace's lifecycle rules.
 func (h *Handler) UpdateLifecycleRules(ctx context.Context, req *profilev1.UpdateLifecycleRulesRequest) (*profilev1.UpdateLifecycleRulesResponse, error) {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"connectrpc.com/connect"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/whisperhq/whisper/internal/auth"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 )
 
@@ -24,7 +25,7 @@ const maxFollow = 8
 // changes the profile too. On every wake-up the identity is resolved again,
 // so a stream whose profile an alias merged away follows the survivor.
 func (h *Handler) WatchProfile(ctx context.Context, req *profilev1.WatchProfileRequest, stream *connect.ServerStream[profilev1.WatchProfileResponse]) error {
-	ws, err := workspaceOf(ctx, req.GetWorkspaceId())
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
 	if err != nil {
 		return err
 	}
