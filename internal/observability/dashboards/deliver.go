@@ -35,8 +35,8 @@ func Deliver() *dashboard.DashboardBuilder {
 			description: "Deliveries reaching a final state per second, by channel and status: sent, failed (bounces and exhausted retries included), skipped (no recipient: no profile, or no address trait for the channel).",
 			queries:     q(query(`sum by (channel, status) (rate(whisper_deliver_deliveries_total{`+ns+`}[$__rate_interval]))`, "{{channel}} {{status}}"))}.timeseries()).
 		WithPanel(panel{title: "Failure ratio by channel", unit: units.PercentUnit, width: 8,
-			description: "Share of each channel's final deliveries that failed (bounced or exhausted retries included). Alert DeliveryFailureRatioHigh fires above 10% for 15 minutes with enough traffic.",
-			queries:     q(query(`sum by (channel) (rate(whisper_deliver_deliveries_total{`+ns+`,status="failed"}[$__rate_interval])) / sum by (channel) (rate(whisper_deliver_deliveries_total{`+ns+`}[$__rate_interval]))`, "{{channel}}"))}.timeseries()).
+			description: "Share of each channel's final deliveries, sent or failed, that failed (bounced or exhausted retries included); skipped ones (no recipient) are left out, as in alert DeliveryFailureRatioHigh, which fires above 10% for 15 minutes with at least 30 such deliveries.",
+			queries:     q(query(`sum by (channel) (rate(whisper_deliver_deliveries_total{`+ns+`,status="failed"}[$__rate_interval])) / sum by (channel) (rate(whisper_deliver_deliveries_total{`+ns+`,status=~"sent|failed"}[$__rate_interval]))`, "{{channel}}"))}.timeseries()).
 		WithPanel(panel{title: "Deliveries in range by status", unit: units.Short, width: 8,
 			description: "Final deliveries over the selected range, all channels, by status.",
 			queries:     q(query(`sum by (status) (increase(whisper_deliver_deliveries_total{`+ns+`}[$__range]))`, "{{status}}"))}.stat(0)).
