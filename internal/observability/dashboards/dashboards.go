@@ -36,6 +36,7 @@ func Render() (map[string][]byte, error) {
 		"profiles.json": Profiles(),
 		"decide.json":   Decide(),
 		"content.json":  Content(),
+		"deliver.json":  Deliver(),
 	}
 	out := map[string][]byte{}
 	for file, b := range builders {

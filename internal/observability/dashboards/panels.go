@@ -179,10 +179,19 @@ func Ingest() *dashboard.DashboardBuilder {
 }
 
 // Business is what the product does, for product and growth people: which
-// events arrive, through which API.
+// events arrive and through which API, how users move between lifecycle
+// stages, what the campaigns decide and convert, and what is delivered on
+// which channel.
+//
+// Two views are approximations, said so in their descriptions: no metric
+// counts users per stage (profiles counts transitions, so the panel shows
+// entries into and exits from each stage), and conversions carry no
+// campaign label (decide counts them in total, to keep the label set of a
+// hot counter small), so the conversion panel compares them with sends.
 func Business() *dashboard.DashboardBuilder {
 	return withNamespace(newDashboard("whisper-business", "Whisper / Business",
-		"Product events accepted by the platform, by call type and API.", "business")).
+		"Product events accepted by the platform, lifecycle stage changes, decisions and conversions per campaign, and deliveries per channel.", "business")).
+		WithRow(row("Events")).
 		WithPanel(panel{title: "Events accepted in range", unit: units.Short, width: 8,
 			description: "Events accepted over the selected time range, all types and APIs.",
 			queries:     q(query(`sum(increase(whisper_ingest_events_accepted_total{`+ns+`}[$__range]))`, "events"))}.stat(0)).
@@ -194,7 +203,38 @@ func Business() *dashboard.DashboardBuilder {
 			queries:     q(query(`sum by (type) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{type}}"))}.timeseries()).
 		WithPanel(panel{title: "Events accepted by API", unit: units.CountsPerSecond, width: 24,
 			description: "Events accepted per second by API: how much traffic comes through existing Segment SDKs versus Connect clients.",
-			queries:     q(query(`sum by (api) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{api}}"))}.timeseries())
+			queries:     q(query(`sum by (api) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{api}}"))}.timeseries()).
+		WithRow(row("Lifecycle stages")).
+		WithPanel(panel{title: "Users entering each stage", unit: units.CountsPerSecond, width: 12,
+			description: "Profiles entering each lifecycle stage per second, by events or by the sweeper as time passes. These are transitions, not active users: no metric counts users per stage (the ProfileService can), so read it as the flow into each stage.",
+			queries:     q(query(`sum by (to) (rate(whisper_profiles_stage_transitions_total{`+ns+`}[$__rate_interval]))`, "{{to}}"))}.timeseries()).
+		WithPanel(panel{title: "Net stage change in range", unit: units.Short, width: 12,
+			description: "Over the selected range, profiles that entered each stage minus those that left it: the change in the stage's population, not its size (transitions are counted, users per stage are not). A stage with no entries or no exits in the range is not shown.",
+			queries: q(query(`sum by (stage) (label_replace(increase(whisper_profiles_stage_transitions_total{`+ns+`}[$__range]), "stage", "$1", "to", "(.*)")) - sum by (stage) (label_replace(increase(whisper_profiles_stage_transitions_total{`+ns+`}[$__range]), "stage", "$1", "from", "(.*)"))`,
+				"{{stage}}"))}.stat(0)).
+		WithRow(row("Campaigns")).
+		WithPanel(panel{title: "Decisions by campaign and outcome", unit: units.CountsPerSecond, width: 12,
+			description: "Final decisions per second, by campaign id and outcome: send, deferred, skipped_audience, skipped_consent, capped (contact policy), holdout, exited.",
+			queries:     q(query(`sum by (campaign, outcome) (rate(whisper_decide_decisions_total{`+ns+`}[$__rate_interval]))`, "{{campaign}} {{outcome}}"))}.timeseries()).
+		WithPanel(panel{title: "Decisions in range by campaign", unit: units.Short, width: 12,
+			description: "Decisions to send over the selected range, per campaign id: how many messages each campaign chose to send.",
+			queries:     q(query(`sum by (campaign) (increase(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__range]))`, "{{campaign}}"))}.stat(0)).
+		WithPanel(panel{title: "Conversions and sends", unit: units.CountsPerSecond, width: 12,
+			description: "Goal events per second attributed to a decision within its campaign's attribution window, next to decisions to send. Conversions are counted for all campaigns together: the metric has no campaign label, so per-campaign conversions are not available here.",
+			queries: q(
+				query(`sum(rate(whisper_decide_conversions_total{`+ns+`}[$__rate_interval]))`, "conversions"),
+				query(`sum(rate(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__rate_interval]))`, "sends"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Conversions per send in range", unit: units.PercentUnit, width: 12,
+			description: "Conversions over the selected range divided by decisions to send over the same range, all campaigns together (the conversion metric has no campaign label). Conversions of sends made before the range count too, so short ranges overstate it.",
+			queries:     q(query(`sum(increase(whisper_decide_conversions_total{`+ns+`}[$__range])) / sum(increase(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__range]))`, "conversions per send"))}.stat(1)).
+		WithRow(row("Deliveries")).
+		WithPanel(panel{title: "Deliveries by channel and status", unit: units.CountsPerSecond, width: 12,
+			description: "Deliveries reaching a final state per second, by channel and status: sent, failed (bounces included), skipped (no recipient).",
+			queries:     q(query(`sum by (channel, status) (rate(whisper_deliver_deliveries_total{`+ns+`}[$__rate_interval]))`, "{{channel}} {{status}}"))}.timeseries()).
+		WithPanel(panel{title: "Sent in range by channel", unit: units.Short, width: 12,
+			description: "Deliveries sent over the selected range, per channel (email, sms, push, webhook, in_app).",
+			queries:     q(query(`sum by (channel) (increase(whisper_deliver_deliveries_total{`+ns+`,status="sent"}[$__range]))`, "{{channel}}"))}.stat(0))
 }
 
 func q(qs ...*prometheus.DataqueryBuilder) []*prometheus.DataqueryBuilder { return qs }
