@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"google.golang.org/protobuf/types/known/structpb"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/whisperhq/whisper/internal/auth"
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
@@ -31,6 +32,7 @@ func TestFilters(t *testing.T) {
 		Stage: StageAtRisk, EngagementScore: 35, ChurnRisk: 0.62,
 		ScoreInputs:   &profilev1.ScoreInputs{DaysSinceLastSeen: 9, Trend: 0.4},
 		RollingCounts: map[string]*profilev1.WindowCounts{"Bought": {Last_7D: 0, Last_28D: 2}},
+		SessionCount:  4, SessionStartTime: timestamppb.New(time.Date(2026, 11, 1, 9, 0, 0, 0, time.UTC)),
 	}
 	ten := "[0,1,2,3,4,5,6,7,8,9]"
 	for _, tt := range []struct {
@@ -48,6 +50,9 @@ func TestFilters(t *testing.T) {
 		{expr: `profile.churn_risk > 0.5 && profile.engagement_score < 40 && profile.score_inputs.trend < 0.5`, want: true},
 		{expr: `profile.rolling_counts["Bought"].last_28d >= 2 && profile.rolling_counts["Bought"].last_7d == 0`, want: true},
 		{expr: `profile.stage in ["dormant", "churned"]`, want: false},
+		// So do the sessions.
+		{expr: `profile.session_count >= 3 && profile.session_start_time < timestamp("2026-11-02T00:00:00Z")`, want: true},
+		{expr: `profile.session_count > 4`, want: false},
 		{expr: `profile.user_id ==`, wantErr: "<input>:1:"},
 		{expr: `profile.nope`, wantErr: "undefined field 'nope'"},
 		{expr: `profile.user_id`, wantErr: "must be of type bool, not string"},

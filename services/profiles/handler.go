@@ -213,16 +213,18 @@ func toProto(p Profile) (*profilev1.Profile, error) {
 		return nil, err
 	}
 	out := &profilev1.Profile{
-		WorkspaceId:    p.WorkspaceID,
-		ProfileId:      p.ProfileID,
-		UserId:         p.UserID,
-		AnonymousIds:   slices.Clone(p.AnonymousIDs),
-		Traits:         traits,
-		FirstSeenTime:  timestamppb.New(p.FirstSeen),
-		LastSeenTime:   timestamppb.New(p.LastSeen),
-		EventCounts:    p.EventCounts,
-		LastEventTimes: make(map[string]*timestamppb.Timestamp, len(p.LastEventTimes)),
-		UpdateTime:     timestamppb.New(p.UpdatedAt),
+		WorkspaceId:      p.WorkspaceID,
+		ProfileId:        p.ProfileID,
+		UserId:           p.UserID,
+		AnonymousIds:     slices.Clone(p.AnonymousIDs),
+		Traits:           traits,
+		FirstSeenTime:    timestamppb.New(p.FirstSeen),
+		LastSeenTime:     timestamppb.New(p.LastSeen),
+		EventCounts:      p.EventCounts,
+		LastEventTimes:   make(map[string]*timestamppb.Timestamp, len(p.LastEventTimes)),
+		UpdateTime:       timestamppb.New(p.UpdatedAt),
+		SessionCount:     p.SessionCount,
+		SessionStartTime: timestamppb.New(p.SessionStart),
 	}
 	for name, us := range p.LastEventTimes {
 		out.LastEventTimes[name] = timestamppb.New(time.UnixMicro(us))

@@ -40,7 +40,11 @@ type profile struct {
 	lastEvent  map[string]int64
 	firstSeen  int64
 	lastSeen   int64
-	daily      activity
+	// sessionCount counts sessions; sessionStart is the event time that
+	// started the latest one (see sessionGap).
+	sessionCount int64
+	sessionStart int64
+	daily        activity
 	// version counts the writes of the row (see the Redis mirror).
 	version int64
 	// The lifecycle as stored: for a loaded profile, what was loaded,
@@ -97,6 +101,20 @@ func (p *profile) touch(t int64) {
 	}
 }
 
+// sessionGap is the inactivity that ends a session, as in web analytics.
+const sessionGap = int64(30 * time.Minute / time.Microsecond)
+
+// observeSession counts the session an event at t belongs to. It must be
+// called before touch(t), since it compares t with the latest event applied
+// before it: the first event, or one more than sessionGap after that, starts
+// a session; anything else, a late event included, continues the latest.
+func (p *profile) observeSession(t int64) {
+	if p.lastSeen == 0 || t > p.lastSeen+sessionGap {
+		p.sessionCount++
+		p.sessionStart = t
+	}
+}
+
 // setTraits merges traits observed at t: per key, the value of the latest
 // event wins; null deletes the key (and remembers when). Nested objects are
 // values like any other: the latest replaces them whole.
@@ -129,6 +147,12 @@ func (p *profile) absorb(src *profile) {
 		}
 	}
 	p.daily.absorb(src.daily)
+	// Sessions are not recomputed from the two event histories (they are
+	// not kept): counts add up and the later start wins. Sessions of the
+	// two ids that overlapped in time are counted twice; for one person on
+	// two devices or ids, that is the usual approximation.
+	p.sessionCount += src.sessionCount
+	p.sessionStart = max(p.sessionStart, src.sessionStart)
 	p.mergedIDs = append(p.mergedIDs, src.mergedIDs...)
 	for name, n := range src.counts {
 		p.counts[name] += n
@@ -353,6 +377,7 @@ func (b *batch) apply(e event) {
 		p = b.resolve(e)
 	}
 	p.changed = true
+	p.observeSession(e.micros)
 	p.touch(e.micros)
 	name := ""
 	if e.typ == eventv1.EventType_EVENT_TYPE_TRACK {

@@ -3,6 +3,7 @@ package profiles
 import (
 	"encoding/json"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -139,6 +140,106 @@ func TestBatchApply(t *testing.T) {
 	}
 }
 
+func TestSessions(t *testing.T) {
+	identify := eventv1.EventType_EVENT_TYPE_IDENTIFY
+	track := eventv1.EventType_EVENT_TYPE_TRACK
+	alias := eventv1.EventType_EVENT_TYPE_ALIAS
+	minute := int64(time.Minute / time.Microsecond)
+	t0 := 50 * microsPerDay
+	type sessions struct{ Count, Start int64 }
+	tests := []struct {
+		name   string
+		events []event
+		want   map[string]sessions
+	}{
+		{
+			name:   "the first event starts a session",
+			events: []event{{typ: identify, userID: "u", micros: t0}},
+			want:   map[string]sessions{"u": {1, t0}},
+		},
+		{
+			name: "gaps up to 30 minutes continue the session",
+			events: []event{
+				{typ: track, userID: "u", name: "A", micros: t0},
+				{typ: track, userID: "u", name: "A", micros: t0 + 29*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 + 59*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 + 89*minute}, // exactly 30: not more
+			},
+			want: map[string]sessions{"u": {1, t0}},
+		},
+		{
+			name: "a gap of more than 30 minutes starts a session",
+			events: []event{
+				{typ: track, userID: "u", name: "A", micros: t0},
+				{typ: track, userID: "u", name: "A", micros: t0 + 30*minute + 1},
+				{typ: track, userID: "u", name: "A", micros: t0 + 40*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 + 3*24*60*minute},
+			},
+			want: map[string]sessions{"u": {3, t0 + 3*24*60*minute}},
+		},
+		{
+			name: "a late event never starts a session",
+			events: []event{
+				{typ: track, userID: "u", name: "A", micros: t0},
+				{typ: track, userID: "u", name: "A", micros: t0 - 5*24*60*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 - 60*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 + 10*minute},
+			},
+			want: map[string]sessions{"u": {1, t0}},
+		},
+		{
+			name: "the gap is measured from the latest event, not the session start",
+			events: []event{
+				{typ: track, userID: "u", name: "A", micros: t0},
+				{typ: track, userID: "u", name: "A", micros: t0 + 20*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 - 2*60*minute}, // late: no session, last seen stays
+				{typ: track, userID: "u", name: "A", micros: t0 + 45*minute},
+				{typ: track, userID: "u", name: "A", micros: t0 + 76*minute},
+			},
+			want: map[string]sessions{"u": {2, t0 + 76*minute}},
+		},
+		{
+			name: "an alias adds the counts up and keeps the latest start",
+			events: []event{
+				{typ: track, anonymousID: "old", name: "A", micros: t0},
+				{typ: track, anonymousID: "old", name: "A", micros: t0 + 2*60*minute},
+				{typ: track, anonymousID: "old", name: "A", micros: t0 + 4*60*minute},
+				{typ: track, userID: "new", name: "A", micros: t0 + 60*minute},
+				{typ: track, userID: "new", name: "A", micros: t0 + 3*60*minute},
+				// Within 30 minutes of the merged profile's last event
+				// (old's, at +4h): it continues that session.
+				{typ: alias, userID: "new", previousID: "old", micros: t0 + 4*60*minute + 10*minute},
+			},
+			want: map[string]sessions{"new": {5, t0 + 4*60*minute}},
+		},
+		{
+			name: "after a merge, the gap is measured from the merged last event",
+			events: []event{
+				{typ: track, anonymousID: "a", name: "A", micros: t0 + 60*minute},
+				{typ: track, userID: "u", name: "A", micros: t0},
+				{typ: identify, anonymousID: "a", userID: "u", micros: t0 + 80*minute},
+			},
+			want: map[string]sessions{"u": {2, t0 + 60*minute}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBatch(100 * microsPerDay)
+			for _, e := range tt.events {
+				e.ws = ws
+				b.apply(e)
+			}
+			got := map[string]sessions{}
+			for _, p := range b.profiles {
+				got[p.userID] = sessions{p.sessionCount, p.sessionStart}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("sessions by user (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
 var cmpSortIDs = cmpopts.SortSlices(func(a, b string) bool { return a < b })
 
 func TestDecodeRefusesWhatCannotBeStored(t *testing.T) {
@@ -172,5 +273,64 @@ func TestDecodeRefusesWhatCannotBeStored(t *testing.T) {
 	}
 	if e.ws != ws || string(e.traits["n"]) != "12345678901234567890" || e.micros != 1e6 {
 		t.Errorf("decode = %+v; want the canonical workspace id, the number's text, the fallback time", e)
+	}
+}
+
+// TestSessionsOfEveryInterleaving applies the events of
+// TestIdentityAliasAndReplay's u1 in every order that keeps each key's
+// (partition's) order, and checks the session outcomes that the end-to-end
+// test accepts are exactly those.
+func TestSessionsOfEveryInterleaving(t *testing.T) {
+	minute := int64(time.Minute / time.Microsecond)
+	t0 := 1000 * minute
+	track := func(user, anon, name string, at int64) event {
+		return event{typ: eventv1.EventType_EVENT_TYPE_TRACK, userID: user, anonymousID: anon, name: name, micros: t0 + at*minute}
+	}
+	partitions := [][]event{
+		{track("", "anon-1", "Viewed", 0)},
+		{
+			{typ: eventv1.EventType_EVENT_TYPE_IDENTIFY, userID: "u1", anonymousID: "anon-1", micros: t0 + minute},
+			track("u1", "", "Viewed", 2), track("u1", "", "Bought", 3), track("u1", "", "Signed Up", 6),
+		},
+		{
+			track("old-id", "", "Viewed", -60),
+			{typ: eventv1.EventType_EVENT_TYPE_IDENTIFY, userID: "old-id", micros: t0 - 60*minute},
+			{typ: eventv1.EventType_EVENT_TYPE_ALIAS, userID: "u1", previousID: "old-id", micros: t0 + 4*minute},
+			track("old-id", "", "Bought", 5),
+		},
+	}
+	type sessions struct{ Count, StartMinute int64 }
+	got := map[sessions]bool{}
+	var orders func(pos []int, order []event)
+	orders = func(pos []int, order []event) {
+		done := true
+		for i, evs := range partitions {
+			if pos[i] == len(evs) {
+				continue
+			}
+			done = false
+			next := slices.Clone(pos)
+			next[i]++
+			orders(next, append(slices.Clone(order), evs[pos[i]]))
+		}
+		if !done {
+			return
+		}
+		b := newBatch(2 * t0)
+		for _, e := range order {
+			e.ws = ws
+			b.apply(e)
+		}
+		if len(b.profiles) != 1 {
+			t.Fatalf("%d profiles after every event, want 1 (all merged)", len(b.profiles))
+		}
+		for _, p := range b.profiles {
+			got[sessions{p.sessionCount, (p.sessionStart - t0) / minute}] = true
+		}
+	}
+	orders(make([]int, len(partitions)), nil)
+	want := map[sessions]bool{{2, 0}: true, {2, 1}: true, {2, 4}: true, {3, 4}: true}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("session outcomes (-want +got):\n%s", diff)
 	}
 }

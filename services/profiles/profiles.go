@@ -24,6 +24,29 @@
 // identity) is copied to whisper.events.dlq with the reason in a header, and
 // the consumer moves on.
 //
+// # Sessions
+//
+// A session is a run of events without 30 minutes of inactivity, as in web
+// analytics (sessionGap). An applied event starts a new session when it is
+// the profile's first, or when its time is more than 30 minutes after the
+// profile's last_seen before it is applied; any other event, including a
+// late one (dated before last_seen), belongs to the latest session and
+// starts none. The profile keeps only the count (session_count) and the
+// start of the latest session (session_start_time), in its row, written
+// with the rest of the batch, so the message-id idempotence covers them.
+// Sessions are counted in the order events are applied, not re-derived
+// from event times: events that arrive out of order are not
+// re-sessionized.
+//
+// When an alias (or identify) merges two profiles, their counts add up and
+// the later session start wins. The two histories are not kept, so this is
+// an approximation: two sessions of the two ids that overlapped in time (or
+// followed each other within 30 minutes) count as two, and the merging
+// event is sessionized against the merged profile's last_seen.
+//
+// Rows from before sessions (migration 00003) start with one session,
+// started at their last_seen.
+//
 // # Rolling activity
 //
 // PostgreSQL is the source of truth: the profile row keeps its activity per

@@ -182,12 +182,14 @@ func as(ws string) context.Context {
 }
 
 // waitProfile polls GetProfile until it returns want (ignoring the
-// generated profile id, the write time and the computed lifecycle fields)
-// or the deadline passes.
+// generated profile id, the write time, the computed lifecycle fields and
+// the sessions, which TestSessionsEndToEnd and TestIdentityAliasAndReplay
+// check) or the deadline passes.
 func (h *harness) waitProfile(t *testing.T, ctx context.Context, req *profilev1.GetProfileRequest, want *profilev1.Profile) *profilev1.Profile {
 	t.Helper()
 	return h.waitProfileCmp(t, ctx, req, want, protocmp.IgnoreFields(&profilev1.Profile{},
-		"stage", "stage_time", "engagement_score", "churn_risk", "score_inputs", "rolling_counts"))
+		"stage", "stage_time", "engagement_score", "churn_risk", "score_inputs", "rolling_counts",
+		"session_count", "session_start_time"))
 }
 
 // waitProfileCmp is waitProfile comparing what opts do not ignore.
@@ -234,8 +236,15 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 		alias(wsA, "u1", "old-id", 4*time.Minute),
 		track(wsA, "old-id", "", "Bought", 5*time.Minute),
 		track(wsA, "u1", "", "Signed Up", 6*time.Minute),
-		// Same user id in another workspace: a different profile.
+		// Same user id in another workspace: a different profile. Its
+		// events share one key, so one partition applies them in this
+		// order: two sessions (a gap of 2h45m), the late event at -4h
+		// starting none, the last one within 30 minutes of t0.
+		track(wsB, "u1", "", "Viewed", -3*time.Hour),
+		track(wsB, "u1", "", "Viewed", -3*time.Hour+15*time.Minute),
 		track(wsB, "u1", "", "Viewed", 0),
+		track(wsB, "u1", "", "Viewed", -4*time.Hour),
+		track(wsB, "u1", "", "Viewed", 10*time.Minute),
 	)
 	now := t0.Add(time.Hour) // the harness's clock
 	want := &profilev1.Profile{
@@ -266,8 +275,40 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 		},
 	}
 	// The alias and the later event may be applied by other partitions'
-	// batches in either order; the end state is the same.
-	got := h.waitProfileCmp(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, want)
+	// batches in either order; the end state is the same, but for the
+	// sessions, checked below.
+	ignoreSessions := protocmp.IgnoreFields(&profilev1.Profile{}, "session_count", "session_start_time")
+	got := h.waitProfileCmp(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}}, want, ignoreSessions)
+	// Sessions depend on the order in which the three keys' partitions
+	// (anon-1: the first track; u1: identify and tracks; old-id: old-id's
+	// events and the alias) are applied, for a late event starts no session
+	// and a merge adds counts up. Applying every interleaving in memory
+	// (TestSessionsOfEveryInterleaving) gives exactly these outcomes.
+	type sessions struct {
+		Count int64
+		Start time.Time
+	}
+	gotSessions := sessions{got.GetSessionCount(), got.GetSessionStartTime().AsTime()}
+	if !slices.Contains([]sessions{
+		{2, t0},                      // anon-1 and u1 one session, old-id's merged in
+		{2, t0.Add(time.Minute)},     // identify before anon-1's track: that one is late
+		{2, t0.Add(4 * time.Minute)}, // the alias before u1's events, 64 min after old-id's
+		{3, t0.Add(4 * time.Minute)}, // as above, anon-1's profile merged by the identify
+	}, gotSessions) {
+		t.Errorf("u1's sessions are %+v, not an outcome of any order of application", gotSessions)
+	}
+	wantB := sessions{2, t0}
+	waitFor(t, "wsB's u1 to have all its events", func() bool {
+		res, err := h.handler.GetProfile(as(wsB), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}})
+		return err == nil && res.GetProfile().GetEventCounts()["Viewed"] == 5
+	})
+	resB, err := h.handler.GetProfile(as(wsB), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if gotB := (sessions{resB.GetProfile().GetSessionCount(), resB.GetProfile().GetSessionStartTime().AsTime()}); gotB != wantB {
+		t.Errorf("wsB's u1 has sessions %+v, want %+v", gotB, wantB)
+	}
 	for _, req := range []*profilev1.GetProfileRequest{
 		{Id: &profilev1.GetProfileRequest_AnonymousId{AnonymousId: "anon-1"}},
 		{Id: &profilev1.GetProfileRequest_UserId{UserId: "old-id"}},
@@ -293,8 +334,8 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 		lag, partitions := gaugeSum(reg1, "whisper_profiles_consumer_lag_records")
 		return lag == 0 && partitions >= 2 // the four user keys hash to at least two of the three partitions
 	})
-	if n := metricValue(reg1, "whisper_profiles_records_total", map[string]string{"outcome": "applied"}); n != 10 {
-		t.Errorf("%v records applied, want 10", n)
+	if n := metricValue(reg1, "whisper_profiles_records_total", map[string]string{"outcome": "applied"}); n != 14 {
+		t.Errorf("%v records applied, want 14", n)
 	}
 
 	// Redis mirrors the day's buckets, absolutely.
@@ -331,11 +372,11 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 	// published again and the Redis mirror holds the same values.
 	reg := h.consume(t, "g2-replay")
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && recordCount(reg, "duplicate") < 10 {
+	for time.Now().Before(deadline) && recordCount(reg, "duplicate") < 14 {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := recordCount(reg, "duplicate"); n != 10 {
-		t.Fatalf("replay: %v duplicates, want 10", n)
+	if n := recordCount(reg, "duplicate"); n != 14 {
+		t.Fatalf("replay: %v duplicates, want 14", n)
 	}
 	if n := recordCount(reg, "applied"); n != 0 {
 		t.Errorf("replay: %v records applied again, want 0", n)

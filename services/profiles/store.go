@@ -263,7 +263,7 @@ func load(ctx context.Context, tx pgx.Tx, events []event, now int64) (*batch, er
 	rows, err = tx.Query(ctx, `
 		SELECT p.workspace_id::text, p.profile_id::text, coalesce(p.user_id, ''),
 		       p.traits, p.trait_times, p.event_counts, p.last_event_times, p.first_seen, p.last_seen,
-		       p.daily, p.version, p.stage, p.stage_time, p.engagement_score
+		       p.daily, p.version, p.stage, p.stage_time, p.engagement_score, p.session_count, p.session_start_time
 		FROM profiles p
 		JOIN unnest($1::text[]::uuid[], $2::text[]::uuid[]) AS k(ws, id) ON p.workspace_id = k.ws AND p.profile_id = k.id
 		ORDER BY p.workspace_id, p.profile_id
@@ -275,10 +275,10 @@ func load(ctx context.Context, tx pgx.Tx, events []event, now int64) (*batch, er
 	for rows.Next() {
 		p := &profile{stored: true}
 		var traits, traitTimes, counts, lastEvent, daily []byte
-		var first, last time.Time
+		var first, last, sessionStart time.Time
 		var stageTime *time.Time
 		if err := rows.Scan(&p.key.ws, &p.key.id, &p.userID, &traits, &traitTimes, &counts, &lastEvent, &first, &last,
-			&daily, &p.version, &p.stage, &stageTime, &p.score); err != nil {
+			&daily, &p.version, &p.stage, &stageTime, &p.score, &p.sessionCount, &sessionStart); err != nil {
 			return nil, fmt.Errorf("read profiles: %w", err)
 		}
 		for _, f := range []struct {
@@ -290,6 +290,7 @@ func load(ctx context.Context, tx pgx.Tx, events []event, now int64) (*batch, er
 			}
 		}
 		p.firstSeen, p.lastSeen = first.UnixMicro(), last.UnixMicro()
+		p.sessionStart = sessionStart.UnixMicro()
 		if stageTime != nil {
 			p.stageTime = stageTime.UnixMicro()
 		}
@@ -323,6 +324,8 @@ func write(ctx context.Context, tx pgx.Tx, b *batch, rules map[string]Rules, now
 		risks                                        []float64
 		inputs                                       []string
 		dues                                         []*time.Time
+		sessionCounts                                []int64
+		sessionStarts                                []time.Time
 		changes                                      []change
 	)
 	for _, p := range b.changed() {
@@ -377,24 +380,29 @@ func write(ctx context.Context, tx pgx.Tx, b *batch, rules map[string]Rules, now
 		scores = append(scores, st.score)
 		risks = append(risks, st.risk)
 		dues = append(dues, dueTime(dueAt(p.daily, p.firstSeen, p.lastSeen, activated, r, now)))
+		sessionCounts = append(sessionCounts, p.sessionCount)
+		sessionStarts = append(sessionStarts, time.UnixMicro(p.sessionStart))
 	}
 	if len(ws) > 0 {
 		wb.Queue(`
 			INSERT INTO profiles (workspace_id, profile_id, user_id, traits, trait_times, event_counts, last_event_times, first_seen, last_seen, updated_at,
-			                      daily, version, stage, stage_time, engagement_score, churn_risk, score_inputs, stage_due_at)
-			SELECT ws, id, u, t::jsonb, tt::jsonb, c::jsonb, le::jsonb, f, l, $10, d::jsonb, v, st, stt, sc, cr, si::jsonb, due
+			                      daily, version, stage, stage_time, engagement_score, churn_risk, score_inputs, stage_due_at,
+			                      session_count, session_start_time)
+			SELECT ws, id, u, t::jsonb, tt::jsonb, c::jsonb, le::jsonb, f, l, $10, d::jsonb, v, st, stt, sc, cr, si::jsonb, due, sn, ss
 			FROM unnest($1::text[]::uuid[], $2::text[]::uuid[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[], $8::timestamptz[], $9::timestamptz[],
-			            $11::text[], $12::bigint[], $13::text[], $14::timestamptz[], $15::int[], $16::float8[], $17::text[], $18::timestamptz[])
-			  AS r(ws, id, u, t, tt, c, le, f, l, d, v, st, stt, sc, cr, si, due)
+			            $11::text[], $12::bigint[], $13::text[], $14::timestamptz[], $15::int[], $16::float8[], $17::text[], $18::timestamptz[],
+			            $19::bigint[], $20::timestamptz[])
+			  AS r(ws, id, u, t, tt, c, le, f, l, d, v, st, stt, sc, cr, si, due, sn, ss)
 			ON CONFLICT (workspace_id, profile_id) DO UPDATE SET
 			  user_id = excluded.user_id, traits = excluded.traits, trait_times = excluded.trait_times,
 			  event_counts = excluded.event_counts, last_event_times = excluded.last_event_times,
 			  first_seen = excluded.first_seen, last_seen = excluded.last_seen, updated_at = excluded.updated_at,
 			  daily = excluded.daily, version = excluded.version, stage = excluded.stage, stage_time = excluded.stage_time,
 			  engagement_score = excluded.engagement_score, churn_risk = excluded.churn_risk,
-			  score_inputs = excluded.score_inputs, stage_due_at = excluded.stage_due_at`,
+			  score_inputs = excluded.score_inputs, stage_due_at = excluded.stage_due_at,
+			  session_count = excluded.session_count, session_start_time = excluded.session_start_time`,
 			ws, ids, users, traits, traitTimes, counts, lastEvent, first, last, time.UnixMicro(now),
-			daily, versions, stages, stageTimes, scores, risks, inputs, dues)
+			daily, versions, stages, stageTimes, scores, risks, inputs, dues, sessionCounts, sessionStarts)
 	}
 
 	var iws, ikinds, iids, ipids []string
@@ -486,6 +494,7 @@ const profileColumns = `
 	p.workspace_id::text, p.profile_id::text, coalesce(p.user_id, ''),
 	p.traits, p.event_counts, p.last_event_times, p.first_seen, p.last_seen, p.updated_at,
 	p.daily, p.stage, p.stage_time, p.engagement_score, p.churn_risk, p.score_inputs,
+	p.session_count, p.session_start_time,
 	coalesce((SELECT array_agg(DISTINCT i.id ORDER BY i.id) FROM profile_identities i
 	          WHERE i.workspace_id = p.workspace_id AND i.profile_id = p.profile_id
 	            AND NOT (i.kind = 'user' AND i.id = coalesce(p.user_id, ''))), '{}')`
@@ -505,6 +514,8 @@ type Profile struct {
 	EngagementScore                int32
 	ChurnRisk                      float64
 	Inputs                         scoreInputs
+	SessionCount                   int64
+	SessionStart                   time.Time
 }
 
 func scanProfile(row pgx.Row) (Profile, error) {
@@ -512,7 +523,8 @@ func scanProfile(row pgx.Row) (Profile, error) {
 	var counts, lastEvent, daily, inputs []byte
 	if err := row.Scan(&p.WorkspaceID, &p.ProfileID, &p.UserID, &p.Traits, &counts, &lastEvent,
 		&p.FirstSeen, &p.LastSeen, &p.UpdatedAt,
-		&daily, &p.Stage, &p.StageTime, &p.EngagementScore, &p.ChurnRisk, &inputs, &p.AnonymousIDs); err != nil {
+		&daily, &p.Stage, &p.StageTime, &p.EngagementScore, &p.ChurnRisk, &inputs,
+		&p.SessionCount, &p.SessionStart, &p.AnonymousIDs); err != nil {
 		return Profile{}, err
 	}
 	for _, f := range []struct {

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"sync"
 	"testing"
+	"testing/fstest"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -131,5 +133,70 @@ func TestTunePool(t *testing.T) {
 	}
 	if mode != "force_custom_plan" {
 		t.Errorf("plan_cache_mode = %s, want force_custom_plan", mode)
+	}
+}
+
+// TestSessionsMigration: rows written before 00003_sessions get one
+// session started at their last_seen, and their next events count on from
+// there.
+func TestSessionsMigration(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	before := fstest.MapFS{}
+	for _, name := range []string{"00001_profiles.sql", "00002_lifecycle.sql"} {
+		b, err := fs.ReadFile(Migrations.FS, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before[name] = &fstest.MapFile{Data: b}
+	}
+	if err := postgres.Migrate(ctx, pool, postgres.Migrations{Name: Migrations.Name, FS: before}, logger); err != nil {
+		t.Fatal(err)
+	}
+	lastSeen := time.Date(2026, 11, 20, 10, 0, 0, 0, time.UTC)
+	const profileID = "6f0f4a3e-0c1f-4a57-9b0a-1d2c3e4f5a6b"
+	if _, err := pool.Exec(ctx, `
+		INSERT INTO profiles (workspace_id, profile_id, user_id, first_seen, last_seen) VALUES ($1, $2, 'u', $3, $4)`, ws, profileID, lastSeen.Add(-48*time.Hour), lastSeen); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO profile_identities (workspace_id, kind, id, profile_id) VALUES ($1, 'user', 'u', $2)`, ws, profileID); err != nil {
+		t.Fatal(err)
+	}
+	if err := postgres.Migrate(ctx, pool, Migrations, logger); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(pool)
+	type sessions struct {
+		Count int64
+		Start time.Time
+	}
+	check := func(want sessions) {
+		t.Helper()
+		p, err := s.get(ctx, ws, kindUser, "u")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := (sessions{p.SessionCount, p.SessionStart.UTC()}); got != want {
+			t.Errorf("sessions = %+v, want %+v", got, want)
+		}
+	}
+	check(sessions{1, lastSeen})
+	at := func(id string, d time.Duration) event {
+		return event{ws: ws, messageID: id, typ: eventv1.EventType_EVENT_TYPE_TRACK, userID: "u", name: "A", micros: lastSeen.Add(d).UnixMicro()}
+	}
+	for _, step := range []struct {
+		e    event
+		want sessions
+	}{
+		{at("m1", 20*time.Minute), sessions{1, lastSeen}},
+		{at("m2", 51*time.Minute), sessions{2, lastSeen.Add(51 * time.Minute)}},
+		{at("m3", -5*time.Hour), sessions{2, lastSeen.Add(51 * time.Minute)}},
+		{at("m2", 51*time.Minute), sessions{2, lastSeen.Add(51 * time.Minute)}}, // a replay
+	} {
+		if _, err := s.applyEvents(ctx, []event{step.e}, lastSeen.Add(time.Hour)); err != nil {
+			t.Fatal(err)
+		}
+		check(step.want)
 	}
 }

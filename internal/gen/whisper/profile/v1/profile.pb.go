@@ -124,8 +124,18 @@ type Profile struct {
 	// Rolling event counts per event name over the last 1, 7 and 28 days,
 	// as of update_time. Only names seen in the last 28 days are present.
 	RollingCounts map[string]*WindowCounts `protobuf:"bytes,16,rep,name=rolling_counts,json=rollingCounts,proto3" json:"rolling_counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Number of sessions: runs of events with no gap longer than 30 minutes
+	// between an event and the latest event before it. The first event
+	// starts one, and so does every event dated more than 30 minutes after
+	// the latest event applied before it; an event dated before the latest
+	// one (a late arrival) never starts one. When an alias merges two
+	// profiles, their counts add up.
+	SessionCount int64 `protobuf:"varint,17,opt,name=session_count,json=sessionCount,proto3" json:"session_count,omitempty"`
+	// Event timestamp of the event that started the latest session. After an
+	// alias merge, the later of the two profiles' session starts.
+	SessionStartTime *timestamppb.Timestamp `protobuf:"bytes,18,opt,name=session_start_time,json=sessionStartTime,proto3" json:"session_start_time,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Profile) Reset() {
@@ -266,6 +276,20 @@ func (x *Profile) GetScoreInputs() *ScoreInputs {
 func (x *Profile) GetRollingCounts() map[string]*WindowCounts {
 	if x != nil {
 		return x.RollingCounts
+	}
+	return nil
+}
+
+func (x *Profile) GetSessionCount() int64 {
+	if x != nil {
+		return x.SessionCount
+	}
+	return 0
+}
+
+func (x *Profile) GetSessionStartTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.SessionStartTime
 	}
 	return nil
 }
@@ -1316,7 +1340,7 @@ var File_whisper_profile_v1_profile_proto protoreflect.FileDescriptor
 
 const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\n" +
-	" whisper/profile/v1/profile.proto\x12\x12whisper.profile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xe2\b\n" +
+	" whisper/profile/v1/profile.proto\x12\x12whisper.profile.v1\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xd1\t\n" +
 	"\aProfile\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x1d\n" +
 	"\n" +
@@ -1338,7 +1362,9 @@ const file_whisper_profile_v1_profile_proto_rawDesc = "" +
 	"\n" +
 	"churn_risk\x18\x0e \x01(\x01R\tchurnRisk\x12B\n" +
 	"\fscore_inputs\x18\x0f \x01(\v2\x1f.whisper.profile.v1.ScoreInputsR\vscoreInputs\x12U\n" +
-	"\x0erolling_counts\x18\x10 \x03(\v2..whisper.profile.v1.Profile.RollingCountsEntryR\rrollingCounts\x1a>\n" +
+	"\x0erolling_counts\x18\x10 \x03(\v2..whisper.profile.v1.Profile.RollingCountsEntryR\rrollingCounts\x12#\n" +
+	"\rsession_count\x18\x11 \x01(\x03R\fsessionCount\x12H\n" +
+	"\x12session_start_time\x18\x12 \x01(\v2\x1a.google.protobuf.TimestampR\x10sessionStartTime\x1a>\n" +
 	"\x10EventCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\x03R\x05value:\x028\x01\x1a]\n" +
@@ -1485,35 +1511,36 @@ var file_whisper_profile_v1_profile_proto_depIdxs = []int32{
 	20, // 6: whisper.profile.v1.Profile.stage_time:type_name -> google.protobuf.Timestamp
 	3,  // 7: whisper.profile.v1.Profile.score_inputs:type_name -> whisper.profile.v1.ScoreInputs
 	18, // 8: whisper.profile.v1.Profile.rolling_counts:type_name -> whisper.profile.v1.Profile.RollingCountsEntry
-	20, // 9: whisper.profile.v1.ScoreInputs.computed_time:type_name -> google.protobuf.Timestamp
-	0,  // 10: whisper.profile.v1.ProfileChange.kinds:type_name -> whisper.profile.v1.ProfileChangeKind
-	1,  // 11: whisper.profile.v1.ProfileChange.profile:type_name -> whisper.profile.v1.Profile
-	20, // 12: whisper.profile.v1.ProfileChange.change_time:type_name -> google.protobuf.Timestamp
-	5,  // 13: whisper.profile.v1.GetLifecycleRulesResponse.rules:type_name -> whisper.profile.v1.LifecycleRules
-	20, // 14: whisper.profile.v1.GetLifecycleRulesResponse.update_time:type_name -> google.protobuf.Timestamp
-	5,  // 15: whisper.profile.v1.UpdateLifecycleRulesRequest.rules:type_name -> whisper.profile.v1.LifecycleRules
-	5,  // 16: whisper.profile.v1.UpdateLifecycleRulesResponse.rules:type_name -> whisper.profile.v1.LifecycleRules
-	20, // 17: whisper.profile.v1.UpdateLifecycleRulesResponse.update_time:type_name -> google.protobuf.Timestamp
-	1,  // 18: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
-	1,  // 19: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
-	1,  // 20: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
-	20, // 21: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
-	2,  // 22: whisper.profile.v1.Profile.RollingCountsEntry.value:type_name -> whisper.profile.v1.WindowCounts
-	10, // 23: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
-	12, // 24: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
-	14, // 25: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
-	6,  // 26: whisper.profile.v1.ProfileService.GetLifecycleRules:input_type -> whisper.profile.v1.GetLifecycleRulesRequest
-	8,  // 27: whisper.profile.v1.ProfileService.UpdateLifecycleRules:input_type -> whisper.profile.v1.UpdateLifecycleRulesRequest
-	11, // 28: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
-	13, // 29: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
-	15, // 30: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
-	7,  // 31: whisper.profile.v1.ProfileService.GetLifecycleRules:output_type -> whisper.profile.v1.GetLifecycleRulesResponse
-	9,  // 32: whisper.profile.v1.ProfileService.UpdateLifecycleRules:output_type -> whisper.profile.v1.UpdateLifecycleRulesResponse
-	28, // [28:33] is the sub-list for method output_type
-	23, // [23:28] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	20, // 9: whisper.profile.v1.Profile.session_start_time:type_name -> google.protobuf.Timestamp
+	20, // 10: whisper.profile.v1.ScoreInputs.computed_time:type_name -> google.protobuf.Timestamp
+	0,  // 11: whisper.profile.v1.ProfileChange.kinds:type_name -> whisper.profile.v1.ProfileChangeKind
+	1,  // 12: whisper.profile.v1.ProfileChange.profile:type_name -> whisper.profile.v1.Profile
+	20, // 13: whisper.profile.v1.ProfileChange.change_time:type_name -> google.protobuf.Timestamp
+	5,  // 14: whisper.profile.v1.GetLifecycleRulesResponse.rules:type_name -> whisper.profile.v1.LifecycleRules
+	20, // 15: whisper.profile.v1.GetLifecycleRulesResponse.update_time:type_name -> google.protobuf.Timestamp
+	5,  // 16: whisper.profile.v1.UpdateLifecycleRulesRequest.rules:type_name -> whisper.profile.v1.LifecycleRules
+	5,  // 17: whisper.profile.v1.UpdateLifecycleRulesResponse.rules:type_name -> whisper.profile.v1.LifecycleRules
+	20, // 18: whisper.profile.v1.UpdateLifecycleRulesResponse.update_time:type_name -> google.protobuf.Timestamp
+	1,  // 19: whisper.profile.v1.GetProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	1,  // 20: whisper.profile.v1.ListProfilesResponse.profiles:type_name -> whisper.profile.v1.Profile
+	1,  // 21: whisper.profile.v1.WatchProfileResponse.profile:type_name -> whisper.profile.v1.Profile
+	20, // 22: whisper.profile.v1.Profile.LastEventTimesEntry.value:type_name -> google.protobuf.Timestamp
+	2,  // 23: whisper.profile.v1.Profile.RollingCountsEntry.value:type_name -> whisper.profile.v1.WindowCounts
+	10, // 24: whisper.profile.v1.ProfileService.GetProfile:input_type -> whisper.profile.v1.GetProfileRequest
+	12, // 25: whisper.profile.v1.ProfileService.ListProfiles:input_type -> whisper.profile.v1.ListProfilesRequest
+	14, // 26: whisper.profile.v1.ProfileService.WatchProfile:input_type -> whisper.profile.v1.WatchProfileRequest
+	6,  // 27: whisper.profile.v1.ProfileService.GetLifecycleRules:input_type -> whisper.profile.v1.GetLifecycleRulesRequest
+	8,  // 28: whisper.profile.v1.ProfileService.UpdateLifecycleRules:input_type -> whisper.profile.v1.UpdateLifecycleRulesRequest
+	11, // 29: whisper.profile.v1.ProfileService.GetProfile:output_type -> whisper.profile.v1.GetProfileResponse
+	13, // 30: whisper.profile.v1.ProfileService.ListProfiles:output_type -> whisper.profile.v1.ListProfilesResponse
+	15, // 31: whisper.profile.v1.ProfileService.WatchProfile:output_type -> whisper.profile.v1.WatchProfileResponse
+	7,  // 32: whisper.profile.v1.ProfileService.GetLifecycleRules:output_type -> whisper.profile.v1.GetLifecycleRulesResponse
+	9,  // 33: whisper.profile.v1.ProfileService.UpdateLifecycleRules:output_type -> whisper.profile.v1.UpdateLifecycleRulesResponse
+	29, // [29:34] is the sub-list for method output_type
+	24, // [24:29] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_whisper_profile_v1_profile_proto_init() }
