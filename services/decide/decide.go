@@ -173,6 +173,7 @@ type Service struct {
 	// outboxDelay and outboxEvery: see outboxLoop; variables for tests.
 	outboxDelay, outboxEvery time.Duration
 	metrics                  *metrics
+	lag                      *kafka.ConsumerLag
 	logger                   *slog.Logger
 	now                      func() time.Time
 }
@@ -183,10 +184,14 @@ func New(o Options) (*Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	lag, err := kafka.NewConsumerLag(o.Registerer)
+	if err != nil {
+		return nil, err
+	}
 	s := &Service{
 		tracing: o.TracerProvider,
 		store:   o.Store, client: o.Client, policy: o.Policy, bandit: o.Bandit, sendTime: o.SendTime,
-		exprs: exprs, waitInterval: o.WaitInterval, metrics: newMetrics(o.Registerer), logger: o.Logger, now: o.Now,
+		exprs: exprs, waitInterval: o.WaitInterval, metrics: newMetrics(o.Registerer), lag: lag, logger: o.Logger, now: o.Now,
 		outboxDelay: outboxDelay, outboxEvery: outboxDelay / 3,
 	}
 	if s.logger == nil {
@@ -234,6 +239,7 @@ func (s *Service) Run(ctx context.Context) error {
 				if err := s.processPartition(ctx, p.Records); err != nil {
 					return // only when ctx ended: nothing of it is committed
 				}
+				s.lag.Observe(DefaultGroup, p)
 				mu.Lock()
 				done = append(done, p.Records...)
 				mu.Unlock()

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -61,6 +62,7 @@ type harness struct {
 	arms      *bandit.Store
 	campaigns map[string]campaignv1connect.CampaignServiceClient
 	decisions map[string]decisionv1connect.DecisionServiceClient
+	reg       *prometheus.Registry // the service's metrics
 }
 
 // testRules are the contact rules of the harness: generous caps and no
@@ -119,6 +121,7 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 		brokers: brokers, producer: producer, store: NewStore(pool), policy: policy, arms: bandit.NewStore(banditPool),
 		campaigns: map[string]campaignv1connect.CampaignServiceClient{},
 		decisions: map[string]decisionv1connect.DecisionServiceClient{},
+		reg:       prometheus.NewRegistry(),
 	}
 	// The service's own client produces decisions; Run gives it a group.
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(brokers...)}, ConsumerOpts("decide-test")...)...)
@@ -128,7 +131,7 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 	t.Cleanup(cl.Close)
 	h.svc, err = New(Options{
 		Store: h.store, Client: cl, Policy: h.policy, Bandit: h.arms, SendTime: sendtime.New(rdb),
-		WaitInterval: 50 * time.Millisecond, Logger: logger,
+		WaitInterval: 50 * time.Millisecond, Logger: logger, Registerer: h.reg,
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -73,6 +73,33 @@ func TestEventTriggersOneDecision(t *testing.T) {
 		t.Errorf("steps %v", names)
 	}
 
+	// The four records are processed: their whisper.events partitions
+	// report no lag under decide's group.
+	waitFor(t, func() bool {
+		mfs, err := h.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lag float64
+		partitions := 0
+		for _, mf := range mfs {
+			if mf.GetName() != "whisper_kafka_consumer_lag_records" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["group"] == DefaultGroup && labels["topic"] == kafka.TopicEvents {
+					lag += m.GetGauge().GetValue()
+					partitions++
+				}
+			}
+		}
+		return lag == 0 && partitions >= 1
+	})
+
 	// A second service in another group replays the topic from the start:
 	// the claims hold, nothing new is decided or published.
 	cl, err := kgo.NewClient(append([]kgo.Opt{kgo.SeedBrokers(h.brokers...)}, ConsumerOpts("decide-replay")...)...)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/prometheus/client_golang/prometheus"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -244,7 +245,11 @@ func events(t *testing.T, brokers []string, want int) map[string]*eventv1.Event 
 // "Message Delivered" event; in-app reaches a stream.
 func TestDeliverEachChannelOnce(t *testing.T) {
 	h := newHarness(t)
+	// Only the running service registers (waitState builds its own).
+	reg := prometheus.NewRegistry()
+	h.opts.Registerer = reg
 	s, _ := h.start(t)
+	h.opts.Registerer = nil
 	now := time.Now()
 	ds := map[campaignv1.Channel]*decisionv1.Decision{}
 	for _, c := range []campaignv1.Channel{campaignv1.Channel_CHANNEL_EMAIL, campaignv1.Channel_CHANNEL_SMS,
@@ -321,6 +326,40 @@ func TestDeliverEachChannelOnce(t *testing.T) {
 		if ms[0].To != wantTo || ms[0].Content.GetContent().GetText() != ms[0].Content.GetTemplateId()+":u1:socks" {
 			t.Errorf("%v: sent to %q content %v", c, ms[0].To, ms[0].Content)
 		}
+	}
+	// Every decision is recorded: each partition that had some reports
+	// no lag, under the group and topic it consumes.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		mfs, err := reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var lag float64
+		partitions := 0
+		for _, mf := range mfs {
+			if mf.GetName() != "whisper_kafka_consumer_lag_records" {
+				continue
+			}
+			for _, m := range mf.GetMetric() {
+				labels := map[string]string{}
+				for _, l := range m.GetLabel() {
+					labels[l.GetName()] = l.GetValue()
+				}
+				if labels["group"] != DefaultGroup || labels["topic"] != kafka.TopicDecisions {
+					t.Errorf("lag reported for %v, want group %s topic %s", labels, DefaultGroup, kafka.TopicDecisions)
+				}
+				lag += m.GetGauge().GetValue()
+				partitions++
+			}
+		}
+		if lag == 0 && partitions >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer lag %v over %d partitions, want 0 over at least 1", lag, partitions)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 	evs := events(t, h.brokers, len(ds))
 	for c, d := range ds {

@@ -38,6 +38,7 @@ type Service struct {
 	pool    *pgxpool.Pool
 	client  *kgo.Client
 	metrics *metrics
+	lag     *kafka.ConsumerLag
 	logger  *slog.Logger
 	limiter *limiter
 	hub     *hub
@@ -77,8 +78,12 @@ func New(o Options) *Service {
 	if o.Concurrency <= 0 {
 		o.Concurrency = DefaultConcurrency
 	}
+	lag, err := kafka.NewConsumerLag(o.Registerer)
+	if err != nil {
+		panic(err) // a conflicting collector of that name: as newMetrics's MustRegister
+	}
 	s := &Service{
-		o: o, pool: o.Pool, client: o.Client, metrics: newMetrics(o.Registerer), logger: o.Logger,
+		o: o, pool: o.Pool, client: o.Client, metrics: newMetrics(o.Registerer), lag: lag, logger: o.Logger,
 		hub: newHub(), wake: make(chan struct{}, 1), relayWake: make(chan struct{}, 1),
 		sem: make(chan struct{}, o.Concurrency), wsSems: map[string]chan struct{}{},
 	}
@@ -114,6 +119,7 @@ func (s *Service) Run(ctx context.Context) error {
 				s.client.AllowRebalance()
 				return nil // only when ctx ended: nothing of it is committed
 			}
+			fetches.EachPartition(func(p kgo.FetchTopicPartition) { s.lag.Observe(DefaultGroup, p) })
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
 			if err := s.client.CommitRecords(cctx, recs...); err != nil {
 				s.logger.WarnContext(ctx, "commit offsets; the records will be recorded again, harmlessly", "err", err)

@@ -1,9 +1,9 @@
 package profiles
 
 import (
-	"strconv"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/whisperhq/whisper/internal/kafka"
 )
 
 // Record outcomes, the values of the outcome label.
@@ -29,7 +29,7 @@ type metrics struct {
 	batchDuration prometheus.Histogram
 	applyDuration prometheus.Histogram
 	batchRecords  prometheus.Histogram
-	lag           *prometheus.GaugeVec
+	lag           *kafka.ConsumerLag // shared with the other consumers of the process
 	transitions   *prometheus.CounterVec
 	swept         prometheus.Counter
 	published     prometheus.Counter
@@ -62,10 +62,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help:    "Records per partition batch (one partition's share of a poll).",
 			Buckets: prometheus.ExponentialBuckets(1, 4, 8),
 		}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "whisper_profiles_consumer_lag_records",
-			Help: "Records of whisper.events behind the partition's high watermark after the last batch applied, by partition; a partition this replica no longer owns keeps its last value.",
-		}, []string{"partition"}),
 		transitions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "whisper_profiles_stage_transitions_total",
 			Help: "Lifecycle stage changes, by previous and new stage, made by events or by the sweeper.",
@@ -87,8 +83,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Age of the oldest profile change waiting in the outbox; 0 when it is empty.",
 		}),
 	}
+	lag, err := kafka.NewConsumerLag(reg)
+	if err != nil {
+		panic(err) // a conflicting collector of that name: as MustRegister below
+	}
+	m.lag = lag
 	if reg != nil {
-		reg.MustRegister(m.records, m.failures, m.batchDuration, m.applyDuration, m.batchRecords, m.lag,
+		reg.MustRegister(m.records, m.failures, m.batchDuration, m.applyDuration, m.batchRecords,
 			m.transitions, m.swept, m.published, m.outboxBacklog, m.outboxAge)
 	}
 	return m
@@ -98,8 +99,4 @@ func (m *metrics) transitioned(ts [][2]string) {
 	for _, t := range ts {
 		m.transitions.WithLabelValues(t[0], t[1]).Inc()
 	}
-}
-
-func (m *metrics) setLag(partition int32, lag int64) {
-	m.lag.WithLabelValues(strconv.Itoa(int(partition))).Set(float64(max(lag, 0)))
 }

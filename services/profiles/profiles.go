@@ -319,8 +319,7 @@ func (s *Service) Run(ctx context.Context) error {
 				if err := s.processPartition(ctx, p.Records); err != nil {
 					return // only when ctx ended: nothing of it is committed
 				}
-				last := p.Records[len(p.Records)-1]
-				s.metrics.setLag(p.Partition, p.HighWatermark-last.Offset-1)
+				s.metrics.lag.Observe(DefaultGroup, p)
 				mu.Lock()
 				done = append(done, p.Records...)
 				mu.Unlock()

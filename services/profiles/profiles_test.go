@@ -331,7 +331,7 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 
 	// Every partition that had records reports its lag: none left.
 	waitFor(t, "the consumer lag to reach 0", func() bool {
-		lag, partitions := gaugeSum(reg1, "whisper_profiles_consumer_lag_records")
+		lag, partitions := gaugeSum(reg1, "whisper_kafka_consumer_lag_records")
 		return lag == 0 && partitions >= 2 // the four user keys hash to at least two of the three partitions
 	})
 	if n := metricValue(reg1, "whisper_profiles_records_total", map[string]string{"outcome": "applied"}); n != 14 {

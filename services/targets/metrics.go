@@ -51,9 +51,10 @@ func MetricCatalogue() (cat *contract.Catalogue, err error) {
 	defer producer.Close()
 	ingest.New(ingest.Options{Producer: producer, Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
 
-	// Profiles: its consumer's own metrics (consumer lag, batches, apply
-	// latency, outcomes, stage transitions, the outbox); its Kafka client
-	// registers none here.
+	// Profiles: its consumer's own metrics (batches, apply latency,
+	// outcomes, stage transitions, the outbox) and the consumer lag gauge
+	// that decide and deliver then share; its Kafka client registers none
+	// here.
 	profiles.New(profiles.Options{Registerer: rec, Logger: slog.New(slog.DiscardHandler)})
 
 	// Connection pools, under the names Run gives them. Neither pgxpool

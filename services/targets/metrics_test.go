@@ -37,10 +37,11 @@ func TestMetricCatalogue(t *testing.T) {
 		// client_id label.
 		{"whisper_kafka_produce_bytes_total", contract.Counter, []string{"client_id", "node_id", "topic"}, 0},
 		{"whisper_kafka_request_duration_e2e_seconds", contract.Histogram, []string{"client_id", "node_id"}, 0},
+		// Consumer lag, one gauge shared by profiles, decide and deliver.
+		{"whisper_kafka_consumer_lag_records", contract.Gauge, []string{"group", "partition", "topic"}, 0},
 		// Profiles: the consumer, the lifecycle and the outbox.
 		{"whisper_profiles_records_total", contract.Counter, []string{"outcome"}, 0},
 		{"whisper_profiles_failures_total", contract.Counter, []string{"operation"}, 0},
-		{"whisper_profiles_consumer_lag_records", contract.Gauge, []string{"partition"}, 0},
 		{"whisper_profiles_batch_records", contract.Histogram, nil, 1024},
 		{"whisper_profiles_apply_duration_seconds", contract.Histogram, nil, 0.001},
 		{"whisper_profiles_stage_transitions_total", contract.Counter, []string{"from", "to"}, 0},

@@ -86,7 +86,10 @@ func Decide() *dashboard.DashboardBuilder {
 				query(`sum by (node_id) (rate(whisper_kafka_connect_errors_total{`+ns+`,`+decideClientID+`}[$__rate_interval]))`, "connect {{node_id}}"),
 				query(`sum by (node_id) (rate(whisper_kafka_write_errors_total{`+ns+`,`+decideClientID+`}[$__rate_interval]))`, "write {{node_id}}"),
 				query(`sum by (node_id) (rate(whisper_kafka_read_errors_total{`+ns+`,`+decideClientID+`}[$__rate_interval]))`, "read {{node_id}}"),
-			)}.timeseries())
+			)}.timeseries()).
+		WithPanel(panel{title: "Consumer lag by topic and partition", unit: units.Short, width: 24,
+			description: "Records of whisper.events and whisper.profiles behind each partition's high watermark after the last processed batch of the whisper-decide group. Growing lag means decisions fall behind events: check failures and policy latency.",
+			queries:     q(query(`max by (topic, partition) (whisper_kafka_consumer_lag_records{`+ns+`,group="whisper-decide"})`, "{{topic}} {{partition}}"))}.timeseries())
 	// The main pool holds campaigns, decisions and waits; the bandit pool
 	// the arms' statistics; Redis "main" the contact-policy counters.
 	return withDependencies(b, `pool=~"main|bandit"`, `client="main"`)

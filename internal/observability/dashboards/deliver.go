@@ -78,6 +78,10 @@ func Deliver() *dashboard.DashboardBuilder {
 			description: "The current age of the most overdue pending delivery. Orange from one minute, red from five (the alert's threshold).",
 			queries:     q(query(`max(whisper_deliver_oldest_overdue_seconds{`+ns+`})`, "oldest overdue"))}.
 			stat(0, step(nil, green), step(cog.ToPtr(60.0), orange), step(cog.ToPtr(300.0), red))).
+		WithRow(row("Consumer (whisper.decisions)")).
+		WithPanel(panel{title: "Consumer lag by partition", unit: units.Short, width: 24,
+			description: "Records of whisper.decisions behind each partition's high watermark after the last batch recorded in the ledger by the whisper-deliver group. Growing lag means decisions wait before they are even scheduled: check PostgreSQL.",
+			queries:     q(query(`max by (partition) (whisper_kafka_consumer_lag_records{`+ns+`,group="whisper-deliver",topic="whisper.decisions"})`, "partition {{partition}}"))}.timeseries()).
 		WithRow(row("Dead letters")).
 		WithPanel(panel{title: "Dead letters and invalid records", unit: units.CountsPerSecond, width: 12,
 			description: "Decisions copied to whisper.decisions.dlq per second after their retries were exhausted, and records of whisper.decisions deliver could not use (not a decision, no valid ids), also copied there. Alert DeliverDeadLetters fires on any.",

@@ -20,7 +20,7 @@ func Profiles() *dashboard.DashboardBuilder {
 		WithRow(row("Consumer (whisper.events)")).
 		WithPanel(panel{title: "Consumer lag by partition", unit: units.Short, width: 8,
 			description: "Records of whisper.events behind each partition's high watermark after the last applied batch. Growing lag means profiles (and decisions) fall behind ingestion: check apply latency and failures.",
-			queries:     q(query(`max by (partition) (whisper_profiles_consumer_lag_records{`+ns+`})`, "partition {{partition}}"))}.timeseries()).
+			queries:     q(query(`max by (partition) (whisper_kafka_consumer_lag_records{`+ns+`,group="whisper-profiles",topic="whisper.events"})`, "partition {{partition}}"))}.timeseries()).
 		WithPanel(panel{title: "Records by outcome", unit: units.CountsPerSecond, width: 8,
 			description: "Records consumed per second: applied, duplicate (message id applied before: redelivery or replay) and dead_lettered (copied to whisper.events.dlq).",
 			queries:     q(query(`sum by (outcome) (rate(whisper_profiles_records_total{`+ns+`}[$__rate_interval]))`, "{{outcome}}"))}.timeseries()).
