@@ -120,31 +120,47 @@ func (m *RED) Route(route string, h http.Handler) http.Handler {
 	duration := m.httpDuration.WithLabelValues(route)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := CaptureStatus(w)
 		h.ServeHTTP(sw, r)
-		m.httpRequests.WithLabelValues(route, r.Method, strconv.Itoa(sw.status)).Inc()
+		m.httpRequests.WithLabelValues(route, r.Method, strconv.Itoa(sw.Status())).Inc()
 		duration.Observe(time.Since(start).Seconds())
 	})
 }
 
-// statusWriter remembers the status code a handler wrote.
-type statusWriter struct {
+// StatusWriter remembers the status code a handler wrote. The HTTP
+// middleware of a route (RED here, spans in internal/tracing) share one per
+// request through CaptureStatus instead of each wrapping the writer again.
+type StatusWriter struct {
 	http.ResponseWriter
 	status      int
 	wroteHeader bool
 }
 
-func (w *statusWriter) WriteHeader(code int) {
+// CaptureStatus returns w as a StatusWriter: w itself when an outer
+// middleware already wrapped it, else a new wrapper.
+func CaptureStatus(w http.ResponseWriter) *StatusWriter {
+	if sw, ok := w.(*StatusWriter); ok {
+		return sw
+	}
+	return &StatusWriter{ResponseWriter: w, status: http.StatusOK}
+}
+
+// Status is the code the handler wrote, 200 when it wrote none.
+func (w *StatusWriter) Status() int { return w.status }
+
+// WriteHeader implements http.ResponseWriter.
+func (w *StatusWriter) WriteHeader(code int) {
 	if !w.wroteHeader {
 		w.status, w.wroteHeader = code, true
 	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
-func (w *statusWriter) Write(b []byte) (int, error) {
+// Write implements http.ResponseWriter.
+func (w *StatusWriter) Write(b []byte) (int, error) {
 	w.wroteHeader = true
 	return w.ResponseWriter.Write(b)
 }
 
 // Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+func (w *StatusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }

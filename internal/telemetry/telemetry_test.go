@@ -186,3 +186,22 @@ func BenchmarkREDUnaryInterceptor(b *testing.B) {
 		})
 	}
 }
+
+// Middleware stacked on one route share one StatusWriter, and each sees
+// the code the handler wrote.
+func TestCaptureStatusShared(t *testing.T) {
+	rec := httptest.NewRecorder()
+	outer := CaptureStatus(rec)
+	inner := CaptureStatus(outer)
+	if inner != outer {
+		t.Fatal("CaptureStatus wrapped a StatusWriter again")
+	}
+	if got := outer.Status(); got != http.StatusOK {
+		t.Errorf("status before any write = %d, want 200", got)
+	}
+	inner.WriteHeader(http.StatusServiceUnavailable)
+	inner.WriteHeader(http.StatusTeapot) // ignored, as net/http does
+	if got := outer.Status(); got != http.StatusServiceUnavailable {
+		t.Errorf("status = %d, want 503", got)
+	}
+}

@@ -7,6 +7,8 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/whisperhq/whisper/internal/telemetry"
 )
 
 // Route wraps h, served under the ServeMux pattern route, so that every
@@ -38,33 +40,11 @@ func Route(tp trace.TracerProvider, route string, h http.Handler) http.Handler {
 		}
 		ctx, span := t.Start(ctx, name, opts...)
 		defer span.End()
-		sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+		sw := telemetry.CaptureStatus(w)
 		h.ServeHTTP(sw, r.WithContext(ctx))
-		span.SetAttributes(semconv.HTTPResponseStatusCode(sw.status))
-		if sw.status >= http.StatusInternalServerError {
-			span.SetStatus(codes.Error, http.StatusText(sw.status))
+		span.SetAttributes(semconv.HTTPResponseStatusCode(sw.Status()))
+		if sw.Status() >= http.StatusInternalServerError {
+			span.SetStatus(codes.Error, http.StatusText(sw.Status()))
 		}
 	})
 }
-
-// statusWriter remembers the status code a handler wrote.
-type statusWriter struct {
-	http.ResponseWriter
-	status      int
-	wroteHeader bool
-}
-
-func (w *statusWriter) WriteHeader(code int) {
-	if !w.wroteHeader {
-		w.status, w.wroteHeader = code, true
-	}
-	w.ResponseWriter.WriteHeader(code)
-}
-
-func (w *statusWriter) Write(b []byte) (int, error) {
-	w.wroteHeader = true
-	return w.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the underlying writer.
-func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
