@@ -9,7 +9,8 @@
 // Idempotency: Message.DeliveryID is stable across retries and reaches the
 // provider wherever it supports one: the SMTP Message-ID is derived from it
 // (receivers and our own ledger can deduplicate), Twilio gets it as
-// I-Twilio-Idempotency-Token, webhooks as Whisper-Delivery-Id. FCM has no
+// I-Twilio-Idempotency-Token, webhooks as Whisper-Delivery-Id and
+// Idempotency-Key. FCM has no
 // idempotency key; the ledger in deliver is the only guard there.
 //
 // Every call is bounded by the adapter's Timeout as well as the context.
@@ -21,8 +22,21 @@
 //
 //	Content-Type:        application/json
 //	Whisper-Delivery-Id: <delivery id, stable across retries: deduplicate on it>
+//	Idempotency-Key:     "<delivery id>" (the same key, as a quoted string)
 //	Whisper-Timestamp:   <unix seconds when this attempt was signed>
 //	Whisper-Signature:   v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
+//
+// # Idempotency
+//
+// Delivery is at least once: a sender that is killed after the receiver
+// accepted a webhook but before deliver recorded the reply sends it again
+// when the delivery's claim is taken over (after the claim lease). The
+// repeat carries the same delivery id, so a receiver that remembers the ids
+// it has acted on (for longer than the retry horizon: a day is plenty) and
+// answers 2xx to a repeat without acting again sees every effect once.
+// Idempotency-Key carries the id as a quoted string, in the form of the IETF
+// draft-ietf-httpapi-idempotency-key-header, for middleware that already
+// deduplicates on that header.
 //
 // To verify, a receiver takes the raw request body bytes (before any JSON
 // parsing), computes HMAC-SHA256 with the shared secret over the decimal
