@@ -318,6 +318,10 @@ func TestDeliverConfigErrorsNameTheFlag(t *testing.T) {
 		{"twilio sid", []string{"--deliver-twilio-base-url=http://127.0.0.1:1", "--deliver-twilio-account-sid=x"}, "--deliver-twilio-*"},
 		{"smtp tls", []string{"--deliver-smtp-addr=127.0.0.1:25", "--deliver-smtp-from=a@example.com", "--deliver-smtp-tls=maybe"}, "--deliver-smtp-*"},
 		{"max attempts", []string{"--deliver-max-attempts=0"}, "--deliver-max-attempts: must be 1-100"},
+		{"fcm credentials file missing", []string{"--deliver-fcm-credentials-file=/nonexistent/key.json"}, "--deliver-fcm-credentials-file: open /nonexistent/key.json"},
+		{"fcm credentials and token", []string{"--deliver-fcm-credentials-file=/nonexistent/key.json", "--deliver-fcm-access-token=t"}, "give one, not both"},
+		{"short claim lease", []string{"--deliver-claim-lease=5s"}, "--deliver-claim-lease: 5s leaves an attempt 3/4 of it"},
+		{"short claim lease, short timeout", []string{"--deliver-claim-lease=5s", "--deliver-provider-timeout=2s"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
