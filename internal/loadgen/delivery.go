@@ -90,13 +90,17 @@ func (b *Bodies) TriggerUser(seq uint64) string {
 // RenderTrigger is Render with one more event first: a track of
 // TriggerEvent by TriggerUser(seq) whose properties carry seq, the run's
 // prefix and the send time (unix nanoseconds), for the webhook body.
-// Its name is TriggerEventName.
+// Its name is TriggerEventName. Its timestamp is the batch's sentAt, as
+// the other events' are near it: ingest corrects timestamps for the
+// client's clock by sentAt, so a timestamp of at (later than the
+// pre-rendered sentAt) would date the event in the future, and decide
+// would hold its decision until then.
 func (b *Bodies) RenderTrigger(dst []byte, seq uint64, at time.Time) []byte {
 	dst = b.Render(dst, seq)
 	var d [idDigits]byte
 	putHex(d[:], seq)
 	ev := fmt.Appendf(nil, `{"type":"track","messageId":"%st%s","userId":%q,"event":%q,"properties":{"run":%q,"seq":%d,"sent":"%d"},"timestamp":%q},`,
-		b.prefix, d[:], b.TriggerUser(seq), b.TriggerEventName(), b.prefix, seq, at.UnixNano(), at.UTC().Format(time.RFC3339Nano))
+		b.prefix, d[:], b.TriggerUser(seq), b.TriggerEventName(), b.prefix, seq, at.UnixNano(), b.sentAt.Format(time.RFC3339Nano))
 	return prependEvent(dst, ev)
 }
 

@@ -22,6 +22,7 @@ func TestRenderTrigger(t *testing.T) {
 		Batch []struct {
 			Type, Event, UserID, MessageID string
 			Properties                     map[string]any
+			Timestamp                      time.Time
 		} `json:"batch"`
 	}
 	if err := json.Unmarshal(b.RenderTrigger(nil, 42, at), &got); err != nil {
@@ -34,6 +35,9 @@ func TestRenderTrigger(t *testing.T) {
 	want := map[string]any{"run": b.prefix, "seq": 42.0, "sent": fmt.Sprint(at.UnixNano())}
 	if tr.Type != "track" || tr.Event != b.TriggerEventName() || !strings.HasPrefix(tr.Event, TriggerEvent) || tr.UserID != b.TriggerUser(42) || fmt.Sprint(tr.Properties) != fmt.Sprint(want) {
 		t.Errorf("trigger %+v, want a track of %q by %q with properties %v", tr, b.TriggerEventName(), b.TriggerUser(42), want)
+	}
+	if !tr.Timestamp.Equal(b.SentAt()) {
+		t.Errorf("trigger timestamp %v, want the batch's sentAt %v (else ingest dates it in the future)", tr.Timestamp, b.SentAt())
 	}
 	if b.TriggerUser(42) == b.TriggerUser(43) || b.TriggerUser(42) == b.ProbeUser(42) {
 		t.Errorf("trigger users are not distinct: %q", b.TriggerUser(42))
