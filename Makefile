@@ -82,7 +82,8 @@ bench: build ## Benchmarks: ingestion load, profile freshness and event to deliv
 	  $(BIN)/whisper-load --whisper $(BIN)/whisper --mode=freshness --rate=5000 $(BENCH_FLAGS)
 	# Event to delivery: 1,000 events/s, one in ten a new user's trigger of a webhook campaign
 	# whose signed webhooks reach a receiver in whisper-load. Target: p99 < 2 s.
-	$(BIN)/whisper-load --whisper $(BIN)/whisper --mode=delivery --rate=1000 --batch-size=10 $(BENCH_FLAGS)
+	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
+	  $(BIN)/whisper-load --whisper $(BIN)/whisper --mode=delivery --rate=1000 --batch-size=10 $(BENCH_FLAGS)
 	go test -run '^$$' -bench BenchmarkConsumerThroughput -benchtime=1x ./services/profiles
 	-go run ./internal/gitops/policybench -build=false
 	go test -run '^$$' -bench . -benchmem ./services/ingest ./internal/auth ./internal/telemetry
