@@ -217,7 +217,10 @@ func RunFreshness(ctx context.Context, cfg FreshnessConfig) (FreshnessResult, er
 	send := func(seq uint64, probe bool, windowStart, windowEnd time.Time) {
 		var body []byte
 		if probe {
-			body = cfg.Bodies.RenderProbe(nil, seq, time.Now())
+			// Dated at the batch's sentAt like its other events: ingest
+			// shifts timestamps by receivedAt-sentAt, so time.Now() here
+			// would date the probe in the future by the run's age.
+			body = cfg.Bodies.RenderProbe(nil, seq, cfg.Bodies.SentAt())
 		} else {
 			body = cfg.Bodies.Render(nil, seq)
 		}
