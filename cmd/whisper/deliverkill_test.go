@@ -16,7 +16,10 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -33,6 +36,7 @@ import (
 	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpctest"
 	"github.com/whisperhq/whisper/services/content"
+	"github.com/whisperhq/whisper/services/deliver"
 	"github.com/whisperhq/whisper/services/deliver/channel"
 )
 
@@ -100,7 +104,8 @@ func TestDeliverHardKill(t *testing.T) {
 		lease     = 4 * time.Second
 		dueNow    = 240
 		scheduled = 60
-		n         = dueNow + scheduled
+		afterKill = 30 // produced while no deliver runs
+		n         = dueNow + scheduled + afterKill
 	)
 	recv := &hookReceiver{secret: []byte(secret), delay: 40 * time.Millisecond,
 		byID: map[string]int{}, effects: map[string]time.Time{}, bodies: map[string]string{}}
@@ -176,7 +181,7 @@ func TestDeliverHardKill(t *testing.T) {
 	var recs []*kgo.Record
 	for i := range n {
 		at := now
-		if i >= dueNow {
+		if i >= dueNow && i < dueNow+scheduled {
 			at = later
 		}
 		d := &decisionv1.Decision{DecisionId: uuid.NewString(), WorkspaceId: wsID, CampaignId: "camp-kill", VariantId: "A",
@@ -189,7 +194,7 @@ func TestDeliverHardKill(t *testing.T) {
 		}
 		recs = append(recs, &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(wsID, d.GetUserId()), Value: b})
 	}
-	if err := producer.ProduceSync(ctx, recs...).FirstErr(); err != nil {
+	if err := producer.ProduceSync(ctx, recs[:dueNow+scheduled]...).FirstErr(); err != nil {
 		t.Fatal(err)
 	}
 
@@ -244,11 +249,22 @@ func TestDeliverHardKill(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("at the SIGKILL: %d webhook requests for %d deliveries arrived; ledger %v: %d in flight", reqsAtKill, idsAtKill, states, inFlight)
-	if idsAtKill >= n {
-		t.Fatalf("all %d were delivered before the kill: it proves nothing", n)
+	if idsAtKill >= dueNow {
+		t.Fatalf("all %d due were delivered before the kill: it proves nothing", dueNow)
 	}
 
+	// Decisions keep coming while deliver is down; the next process must
+	// consume them from the group's committed offsets.
+	if err := producer.ProduceSync(ctx, recs[dueNow+scheduled:]...).FirstErr(); err != nil {
+		t.Fatal(err)
+	}
+	// The killed member stays in the consumer group until its session
+	// times out (45 s), holding up the new member's assignment; evict it
+	// now, as the broker would then, so the test does not wait for it.
+	evictGroupMembers(t, producer, deliver.DefaultGroup)
+
 	start()
+	restartedAt := time.Now()
 	var requests, ids int
 	for deadline := time.Now().Add(lease + 30*time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		var sent int
@@ -270,6 +286,7 @@ func TestDeliverHardKill(t *testing.T) {
 	var missing, wrongBody, early []string
 	lateAfterKill := 0
 	for id, at := range sendTime {
+		// (Those produced after the kill are due at once: not scheduled.)
 		if recv.byID[id] == 0 {
 			missing = append(missing, id)
 			continue
@@ -283,6 +300,17 @@ func TestDeliverHardKill(t *testing.T) {
 			lateAfterKill++
 		}
 	}
+	var wave2 time.Duration
+	for _, r := range recs[dueNow+scheduled:] {
+		var d decisionv1.Decision
+		if err := proto.Unmarshal(r.Value, &d); err != nil {
+			t.Fatal(err)
+		}
+		if at, ok := recv.effects[fmt.Sprintf("%q", d.GetDecisionId())]; ok {
+			wave2 = max(wave2, at.Sub(restartedAt))
+		}
+	}
+	t.Logf("the %d decisions produced while deliver was down were all sent within %v of the restart being ready", afterKill, wave2.Round(time.Millisecond))
 	repeats := requests - len(recv.byID)
 	t.Logf("after the restart: %d requests for %d deliveries, %d effects; %d repeated requests, %d sends were in flight at the kill; %d of %d scheduled sent after the restart",
 		requests, len(recv.byID), len(recv.effects), repeats, inFlight, lateAfterKill, scheduled)
@@ -327,4 +355,33 @@ func TestDeliverHardKill(t *testing.T) {
 		// A killed attempt leaves no row: only recorded outcomes count.
 		t.Errorf("ledger: %d attempts recorded, want %d", attempts, n)
 	}
+}
+
+// evictGroupMembers removes every member of group, as the coordinator does
+// when a member's session times out.
+func evictGroupMembers(t *testing.T, cl *kgo.Client, group string) {
+	t.Helper()
+	adm := kadm.NewClient(cl)
+	described, err := adm.DescribeGroups(context.Background(), group)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := kmsg.NewPtrLeaveGroupRequest()
+	req.Group = group
+	for _, m := range described[group].Members {
+		lm := kmsg.NewLeaveGroupRequestMember()
+		lm.MemberID = m.MemberID
+		req.Members = append(req.Members, lm)
+	}
+	if len(req.Members) == 0 {
+		return
+	}
+	res, err := req.RequestWith(context.Background(), cl)
+	if err == nil {
+		err = kerr.ErrorForCode(res.ErrorCode)
+	}
+	if err != nil {
+		t.Fatalf("evict the killed member from %s: %v", group, err)
+	}
+	t.Logf("evicted %d member(s) of %s", len(req.Members), group)
 }
