@@ -7,6 +7,12 @@
 // With --mode=freshness it measures instead how fresh profiles are: it sends
 // batches at a fixed rate, open loop, each with a probe event of a new user,
 // and times from ingestion's acknowledgement until GetProfile shows it.
+//
+// With --mode=delivery it measures event to delivery: it creates a webhook
+// campaign through the public API whose destination is a receiver inside
+// whisper-load (checking every signature), sends batches at a fixed rate,
+// each with one event that triggers the campaign, and times from the
+// batch's send to the webhook's arrival.
 package main
 
 import (
@@ -40,7 +46,13 @@ benchmarks a running instance instead.
 --mode=ingest (default) measures ingestion throughput and latency, and the
 broker ceiling. --mode=freshness sends --rate events/s and measures how long
 after ingestion acknowledges an event GetProfile shows it (with --url it
-needs --api-token). Flags fall back to WHISPER_LOAD_*
+needs --api-token). --mode=delivery sends --rate events/s, one of every
+--batch-size a new user's trigger of a webhook campaign it creates, and
+measures from the send until the signed webhook reaches a receiver in
+whisper-load (with --url it needs --api-token and --webhook-secret, and the
+instance must reach --hook-addr: loopback needs
+--deliver-webhook-allow-private; its contact rules apply: no quiet hours
+for a clean run). Flags fall back to WHISPER_LOAD_*
 variables: --connections is WHISPER_LOAD_CONNECTIONS.
 
 flags:
@@ -70,12 +82,15 @@ type options struct {
 	pollInterval    time.Duration
 	pollConcurrency int
 	probeTimeout    time.Duration
+
+	webhookSecret, hookAddr string
 }
 
 // Modes of whisper-load.
 const (
 	modeIngest    = "ingest"
 	modeFreshness = "freshness"
+	modeDelivery  = "delivery"
 )
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -103,14 +118,16 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.tracing, "tracing", false, "run `whisper dev` with tracing on, every span exported over OTLP to a sink in this process that discards them; off, OTEL_SDK_DISABLED=true keeps it off whatever the environment says")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.BoolVar(&o.check, "check", false, "exit 3 when a target is missed")
-	fs.StringVar(&o.mode, "mode", modeIngest, "what to measure: ingest (throughput, latency, ceiling) or freshness (ack to GetProfile)")
-	fs.StringVar(&o.apiToken, "api-token", "", "API token of --write-key's workspace, for GetProfile (freshness with --url)")
-	fs.Float64Var(&o.rate, "rate", 5000, "events/s sent open loop (freshness)")
-	fs.IntVar(&o.batchSize, "batch-size", 100, "events per request, one of them the probe (freshness)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 256, "requests awaiting an answer at most (freshness)")
+	fs.StringVar(&o.mode, "mode", modeIngest, "what to measure: ingest (throughput, latency, ceiling), freshness (ack to GetProfile) or delivery (event to webhook)")
+	fs.StringVar(&o.apiToken, "api-token", "", "API token of --write-key's workspace, for GetProfile and the campaign (freshness and delivery with --url)")
+	fs.Float64Var(&o.rate, "rate", 5000, "events/s sent open loop (freshness, delivery)")
+	fs.IntVar(&o.batchSize, "batch-size", 100, "events per request, one of them the probe or trigger (freshness, delivery)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 256, "requests awaiting an answer at most (freshness, delivery)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 25*time.Millisecond, "how often each pending probe's profile is read (freshness)")
 	fs.IntVar(&o.pollConcurrency, "poll-concurrency", 8, "GetProfile calls in flight at most (freshness)")
-	fs.DurationVar(&o.probeTimeout, "probe-timeout", 30*time.Second, "how long a probe may stay invisible before it counts as unseen (freshness)")
+	fs.DurationVar(&o.probeTimeout, "probe-timeout", 30*time.Second, "how long a probe may stay invisible before it counts as unseen (freshness); how long after the last request missing webhooks are awaited (delivery)")
+	fs.StringVar(&o.webhookSecret, "webhook-secret", "", "the instance's --deliver-webhook-secret, to verify webhooks (delivery with --url; default: a new one given to whisper dev)")
+	fs.StringVar(&o.hookAddr, "hook-addr", "127.0.0.1:0", "listen address of the webhook receiver (delivery)")
 	lookup := func(name string) (string, bool) {
 		return os.LookupEnv("WHISPER_LOAD_" + strings.TrimPrefix(name, "WHISPER_"))
 	}
@@ -131,9 +148,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Passed() bool
 	}
 	var err error
-	if o.mode == modeFreshness {
+	switch o.mode {
+	case modeFreshness:
 		report, err = freshness(ctx, o, logger)
-	} else {
+	case modeDelivery:
+		report, err = delivery(ctx, o, logger)
+	default:
 		report, err = bench(ctx, o, kafkaDefaults, logger)
 	}
 	if err != nil {
@@ -179,9 +199,12 @@ func (o options) validate() error {
 	}
 	switch o.mode {
 	case modeIngest:
-	case modeFreshness:
+	case modeFreshness, modeDelivery:
 		if o.url != "" && o.apiToken == "" {
-			errs = append(errs, errors.New("--api-token: required with --url in freshness mode"))
+			errs = append(errs, fmt.Errorf("--api-token: required with --url in %s mode", o.mode))
+		}
+		if o.mode == modeDelivery && o.url != "" && o.webhookSecret == "" {
+			errs = append(errs, errors.New("--webhook-secret: required with --url in delivery mode"))
 		}
 		if o.rate <= 0 {
 			errs = append(errs, fmt.Errorf("--rate: must be positive, got %v", o.rate))
@@ -202,7 +225,7 @@ func (o options) validate() error {
 			errs = append(errs, fmt.Errorf("--probe-timeout: must be positive, got %v", o.probeTimeout))
 		}
 	default:
-		errs = append(errs, fmt.Errorf("--mode: must be %s or %s, got %q", modeIngest, modeFreshness, o.mode))
+		errs = append(errs, fmt.Errorf("--mode: must be %s, %s or %s, got %q", modeIngest, modeFreshness, modeDelivery, o.mode))
 	}
 	if o.tracing && o.url != "" {
 		errs = append(errs, errors.New("--tracing: only when whisper-load starts whisper dev, not with --url"))

@@ -109,10 +109,16 @@ func (b *Bodies) RenderProbe(dst []byte, seq uint64, at time.Time) []byte {
 	putHex(d[:], seq)
 	probe := fmt.Appendf(nil, `{"type":"track","messageId":"%sp%s","userId":%q,"event":%q,"properties":{},"timestamp":%q},`,
 		b.prefix, d[:], b.ProbeUser(seq), ProbeEvent, at.UTC().Format(time.RFC3339Nano))
+	return prependEvent(dst, probe)
+}
+
+// prependEvent inserts ev (an event and its trailing comma) as the first
+// event of the rendered batch dst.
+func prependEvent(dst, ev []byte) []byte {
 	n := len(batchOpen)
-	dst = append(dst, probe...)                          // grow by len(probe)
-	copy(dst[n+len(probe):], dst[n:len(dst)-len(probe)]) // shift the events right
-	copy(dst[n:], probe)
+	dst = append(dst, ev...)                       // grow by len(ev)
+	copy(dst[n+len(ev):], dst[n:len(dst)-len(ev)]) // shift the events right
+	copy(dst[n:], ev)
 	return dst
 }
 
@@ -211,7 +217,10 @@ func RunFreshness(ctx context.Context, cfg FreshnessConfig) (FreshnessResult, er
 	send := func(seq uint64, probe bool, windowStart, windowEnd time.Time) {
 		var body []byte
 		if probe {
-			body = cfg.Bodies.RenderProbe(nil, seq, time.Now())
+			// Dated at the batch's sentAt like its other events: ingest
+			// shifts timestamps by receivedAt-sentAt, so time.Now() here
+			// would date the probe in the future by the run's age.
+			body = cfg.Bodies.RenderProbe(nil, seq, cfg.Bodies.SentAt())
 		} else {
 			body = cfg.Bodies.Render(nil, seq)
 		}

@@ -1,6 +1,7 @@
 package targets
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -49,6 +51,9 @@ type DeliverConfig struct {
 	TwilioBaseURL, TwilioAccountSID, TwilioAuthToken, TwilioFrom string
 
 	FCMBaseURL, FCMProjectID, FCMAccessToken string
+	// FCMCredentialsFile is a service account key (JSON): access tokens
+	// are then obtained and refreshed from it, not given.
+	FCMCredentialsFile string
 
 	// TrackingKey signs open, click and unsubscribe links; empty turns
 	// tracking off (no /t/ routes, no List-Unsubscribe header).
@@ -62,6 +67,9 @@ type DeliverConfig struct {
 	RateLimits           string
 	MaxAttempts          int
 	WorkspaceConcurrency int
+	// ClaimLease is how long a replica owns a claimed delivery: after a
+	// crash its in-flight sends are taken over when their leases expire.
+	ClaimLease time.Duration
 }
 
 // RegisterFlags binds c to fs.
@@ -78,15 +86,17 @@ func (c *DeliverConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.TwilioAccountSID, "deliver-twilio-account-sid", "", "Twilio account SID (AC...)")
 	fs.StringVar(&c.TwilioAuthToken, "deliver-twilio-auth-token", "", "Twilio auth token")
 	fs.StringVar(&c.TwilioFrom, "deliver-twilio-from", "", "Twilio sending number (E.164) or messaging service SID (MG...)")
-	fs.StringVar(&c.FCMBaseURL, "deliver-fcm-base-url", "", "FCM HTTP v1 API root URL for push; empty: no push sender")
-	fs.StringVar(&c.FCMProjectID, "deliver-fcm-project-id", "", "Firebase project id")
-	fs.StringVar(&c.FCMAccessToken, "deliver-fcm-access-token", "", "OAuth 2.0 bearer token for FCM (refreshed outside whisper)")
+	fs.StringVar(&c.FCMBaseURL, "deliver-fcm-base-url", "", "FCM HTTP v1 API root URL for push (default with --deliver-fcm-credentials-file: "+fcmProductionURL+"); empty: no push sender")
+	fs.StringVar(&c.FCMProjectID, "deliver-fcm-project-id", "", "Firebase project id (default: the credentials file's project_id)")
+	fs.StringVar(&c.FCMCredentialsFile, "deliver-fcm-credentials-file", "", "Google service account key (JSON) whose OAuth 2.0 access tokens (JWT bearer grant at its token_uri) authorize FCM sends, refreshed before they expire")
+	fs.StringVar(&c.FCMAccessToken, "deliver-fcm-access-token", "", "a fixed OAuth 2.0 bearer token for FCM instead of --deliver-fcm-credentials-file (tests and development: it is never refreshed)")
 	fs.StringVar(&c.TrackingKey, "deliver-tracking-key", "", "key (at least 32 bytes) that signs open, click and unsubscribe links; empty: no tracking and no one-click unsubscribe")
 	fs.StringVar(&c.PublicURL, "deliver-public-url", "http://127.0.0.1:8080", "public base URL of this process's tracking routes (/t/...), as recipients' browsers reach it")
 	fs.DurationVar(&c.ProviderTimeout, "deliver-provider-timeout", 10*time.Second, "how long one provider call may take")
 	fs.StringVar(&c.RateLimits, "deliver-rate-limits", "", "per-channel token buckets shared by replicas, e.g. email=100,sms=10:20 (per second[:burst]); unlisted channels are not limited")
 	fs.IntVar(&c.MaxAttempts, "deliver-max-attempts", deliver.DefaultMaxAttempts, "attempts of a retryable failure before the decision goes to whisper.decisions.dlq")
 	fs.IntVar(&c.WorkspaceConcurrency, "deliver-workspace-concurrency", deliver.DefaultWorkspaceConcurrency, "sends of one workspace in flight at once, per replica")
+	fs.DurationVar(&c.ClaimLease, "deliver-claim-lease", deliver.DefaultClaimLease, "how long a replica owns a claimed delivery; a crashed replica's sends are retried by another after it (an attempt gets 3/4 of it: keep it above --deliver-provider-timeout)")
 }
 
 var channelsByName = map[string]campaignv1.Channel{
@@ -150,16 +160,46 @@ func (c DeliverConfig) senders() (map[campaignv1.Channel]channel.Sender, error) 
 		}
 		out[campaignv1.Channel_CHANNEL_SMS] = s
 	}
-	if c.FCMBaseURL != "" {
-		token := c.FCMAccessToken
-		s, err := channel.NewFCM(channel.FCMConfig{BaseURL: c.FCMBaseURL, ProjectID: c.FCMProjectID, Timeout: c.ProviderTimeout,
-			TokenSource: func(context.Context) (string, error) { return token, nil }})
+	if c.FCMBaseURL != "" || c.FCMCredentialsFile != "" {
+		s, err := c.fcm()
 		if err != nil {
-			return nil, fmt.Errorf("--deliver-fcm-*: %w", err)
+			return nil, err
 		}
 		out[campaignv1.Channel_CHANNEL_PUSH] = s
 	}
 	return out, nil
+}
+
+const fcmProductionURL = "https://fcm.googleapis.com"
+
+// fcm builds the push sender: tokens from the service account key, or the
+// fixed token.
+func (c DeliverConfig) fcm() (*channel.FCM, error) {
+	cfg := channel.FCMConfig{BaseURL: c.FCMBaseURL, ProjectID: c.FCMProjectID, Timeout: c.ProviderTimeout}
+	switch {
+	case c.FCMCredentialsFile != "" && c.FCMAccessToken != "":
+		return nil, errors.New("--deliver-fcm-credentials-file and --deliver-fcm-access-token: give one, not both")
+	case c.FCMCredentialsFile != "":
+		key, err := os.ReadFile(c.FCMCredentialsFile)
+		if err != nil {
+			return nil, fmt.Errorf("--deliver-fcm-credentials-file: %w", err)
+		}
+		tokens, err := channel.NewServiceAccountTokens(key, &http.Client{Timeout: c.ProviderTimeout})
+		if err != nil {
+			return nil, fmt.Errorf("--deliver-fcm-credentials-file %s: %w", c.FCMCredentialsFile, err)
+		}
+		cfg.BaseURL = cmp.Or(cfg.BaseURL, fcmProductionURL)
+		cfg.ProjectID = cmp.Or(cfg.ProjectID, tokens.ProjectID())
+		cfg.TokenSource, cfg.InvalidateToken = tokens.Token, tokens.Invalidate
+	default:
+		token := c.FCMAccessToken
+		cfg.TokenSource = func(context.Context) (string, error) { return token, nil }
+	}
+	s, err := channel.NewFCM(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("--deliver-fcm-*: %w", err)
+	}
+	return s, nil
 }
 
 // Validate reports every deliver setting that cannot work, naming its flag.
@@ -182,6 +222,9 @@ func (c DeliverConfig) Validate() error {
 	}
 	if c.MaxAttempts < 1 || c.MaxAttempts > 100 {
 		errs = append(errs, fmt.Errorf("--deliver-max-attempts: must be 1-100, got %d", c.MaxAttempts))
+	}
+	if c.ClaimLease*3/4 <= c.ProviderTimeout {
+		errs = append(errs, fmt.Errorf("--deliver-claim-lease: %v leaves an attempt 3/4 of it, not more than --deliver-provider-timeout %v", c.ClaimLease, c.ProviderTimeout))
 	}
 	if c.WorkspaceConcurrency < 1 {
 		errs = append(errs, fmt.Errorf("--deliver-workspace-concurrency: must be at least 1, got %d", c.WorkspaceConcurrency))
@@ -235,7 +278,7 @@ func startDeliver(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *rpc.
 	svc := deliver.New(deliver.Options{
 		Pool: pool, Client: client, Renderer: renderer, Profiles: deliverProfiles{profileReader{profileHandler}},
 		Senders: senders, Redis: rdb, Rates: rates, Tracking: tracker,
-		MaxAttempts: cfg.Deliver.MaxAttempts, WorkspaceConcurrency: cfg.Deliver.WorkspaceConcurrency,
+		MaxAttempts: cfg.Deliver.MaxAttempts, WorkspaceConcurrency: cfg.Deliver.WorkspaceConcurrency, ClaimLease: cfg.Deliver.ClaimLease,
 		Registerer: reg, Logger: logger, TracerProvider: cfg.TracerProvider,
 	})
 	path, h := deliver.NewHandler(svc, logger).Routes(handlerOpts...)

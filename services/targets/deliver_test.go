@@ -2,7 +2,12 @@ package targets_test
 
 import (
 	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -301,6 +306,21 @@ func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
 }
 
 func TestDeliverConfigErrorsNameTheFlag(t *testing.T) {
+	dir := t.TempDir()
+	userKey, saKey := filepath.Join(dir, "user.json"), filepath.Join(dir, "sa.json")
+	key, err := rsa.GenerateKey(rand.Reader, 1024)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sa, _ := json.Marshal(map[string]string{"type": "service_account", "project_id": "p", "client_email": "w@p.iam.gserviceaccount.com",
+		"private_key": string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), "token_uri": "http://127.0.0.1:1/token"})
+	if err := errors.Join(os.WriteFile(userKey, []byte(`{"type": "authorized_user"}`), 0o600), os.WriteFile(saKey, sa, 0o600)); err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		args []string
@@ -318,6 +338,12 @@ func TestDeliverConfigErrorsNameTheFlag(t *testing.T) {
 		{"twilio sid", []string{"--deliver-twilio-base-url=http://127.0.0.1:1", "--deliver-twilio-account-sid=x"}, "--deliver-twilio-*"},
 		{"smtp tls", []string{"--deliver-smtp-addr=127.0.0.1:25", "--deliver-smtp-from=a@example.com", "--deliver-smtp-tls=maybe"}, "--deliver-smtp-*"},
 		{"max attempts", []string{"--deliver-max-attempts=0"}, "--deliver-max-attempts: must be 1-100"},
+		{"fcm service account", []string{"--deliver-fcm-credentials-file=" + saKey}, ""},
+		{"fcm user credentials", []string{"--deliver-fcm-credentials-file=" + userKey}, "--deliver-fcm-credentials-file " + userKey + `: service account key: type "authorized_user"`},
+		{"fcm credentials file missing", []string{"--deliver-fcm-credentials-file=/nonexistent/key.json"}, "--deliver-fcm-credentials-file: open /nonexistent/key.json"},
+		{"fcm credentials and token", []string{"--deliver-fcm-credentials-file=/nonexistent/key.json", "--deliver-fcm-access-token=t"}, "give one, not both"},
+		{"short claim lease", []string{"--deliver-claim-lease=5s"}, "--deliver-claim-lease: 5s leaves an attempt 3/4 of it"},
+		{"short claim lease, short timeout", []string{"--deliver-claim-lease=5s", "--deliver-provider-timeout=2s"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -9,7 +9,8 @@
 // Idempotency: Message.DeliveryID is stable across retries and reaches the
 // provider wherever it supports one: the SMTP Message-ID is derived from it
 // (receivers and our own ledger can deduplicate), Twilio gets it as
-// I-Twilio-Idempotency-Token, webhooks as Whisper-Delivery-Id. FCM has no
+// I-Twilio-Idempotency-Token, webhooks as Whisper-Delivery-Id and
+// Idempotency-Key. FCM has no
 // idempotency key; the ledger in deliver is the only guard there.
 //
 // Every call is bounded by the adapter's Timeout as well as the context.
@@ -21,6 +22,7 @@
 //
 //	Content-Type:        application/json
 //	Whisper-Delivery-Id: <delivery id, stable across retries: deduplicate on it>
+//	Idempotency-Key:     "<delivery id>" (the same key, as a quoted string)
 //	Whisper-Timestamp:   <unix seconds when this attempt was signed>
 //	Whisper-Signature:   v1=<hex HMAC-SHA256(secret, timestamp + "." + body)>
 //
@@ -29,8 +31,8 @@
 // timestamp header, a single ".", and the body, hex-encodes it and compares
 // it in constant time with the value after "v1=". It then rejects the
 // request if the timestamp is further than its tolerance (five minutes is
-// a good default) from its own clock, which bounds replays; the delivery id
-// makes the remaining window harmless. Whisper-Signature may carry several
+// a good default) from its own clock, which bounds replays; deduplicating
+// on the delivery id (see Idempotency) makes the remaining window harmless. Whisper-Signature may carry several
 // comma-separated "v1=" values (for secret rotation); one match suffices.
 // VerifySignature does all of this and is the reference implementation.
 //
@@ -45,4 +47,31 @@
 // resolves (or re-resolves, DNS rebinding) to loopback, link-local,
 // private, unspecified, multicast or other non-public ranges is refused
 // unless WebhookConfig.AllowPrivate is set.
+//
+// # Idempotency
+//
+// Delivery is at least once: a sender that is killed after the receiver
+// accepted a webhook but before deliver recorded the reply sends it again
+// when the delivery's claim is taken over (after the claim lease). The
+// repeat carries the same delivery id, so a receiver that remembers the ids
+// it has acted on (for longer than the retry horizon: a day is plenty) and
+// answers 2xx to a repeat without acting again sees every effect once.
+// Idempotency-Key carries the id as a quoted string, in the form of the IETF
+// draft-ietf-httpapi-idempotency-key-header, for middleware that already
+// deduplicates on that header. The v1 signature covers the timestamp and
+// the body, not these headers: a receiver that must also withstand a
+// replayed request with a forged id within the tolerance should put its own
+// key into the template's body (an order id from the event's properties, say) and
+// deduplicate on that.
+//
+// # FCM access tokens
+//
+// ServiceAccountTokens turns a Google service account key into FCM access
+// tokens: it signs a JWT (RS256, scope FCMScope, audience the key's
+// token_uri) with the key, exchanges it at token_uri for an access token
+// (the JWT bearer grant, RFC 7523), and reuses that token until the last
+// fifth of its lifetime (at most five minutes before expiry). A token FCM
+// refuses with UNAUTHENTICATED is dropped and the send tried once more with
+// a new one: the refused request was not accepted, so this cannot send
+// twice.
 package channel

@@ -21,9 +21,13 @@ type FCMConfig struct {
 	BaseURL   string
 	ProjectID string
 	// TokenSource returns an OAuth 2.0 access token for the
-	// firebase.messaging scope (cached and refreshed by the caller, e.g.
-	// golang.org/x/oauth2/google); static in tests.
+	// firebase.messaging scope, cached and refreshed by the source:
+	// (*ServiceAccountTokens).Token in production, static in tests.
 	TokenSource func(ctx context.Context) (string, error)
+	// InvalidateToken, if set, is told of a token FCM refused with
+	// UNAUTHENTICATED; the send is then tried once more at once with a
+	// new token from TokenSource ((*ServiceAccountTokens).Invalidate).
+	InvalidateToken func(token string)
 	// Timeout bounds one API call; 0 means 10s.
 	Timeout time.Duration
 }
@@ -116,24 +120,17 @@ func (f *FCM) Send(ctx context.Context, m Message) (Receipt, error) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.cfg.Timeout)
 	defer cancel()
-	token, err := f.cfg.TokenSource(ctx)
+	resp, reply, err := f.post(ctx, body)
 	if err != nil {
-		return Receipt{}, fmt.Errorf("fcm: access token: %w", err)
+		return Receipt{}, err
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.endpoint, bytes.NewReader(body))
-	if err != nil {
-		return Receipt{}, fmt.Errorf("fcm: %w", err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	req.Header.Set("Content-Type", "application/json; charset=utf-8")
-	resp, err := f.client.Do(req)
-	if err != nil {
-		return Receipt{}, fmt.Errorf("fcm: %w", err)
-	}
-	defer resp.Body.Close()
-	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
-	if err != nil {
-		return Receipt{}, fmt.Errorf("fcm: reading the reply: %w", err)
+	if resp.StatusCode == http.StatusUnauthorized && f.cfg.InvalidateToken != nil && !thirdPartyAuth(reply) {
+		// Refused before it was accepted, so trying again cannot send
+		// twice: the token source lets go of the token and gets another.
+		f.cfg.InvalidateToken(strings.TrimPrefix(resp.Request.Header.Get("Authorization"), "Bearer "))
+		if resp, reply, err = f.post(ctx, body); err != nil {
+			return Receipt{}, err
+		}
 	}
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		var r fcmReply
@@ -175,4 +172,45 @@ func (f *FCM) Send(ctx context.Context, m Message) (Receipt, error) {
 		e.Retryable = true
 	}
 	return Receipt{}, e
+}
+
+// post makes one send request with the current access token and returns
+// the response (its body closed) with the body read.
+func (f *FCM) post(ctx context.Context, body []byte) (*http.Response, []byte, error) {
+	token, err := f.cfg.TokenSource(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fcm: access token: %w", err)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, f.endpoint, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, fmt.Errorf("fcm: %w", err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Content-Type", "application/json; charset=utf-8")
+	resp, err := f.client.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fcm: %w", err)
+	}
+	defer resp.Body.Close()
+	reply, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
+	if err != nil {
+		return nil, nil, fmt.Errorf("fcm: reading the reply: %w", err)
+	}
+	return resp, reply, nil
+}
+
+// thirdPartyAuth reports whether a 401 is about the APNs or Web Push
+// credentials configured in Firebase, not our access token: a new token
+// would not help.
+func thirdPartyAuth(reply []byte) bool {
+	var er fcmErrorReply
+	if json.Unmarshal(reply, &er) != nil {
+		return false
+	}
+	for _, d := range er.Error.Details {
+		if d.ErrorCode == "THIRD_PARTY_AUTH_ERROR" {
+			return true
+		}
+	}
+	return false
 }

@@ -192,6 +192,9 @@ type fcmFake struct {
 	got  []map[string]any
 	n    int
 	fail map[string]func(w http.ResponseWriter) // by device token
+	// authorized decides a bearer token; nil accepts only "ya29.test".
+	authorized func(token string) bool
+	refused    int // requests answered UNAUTHENTICATED
 }
 
 func fcmFail(status int, rpcStatus, msg string, details ...map[string]any) func(http.ResponseWriter) {
@@ -215,8 +218,12 @@ func (f *fcmFake) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		fcmFail(404, "NOT_FOUND", "no such method "+r.URL.Path)(w)
 		return
 	}
-	if r.Header.Get("Authorization") != "Bearer ya29.test" {
-		fcmFail(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")(w)
+	bearer, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	if ok := f.authorized; (ok == nil && bearer != "ya29.test") || (ok != nil && !ok(bearer)) {
+		f.mu.Lock()
+		f.refused++
+		f.mu.Unlock()
+		fcmFail(401, "UNAUTHENTICATED", "Request had invalid authentication credentials. Expected OAuth 2 access token.")(w)
 		return
 	}
 	if !strings.HasPrefix(r.Header.Get("Content-Type"), "application/json") {

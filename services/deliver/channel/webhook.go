@@ -169,6 +169,9 @@ func (w *Webhook) Send(ctx context.Context, m Message) (Receipt, error) {
 	req.Header.Set("Content-Type", "application/json")
 	req.Header.Set("User-Agent", "Whisper-Webhook/1")
 	req.Header.Set("Whisper-Delivery-Id", m.DeliveryID)
+	// The same key under the name generic idempotency middleware looks
+	// for (IETF draft-ietf-httpapi-idempotency-key-header).
+	req.Header.Set("Idempotency-Key", strconv.Quote(m.DeliveryID))
 	req.Header.Set("Whisper-Timestamp", ts)
 	req.Header.Set("Whisper-Signature", "v1="+sign(w.secret, ts, body))
 	resp, err := w.client.Do(req)

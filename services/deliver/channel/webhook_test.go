@@ -26,8 +26,8 @@ func webhookMessage(id, to, body string) Message {
 func TestWebhookSendSigned(t *testing.T) {
 	secret := []byte("whsec_test")
 	type got struct {
-		Method, Path, ContentType, DeliveryID, Body string
-		Verify                                      string
+		Method, Path, ContentType, DeliveryID, IdempotencyKey, Body string
+		Verify                                                      string
 	}
 	gotc := make(chan got, 1)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -36,7 +36,7 @@ func TestWebhookSendSigned(t *testing.T) {
 		if err := VerifySignature(secret, r.Header, b, time.Now(), 5*time.Minute); err != nil {
 			v = err.Error()
 		}
-		gotc <- got{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.Header.Get("Whisper-Delivery-Id"), string(b), v}
+		gotc <- got{r.Method, r.URL.Path, r.Header.Get("Content-Type"), r.Header.Get("Whisper-Delivery-Id"), r.Header.Get("Idempotency-Key"), string(b), v}
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer srv.Close()
@@ -48,7 +48,7 @@ func TestWebhookSendSigned(t *testing.T) {
 	if _, err := wh.Send(context.Background(), webhookMessage("dlv-9", srv.URL+"/hook", body)); err != nil {
 		t.Fatal(err)
 	}
-	want := got{"POST", "/hook", "application/json", "dlv-9", body, "ok"}
+	want := got{"POST", "/hook", "application/json", "dlv-9", `"dlv-9"`, body, "ok"}
 	if diff := cmp.Diff(want, <-gotc); diff != "" {
 		t.Errorf("request (-want +got):\n%s", diff)
 	}
