@@ -141,8 +141,13 @@ func EnsureTopics(ctx context.Context, cl *kgo.Client, c Config, topics ...strin
 // Key is the record key for one user of one workspace. The separator cannot
 // occur in a workspace id, so keys of different workspaces never collide.
 func Key(workspaceID, userID string) []byte {
-	b := make([]byte, 0, len(workspaceID)+1+len(userID))
-	b = append(b, workspaceID...)
-	b = append(b, '/')
-	return append(b, userID...)
+	return AppendKey(make([]byte, 0, len(workspaceID)+1+len(userID)), workspaceID, userID)
+}
+
+// AppendKey appends Key(workspaceID, userID) to dst, for a producer that
+// keys many records from one buffer.
+func AppendKey(dst []byte, workspaceID, userID string) []byte {
+	dst = append(dst, workspaceID...)
+	dst = append(dst, '/')
+	return append(dst, userID...)
 }

@@ -12,19 +12,33 @@ import (
 // ack timeout), the retry waits for that attempt's outcome instead of
 // producing the same event a second time. Across processes the Redis window
 // does this once the first attempt is acknowledged.
+//
+// Every request claims about a hundred ids, so the bookkeeping is per
+// request, not per id: the ids one claim takes share one flight (one
+// channel, one allocation), and the map is keyed by value, with no string
+// built per id.
 type flights struct {
 	mu sync.Mutex
-	m  map[string]*flight
+	m  map[flightKey]claimRef
 }
 
+type flightKey struct{ ws, id string }
+
+// flight is the ids one claim took. done closes when the last of them is
+// released; produced[i] is then the outcome of the claim's i-th id.
 type flight struct {
 	done     chan struct{}
-	produced bool
+	open     int // ids not yet released, under flights.mu
+	produced []bool
 }
 
-func newFlights() *flights { return &flights{m: map[string]*flight{}} }
+// claimRef is one id's place in the flight that claimed it.
+type claimRef struct {
+	f *flight
+	i int
+}
 
-func flightKey(ws, id string) string { return ws + "\x00" + id }
+func newFlights() *flights { return &flights{m: map[flightKey]claimRef{}} }
 
 // claim makes the caller the producer of each of ids that no earlier
 // flight produced, waiting up to wait for earlier flights of any of them to
@@ -33,6 +47,9 @@ func flightKey(ws, id string) string { return ws + "\x00" + id }
 // taken for all ids at once, under one lock, so no outcome of an earlier
 // flight is missed while waiting for another. An error means an earlier
 // flight is still unanswered; nothing is then claimed.
+//
+// A waiter wakes when the whole earlier flight has ended, which may be a
+// little after its own id was released: it never sees an outcome early.
 func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.Duration) (produced []bool, err error) {
 	produced = make([]bool, len(ids))
 	pending := make([]int, len(ids))
@@ -40,27 +57,40 @@ func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.
 		pending[i] = i
 	}
 	var claimed []string
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
+	var timer *time.Timer
+	defer func() {
+		if timer != nil {
+			timer.Stop()
+		}
+	}()
 	for len(pending) > 0 {
-		var waitOn []*flight
+		var waitOn []claimRef
 		var waitIdx []int
+		var fl *flight
 		f.mu.Lock()
 		for _, i := range pending {
-			key := flightKey(ws, ids[i])
+			key := flightKey{ws, ids[i]}
 			if prev, busy := f.m[key]; busy {
 				waitOn = append(waitOn, prev)
 				waitIdx = append(waitIdx, i)
 				continue
 			}
-			f.m[key] = &flight{done: make(chan struct{})}
+			if fl == nil {
+				fl = &flight{done: make(chan struct{}), produced: make([]bool, 0, len(pending))}
+			}
+			f.m[key] = claimRef{fl, len(fl.produced)}
+			fl.produced = append(fl.produced, false)
+			fl.open++
 			claimed = append(claimed, ids[i])
 		}
 		f.mu.Unlock()
 		pending = pending[:0]
+		if len(waitOn) > 0 && timer == nil {
+			timer = time.NewTimer(wait)
+		}
 		for k, prev := range waitOn {
 			select {
-			case <-prev.done:
+			case <-prev.f.done:
 			case <-timer.C:
 				f.release(ws, claimed, nil)
 				return nil, context.DeadlineExceeded
@@ -68,7 +98,7 @@ func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.
 				f.release(ws, claimed, nil)
 				return nil, ctx.Err()
 			}
-			if prev.produced {
+			if prev.f.produced[prev.i] {
 				produced[waitIdx[k]] = true
 			} else {
 				pending = append(pending, waitIdx[k])
@@ -78,7 +108,7 @@ func (f *flights) claim(ctx context.Context, ws string, ids []string, wait time.
 	return produced, nil
 }
 
-// release ends the flights of ids (empty ones are skipped), recording which
+// release ends the claims of ids (empty ones are skipped), recording which
 // were produced; a nil produced means none was.
 func (f *flights) release(ws string, ids []string, produced []bool) {
 	f.mu.Lock()
@@ -87,13 +117,15 @@ func (f *flights) release(ws string, ids []string, produced []bool) {
 		if id == "" {
 			continue
 		}
-		key := flightKey(ws, id)
-		fl, ok := f.m[key]
+		key := flightKey{ws, id}
+		ref, ok := f.m[key]
 		if !ok {
 			continue
 		}
-		fl.produced = produced != nil && produced[j]
 		delete(f.m, key)
-		close(fl.done)
+		ref.f.produced[ref.i] = produced != nil && produced[j]
+		if ref.f.open--; ref.f.open == 0 {
+			close(ref.f.done)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package ingest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 )
@@ -45,5 +46,55 @@ func TestFlightsClaim(t *testing.T) {
 	}
 	if p, err := f.claim(ctx, "ws", []string{"d"}, time.Millisecond); err != nil || p[0] {
 		t.Errorf("d after the timed-out claim = %v, %v; want it free", p, err)
+	}
+}
+
+// The ids of one claim are one flight: a retry of one of them learns its
+// outcome once the whole earlier attempt has ended, never before its own id
+// is released, and the outcome is that id's.
+func TestFlightsPartialRelease(t *testing.T) {
+	ctx := context.Background()
+	f := newFlights()
+	if _, err := f.claim(ctx, "ws", []string{"a", "b"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	retry := make(chan []bool, 1)
+	go func() {
+		p, err := f.claim(ctx, "ws", []string{"a"}, 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		retry <- p
+	}()
+	time.Sleep(50 * time.Millisecond) // the retry is waiting on a
+	f.release("ws", []string{"a"}, []bool{true})
+	select {
+	case p := <-retry:
+		t.Fatalf("retry of a woke while b was still in flight: %v", p)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.release("ws", []string{"b"}, []bool{false})
+	if p := <-retry; !p[0] {
+		t.Errorf("retry of a = %v, want a produced", p)
+	}
+	if len(f.m) != 0 {
+		t.Errorf("%d claims left after every release, want none", len(f.m))
+	}
+}
+
+func BenchmarkFlights(b *testing.B) {
+	ctx := context.Background()
+	f := newFlights()
+	ids := make([]string, 100)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("0191e3c2-7d4a-7c61-9f0e-%012d", i)
+	}
+	ok := make([]bool, len(ids))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := f.claim(ctx, "ws", ids, time.Second); err != nil {
+			b.Fatal(err)
+		}
+		f.release("ws", ids, ok)
 	}
 }

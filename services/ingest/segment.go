@@ -178,6 +178,9 @@ type request struct {
 	sentAt       time.Time
 	writeKey     string
 	stamps       []stampMemo // see stamp
+	// bodyBytes is the size of the JSON the calls came from (0 when they
+	// came as protobuf): their records take about as much.
+	bodyBytes int
 }
 
 // decodeSingle decodes the body of /v1/{track,identify,...}; typ is the
@@ -194,7 +197,7 @@ func decodeSingle(body []byte, typ eventv1.EventType) (*request, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &request{calls: []call{c}, writeKey: w.WriteKey}, nil
+	return &request{calls: []call{c}, writeKey: w.WriteKey, bodyBytes: len(body)}, nil
 }
 
 // decodeBatch decodes the body of /v1/batch (and of /v1/import, its alias).
@@ -210,7 +213,7 @@ func decodeBatch(body []byte) (*request, error) {
 	if err := expectKind(dec, '{', "", "a JSON object"); err != nil {
 		return nil, err
 	}
-	req := &request{}
+	req := &request{bodyBytes: len(body)}
 	sawBatch := false
 	for {
 		switch dec.PeekKind() {

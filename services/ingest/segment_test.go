@@ -3,9 +3,12 @@ package ingest
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
+
+	"google.golang.org/protobuf/proto"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 )
@@ -180,4 +183,50 @@ func FuzzDecodeBatch(f *testing.F) {
 			}
 		}
 	})
+}
+
+// The records of a request share their buffers; when batch-level context
+// copied into every item outgrows the first guess, the buffers move, and
+// every record must still hold its own event and key.
+func TestRecordsKeepTheirOwnBytes(t *testing.T) {
+	var b strings.Builder
+	b.WriteString(`{"context":{"pad":"` + strings.Repeat("x", 2000) + `"},"batch":[`)
+	const n = 50
+	for i := range n {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		fmt.Fprintf(&b, `{"type":"track","event":"e%d","userId":"user-%d","messageId":"m%d"}`, i, i, i)
+	}
+	b.WriteString(`]}`)
+	req, err := decodeBatch([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := make([]string, n)
+	skip := make([]bool, n)
+	for i := range ids {
+		ids[i] = req.calls[i].messageID
+	}
+	skip[7] = true
+	recs, callOf, err := req.records("ws", time.Now(), ids, skip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != n-1 {
+		t.Fatalf("%d records, want %d (one skipped)", len(recs), n-1)
+	}
+	for j, r := range recs {
+		i := callOf[j]
+		var ev eventv1.Event
+		if err := proto.Unmarshal(r.Value, &ev); err != nil {
+			t.Fatalf("record %d: %v", j, err)
+		}
+		if ev.GetMessageId() != ids[i] || ev.GetUserId() != fmt.Sprintf("user-%d", i) || len(ev.GetContext()) < 2000 {
+			t.Errorf("record %d (call %d) holds %q of %q with %d bytes of context", j, i, ev.GetMessageId(), ev.GetUserId(), len(ev.GetContext()))
+		}
+		if got, want := string(r.Key), fmt.Sprintf("ws/user-%d", i); got != want {
+			t.Errorf("record %d key = %q, want %q", j, got, want)
+		}
+	}
 }
