@@ -293,7 +293,7 @@ type driver struct {
 	cmd    *exec.Cmd
 	stdin  io.WriteCloser
 	steps  chan driverStep
-	stderr *strings.Builder
+	stderr *strings.Builder // read only once done has delivered
 	done   chan error
 }
 
@@ -357,7 +357,10 @@ func (d *driver) expect(want string) driverStep {
 func (d *driver) next() {
 	d.t.Helper()
 	if _, err := io.WriteString(d.stdin, "go\n"); err != nil {
-		d.t.Fatalf("drive.mjs stdin: %v\nstderr:\n%s", err, d.stderr)
+		// The script died: its stderr says why, once it has ended.
+		for range d.steps {
+		}
+		d.t.Fatalf("drive.mjs stdin: %v (%v)\nstderr:\n%s", err, <-d.done, d.stderr)
 	}
 }
 
