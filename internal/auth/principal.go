@@ -16,6 +16,10 @@ type Principal struct {
 	// Admin is set for the operator's admin token, which may act on every
 	// workspace.
 	Admin bool
+	// UserID is set for a user token (AuthenticateBearerOrUser): the
+	// principal acts for this one user of WorkspaceID, and only through
+	// WorkspaceForUser.
+	UserID string
 }
 
 // PrincipalFrom returns the principal that authn middleware running
@@ -40,7 +44,7 @@ func (p *Principal) CanAccess(workspaceID string) bool {
 	if p.Admin {
 		return true
 	}
-	return p.WorkspaceID != "" && p.WorkspaceID == workspaceID
+	return p.UserID == "" && p.WorkspaceID != "" && p.WorkspaceID == workspaceID
 }
 
 // LogValue keeps log lines about a principal short and free of secrets.
@@ -50,6 +54,13 @@ func (p *Principal) LogValue() slog.Value {
 		return slog.StringValue("none")
 	case p.Admin:
 		return slog.StringValue("admin")
+	case p.UserID != "":
+		// The user id is the customer's; it is no secret, and the log
+		// needs it to tell whose stream failed.
+		return slog.GroupValue(
+			slog.String("workspace_id", p.WorkspaceID),
+			slog.String("user_id", p.UserID),
+		)
 	default:
 		return slog.GroupValue(
 			slog.String("workspace_id", p.WorkspaceID),

@@ -15,12 +15,15 @@ import (
 // The errors are Connect errors for a handler to return as they are:
 // Unauthenticated without a principal (a handler mounted without the authn
 // middleware fails closed), InvalidArgument for a malformed id or the
-// admin naming none, PermissionDenied for another workspace or a
-// credential that belongs to none.
+// admin naming none, PermissionDenied for another workspace, a
+// credential that belongs to none, or a user token (see WorkspaceForUser).
 func Workspace(ctx context.Context, requested string) (string, error) {
 	p, ok := PrincipalFrom(ctx)
 	if !ok {
 		return "", connect.NewError(connect.CodeUnauthenticated, errors.New("missing bearer token"))
+	}
+	if p.UserID != "" {
+		return "", connect.NewError(connect.CodePermissionDenied, errors.New("a user token is not accepted here: use an API token"))
 	}
 	if requested == "" {
 		if p.Admin {

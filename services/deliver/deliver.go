@@ -79,6 +79,11 @@
 // PostgreSQL and then follows an in-process hub woken after each commit;
 // a stream on another replica than the one that delivered picks the
 // message up by polling the inbox every InboxPoll.
+//
+// Browsers stream with an in-app token (InAppTokens, IssueInAppToken)
+// rather than the workspace's API token: it is signed for one user of one
+// workspace and expires within a day; the bearer middleware accepts it on
+// InAppProcedures only.
 package deliver
 
 import (

@@ -288,11 +288,14 @@ func TestDeliverEachChannelOnce(t *testing.T) {
 			return
 		}
 		defer stream.Close()
-		if !stream.Receive() {
-			streamed <- streamResult{err: fmt.Errorf("receive: %w", stream.Err())}
-			return
+		// The stream says it is caught up (no backlog) before the message.
+		for stream.Receive() {
+			if m := stream.Msg().GetMessage(); m != nil {
+				streamed <- streamResult{m: m}
+				return
+			}
 		}
-		streamed <- streamResult{m: stream.Msg().GetMessage()}
+		streamed <- streamResult{err: fmt.Errorf("receive: %w", stream.Err())}
 	}()
 
 	var all []*decisionv1.Decision

@@ -32,7 +32,19 @@ const (
 type Handler struct {
 	s      *Service
 	logger *slog.Logger
+	tokens *InAppTokens // nil: IssueInAppToken is FailedPrecondition
+	// heartbeat is how long a quiet StreamInApp waits before it sends a
+	// heartbeat: under the 60 s idle timeout common to proxies and load
+	// balancers.
+	heartbeat time.Duration
 }
+
+// InAppHeartbeat is how often a quiet StreamInApp sends a heartbeat.
+const InAppHeartbeat = 30 * time.Second
+
+// InAppProcedures are the procedures that accept in-app tokens; mount the
+// handler behind auth.AuthenticateBearerOrUser with them.
+var InAppProcedures = []string{deliveryv1connect.DeliveryServiceStreamInAppProcedure, deliveryv1connect.DeliveryServiceMarkInAppReadProcedure}
 
 var _ deliveryv1connect.DeliveryServiceHandler = (*Handler)(nil)
 
@@ -41,7 +53,14 @@ func NewHandler(s *Service, logger *slog.Logger) *Handler {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	return &Handler{s: s, logger: logger}
+	return &Handler{s: s, logger: logger, heartbeat: InAppHeartbeat}
+}
+
+// WithInAppTokens makes IssueInAppToken issue tokens signed by t; verify
+// them in the authn middleware (auth.AuthenticateBearerOrUser).
+func (h *Handler) WithInAppTokens(t *InAppTokens) *Handler {
+	h.tokens = t
+	return h
 }
 
 // Routes returns the path and handler to mount (behind bearer authn).
@@ -164,16 +183,21 @@ func (h *Handler) GetDelivery(ctx context.Context, req *deliveryv1.GetDeliveryRe
 	return &deliveryv1.GetDeliveryResponse{Delivery: d, Attempts: as}, nil
 }
 
-// StreamInApp sends the user's unread messages, oldest first, then new
-// ones as they arrive, until the client goes away.
+// StreamInApp sends the user's unread messages, oldest first, then a
+// caught-up marker, then new ones as they arrive, with heartbeats when
+// quiet, until the client goes away.
+//
+// connect-go writes the response headers with the first message and has
+// no way to flush them alone, so the caught-up marker is what tells a
+// client with no unread messages that it is connected.
 func (h *Handler) StreamInApp(ctx context.Context, req *deliveryv1.StreamInAppRequest, stream *connect.ServerStream[deliveryv1.StreamInAppResponse]) error {
-	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
-	if err != nil {
-		return err
-	}
 	user := req.GetUserId()
 	if user == "" || len(user) > maxIDBytes {
 		return invalid("user_id", "must be 1-512 bytes")
+	}
+	ws, err := auth.WorkspaceForUser(ctx, req.GetWorkspaceId(), user)
+	if err != nil {
+		return err
 	}
 	wake, done := h.s.hub.subscribe(ws, user)
 	defer done()
@@ -183,6 +207,9 @@ func (h *Handler) StreamInApp(ctx context.Context, req *deliveryv1.StreamInAppRe
 	lastID := ""
 	poll := time.NewTicker(h.s.o.InboxPoll)
 	defer poll.Stop()
+	beat := time.NewTimer(h.heartbeat)
+	defer beat.Stop()
+	caughtUp := false
 	for {
 		rows, err := h.s.pool.Query(ctx, `SELECT delivery_id, campaign_id, content, create_time FROM deliver_inbox
 			WHERE workspace_id = $1 AND user_id = $2 AND read_time IS NULL AND (create_time, delivery_id) > ($3, $4)
@@ -207,7 +234,7 @@ func (h *Handler) StreamInApp(ctx context.Context, req *deliveryv1.StreamInAppRe
 			return h.internal(ctx, "read inbox", err)
 		}
 		for _, m := range msgs {
-			if err := stream.Send(&deliveryv1.StreamInAppResponse{Message: m}); err != nil {
+			if err := stream.Send(&deliveryv1.StreamInAppResponse{Kind: &deliveryv1.StreamInAppResponse_Message{Message: m}}); err != nil {
 				return nil // the client went away
 			}
 			lastT, lastID = m.GetCreateTime().AsTime(), m.GetDeliveryId()
@@ -215,23 +242,38 @@ func (h *Handler) StreamInApp(ctx context.Context, req *deliveryv1.StreamInAppRe
 		if len(msgs) == 500 {
 			continue
 		}
+		if len(msgs) > 0 {
+			beat.Reset(h.heartbeat)
+		}
+		if !caughtUp {
+			caughtUp = true
+			if err := stream.Send(&deliveryv1.StreamInAppResponse{Kind: &deliveryv1.StreamInAppResponse_CaughtUp{CaughtUp: &deliveryv1.CaughtUp{}}}); err != nil {
+				return nil
+			}
+			beat.Reset(h.heartbeat)
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-wake:
 		case <-poll.C:
+		case <-beat.C:
+			if err := stream.Send(&deliveryv1.StreamInAppResponse{Kind: &deliveryv1.StreamInAppResponse_Heartbeat{Heartbeat: &deliveryv1.Heartbeat{}}}); err != nil {
+				return nil
+			}
+			beat.Reset(h.heartbeat)
 		}
 	}
 }
 
 // MarkInAppRead marks messages read.
 func (h *Handler) MarkInAppRead(ctx context.Context, req *deliveryv1.MarkInAppReadRequest) (*deliveryv1.MarkInAppReadResponse, error) {
-	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
-	if err != nil {
-		return nil, err
-	}
 	if req.GetUserId() == "" || len(req.GetUserId()) > maxIDBytes {
 		return nil, invalid("user_id", "must be 1-512 bytes")
+	}
+	ws, err := auth.WorkspaceForUser(ctx, req.GetWorkspaceId(), req.GetUserId())
+	if err != nil {
+		return nil, err
 	}
 	if n := len(req.GetDeliveryIds()); n == 0 || n > 1000 {
 		return nil, invalid("delivery_ids", "give 1-1000 ids")
@@ -242,6 +284,32 @@ func (h *Handler) MarkInAppRead(ctx context.Context, req *deliveryv1.MarkInAppRe
 		return nil, h.internal(ctx, "mark read", err)
 	}
 	return &deliveryv1.MarkInAppReadResponse{Marked: int32(tag.RowsAffected())}, nil
+}
+
+// IssueInAppToken signs a token for one user's in-app messages.
+func (h *Handler) IssueInAppToken(ctx context.Context, req *deliveryv1.IssueInAppTokenRequest) (*deliveryv1.IssueInAppTokenResponse, error) {
+	ws, err := auth.Workspace(ctx, req.GetWorkspaceId())
+	if err != nil {
+		return nil, err
+	}
+	if req.GetUserId() == "" || len(req.GetUserId()) > maxIDBytes {
+		return nil, invalid("user_id", "must be 1-512 bytes")
+	}
+	ttl := DefaultInAppTokenTTL
+	if d := req.GetTtl(); d != nil {
+		if err := d.CheckValid(); err != nil {
+			return nil, invalid("ttl", "not a valid duration")
+		}
+		ttl = d.AsDuration()
+		if ttl < time.Second || ttl > MaxInAppTokenTTL {
+			return nil, invalid("ttl", "must be 1s-24h")
+		}
+	}
+	if h.tokens == nil {
+		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("in-app tokens are off: the deliver target runs without --deliver-tracking-key"))
+	}
+	token, exp := h.tokens.Issue(ws, req.GetUserId(), ttl)
+	return &deliveryv1.IssueInAppTokenResponse{Token: token, ExpireTime: timestamppb.New(exp)}, nil
 }
 
 func invalid(field, problem string) error {

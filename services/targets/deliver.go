@@ -16,11 +16,14 @@ import (
 
 	"connectrpc.com/authn"
 	"connectrpc.com/connect"
+	connectcors "connectrpc.com/cors"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/v9"
+	"github.com/rs/cors"
 
 	"github.com/whisperhq/whisper/internal/auth"
+	"github.com/whisperhq/whisper/internal/config"
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/delivery/v1/deliveryv1connect"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
@@ -60,6 +63,9 @@ type DeliverConfig struct {
 	TrackingKey string
 	// PublicURL is where browsers reach this process's /t/ routes.
 	PublicURL string
+	// InAppOrigins are the web origins whose pages may call
+	// DeliveryService from the browser (CORS); none: no CORS headers.
+	InAppOrigins config.StringList
 
 	// ProviderTimeout bounds every provider call.
 	ProviderTimeout time.Duration
@@ -90,7 +96,8 @@ func (c *DeliverConfig) RegisterFlags(fs *flag.FlagSet) {
 	fs.StringVar(&c.FCMProjectID, "deliver-fcm-project-id", "", "Firebase project id (default: the credentials file's project_id)")
 	fs.StringVar(&c.FCMCredentialsFile, "deliver-fcm-credentials-file", "", "Google service account key (JSON) whose OAuth 2.0 access tokens (JWT bearer grant at its token_uri) authorize FCM sends, refreshed before they expire")
 	fs.StringVar(&c.FCMAccessToken, "deliver-fcm-access-token", "", "a fixed OAuth 2.0 bearer token for FCM instead of --deliver-fcm-credentials-file (tests and development: it is never refreshed)")
-	fs.StringVar(&c.TrackingKey, "deliver-tracking-key", "", "key (at least 32 bytes) that signs open, click and unsubscribe links; empty: no tracking and no one-click unsubscribe")
+	fs.StringVar(&c.TrackingKey, "deliver-tracking-key", "", "key (at least 32 bytes) that signs open, click and unsubscribe links and in-app tokens; empty: no tracking, no one-click unsubscribe, no in-app tokens")
+	fs.Var(&c.InAppOrigins, "deliver-inapp-origins", "comma-separated origins (scheme://host[:port], or * for any) whose pages may call DeliveryService from a browser (CORS); empty: none")
 	fs.StringVar(&c.PublicURL, "deliver-public-url", "http://127.0.0.1:8080", "public base URL of this process's tracking routes (/t/...), as recipients' browsers reach it")
 	fs.DurationVar(&c.ProviderTimeout, "deliver-provider-timeout", 10*time.Second, "how long one provider call may take")
 	fs.StringVar(&c.RateLimits, "deliver-rate-limits", "", "per-channel token buckets shared by replicas, e.g. email=100,sms=10:20 (per second[:burst]); unlisted channels are not limited")
@@ -217,6 +224,11 @@ func (c DeliverConfig) Validate() error {
 	if u, err := url.Parse(c.PublicURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		errs = append(errs, fmt.Errorf("--deliver-public-url: %q is not an http(s) URL", c.PublicURL))
 	}
+	for _, o := range c.InAppOrigins {
+		if err := checkOrigin(o); err != nil {
+			errs = append(errs, fmt.Errorf("--deliver-inapp-origins: %q %w", o, err))
+		}
+	}
 	if c.ProviderTimeout <= 0 {
 		errs = append(errs, fmt.Errorf("--deliver-provider-timeout: must be positive, got %v", c.ProviderTimeout))
 	}
@@ -230,6 +242,43 @@ func (c DeliverConfig) Validate() error {
 		errs = append(errs, fmt.Errorf("--deliver-workspace-concurrency: must be at least 1, got %d", c.WorkspaceConcurrency))
 	}
 	return errors.Join(errs...)
+}
+
+// checkOrigin accepts what a browser sends as Origin: scheme, host and
+// port, nothing more; or "*".
+func checkOrigin(o string) error {
+	if o == "*" {
+		return nil
+	}
+	u, err := url.Parse(o)
+	switch {
+	case err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "":
+		return errors.New("is not an http(s) origin such as https://app.example.com")
+	case u.User != nil || u.Path != "" || u.RawQuery != "" || u.Fragment != "" || strings.HasSuffix(o, "?") || strings.HasSuffix(o, "#"):
+		return errors.New("is not an origin: give scheme://host[:port] only, without path or trailing slash")
+	case o != strings.ToLower(o):
+		// Browsers send origins in lower case; a mixed-case entry would
+		// never match.
+		return errors.New("must be lower case")
+	}
+	return nil
+}
+
+// withCORS lets pages on origins call h from a browser: it answers
+// preflights and adds the CORS headers Connect, gRPC-Web and the bearer
+// token need. No origins: h unchanged.
+func withCORS(origins []string, h http.Handler) http.Handler {
+	if len(origins) == 0 {
+		return h
+	}
+	return cors.New(cors.Options{
+		AllowedOrigins: origins,
+		AllowedMethods: connectcors.AllowedMethods(),
+		AllowedHeaders: append(connectcors.AllowedHeaders(), "Authorization"),
+		ExposedHeaders: connectcors.ExposedHeaders(),
+		// Bearer tokens, not cookies: no credentials mode.
+		MaxAge: int((2 * time.Hour).Seconds()),
+	}).Handler(h)
 }
 
 // startDeliver builds the deliver service and mounts DeliveryService; the
@@ -281,8 +330,22 @@ func startDeliver(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *rpc.
 		MaxAttempts: cfg.Deliver.MaxAttempts, WorkspaceConcurrency: cfg.Deliver.WorkspaceConcurrency, ClaimLease: cfg.Deliver.ClaimLease,
 		Registerer: reg, Logger: logger, TracerProvider: cfg.TracerProvider,
 	})
-	path, h := deliver.NewHandler(svc, logger).Routes(handlerOpts...)
-	srv.HandleService(deliveryv1connect.DeliveryServiceName, path, authn.NewMiddleware(authenticator.AuthenticateBearer, handlerOpts...).Wrap(h))
+	handler := deliver.NewHandler(svc, logger)
+	authenticate := authenticator.AuthenticateBearer
+	if cfg.Deliver.TrackingKey != "" {
+		tokens, err := deliver.NewInAppTokens([]byte(cfg.Deliver.TrackingKey))
+		if err != nil {
+			client.Close()
+			rdb.Close()
+			return nil, nil, nil, fmt.Errorf("--deliver-tracking-key: %w", err)
+		}
+		handler.WithInAppTokens(tokens)
+		authenticate = authenticator.AuthenticateBearerOrUser(tokens, deliver.InAppProcedures...)
+	}
+	path, h := handler.Routes(handlerOpts...)
+	// CORS outside authn: a preflight carries no credentials.
+	srv.HandleService(deliveryv1connect.DeliveryServiceName, path,
+		withCORS(cfg.Deliver.InAppOrigins, authn.NewMiddleware(authenticate, handlerOpts...).Wrap(h)))
 	closeAll := func() {
 		client.Close()
 		rdb.Close()

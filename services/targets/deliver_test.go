@@ -187,11 +187,14 @@ func TestDeliverySegmentEventToEveryChannel(t *testing.T) {
 			return
 		}
 		defer stream.Close()
-		if !stream.Receive() {
-			streamed <- "error: " + fmt.Sprint(stream.Err())
-			return
+		// The stream says it is caught up (no backlog) before the message.
+		for stream.Receive() {
+			if m := stream.Msg().GetMessage(); m != nil {
+				streamed <- m.GetContent().GetTitle()
+				return
+			}
 		}
-		streamed <- stream.Msg().GetMessage().GetContent().GetTitle()
+		streamed <- "error: " + fmt.Sprint(stream.Err())
 	}()
 	waitFor(t, "the profile", func() (bool, string) {
 		res, err := contents.Preview(ctx, &contentv1.PreviewRequest{Template: &contentv1.Template{Name: "x", Channel: contentv1.Channel_CHANNEL_SMS,
@@ -344,6 +347,10 @@ func TestDeliverConfigErrorsNameTheFlag(t *testing.T) {
 		{"fcm credentials and token", []string{"--deliver-fcm-credentials-file=/nonexistent/key.json", "--deliver-fcm-access-token=t"}, "give one, not both"},
 		{"short claim lease", []string{"--deliver-claim-lease=5s"}, "--deliver-claim-lease: 5s leaves an attempt 3/4 of it"},
 		{"short claim lease, short timeout", []string{"--deliver-claim-lease=5s", "--deliver-provider-timeout=2s"}, ""},
+		{"in-app origins", []string{"--deliver-inapp-origins=https://app.example.com, http://127.0.0.1:3000,*"}, ""},
+		{"in-app origin with a path", []string{"--deliver-inapp-origins=https://app.example.com/"}, "--deliver-inapp-origins: \"https://app.example.com/\" is not an origin"},
+		{"in-app origin without scheme", []string{"--deliver-inapp-origins=app.example.com"}, "--deliver-inapp-origins: \"app.example.com\" is not an http(s) origin"},
+		{"in-app origin in capitals", []string{"--deliver-inapp-origins=https://App.example.com"}, "must be lower case"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -11,6 +11,7 @@ import (
 	v11 "github.com/whisperhq/whisper/internal/gen/whisper/content/v1"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
 	sync "sync"
@@ -726,8 +727,13 @@ func (x *StreamInAppRequest) GetUserId() string {
 }
 
 type StreamInAppResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Message       *InAppMessage          `protobuf:"bytes,1,opt,name=message,proto3" json:"message,omitempty"`
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*StreamInAppResponse_Message
+	//	*StreamInAppResponse_CaughtUp
+	//	*StreamInAppResponse_Heartbeat
+	Kind          isStreamInAppResponse_Kind `protobuf_oneof:"kind"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -762,11 +768,138 @@ func (*StreamInAppResponse) Descriptor() ([]byte, []int) {
 	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{8}
 }
 
-func (x *StreamInAppResponse) GetMessage() *InAppMessage {
+func (x *StreamInAppResponse) GetKind() isStreamInAppResponse_Kind {
 	if x != nil {
-		return x.Message
+		return x.Kind
 	}
 	return nil
+}
+
+func (x *StreamInAppResponse) GetMessage() *InAppMessage {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamInAppResponse_Message); ok {
+			return x.Message
+		}
+	}
+	return nil
+}
+
+func (x *StreamInAppResponse) GetCaughtUp() *CaughtUp {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamInAppResponse_CaughtUp); ok {
+			return x.CaughtUp
+		}
+	}
+	return nil
+}
+
+func (x *StreamInAppResponse) GetHeartbeat() *Heartbeat {
+	if x != nil {
+		if x, ok := x.Kind.(*StreamInAppResponse_Heartbeat); ok {
+			return x.Heartbeat
+		}
+	}
+	return nil
+}
+
+type isStreamInAppResponse_Kind interface {
+	isStreamInAppResponse_Kind()
+}
+
+type StreamInAppResponse_Message struct {
+	// One message of the user's inbox.
+	Message *InAppMessage `protobuf:"bytes,1,opt,name=message,proto3,oneof"`
+}
+
+type StreamInAppResponse_CaughtUp struct {
+	// Sent once, after the unread backlog: the client has every message
+	// that was unread when the stream opened.
+	CaughtUp *CaughtUp `protobuf:"bytes,2,opt,name=caught_up,json=caughtUp,proto3,oneof"`
+}
+
+type StreamInAppResponse_Heartbeat struct {
+	// Sent when nothing else was for a while; it carries nothing.
+	Heartbeat *Heartbeat `protobuf:"bytes,3,opt,name=heartbeat,proto3,oneof"`
+}
+
+func (*StreamInAppResponse_Message) isStreamInAppResponse_Kind() {}
+
+func (*StreamInAppResponse_CaughtUp) isStreamInAppResponse_Kind() {}
+
+func (*StreamInAppResponse_Heartbeat) isStreamInAppResponse_Kind() {}
+
+// CaughtUp marks the end of the unread backlog.
+type CaughtUp struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CaughtUp) Reset() {
+	*x = CaughtUp{}
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaughtUp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaughtUp) ProtoMessage() {}
+
+func (x *CaughtUp) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaughtUp.ProtoReflect.Descriptor instead.
+func (*CaughtUp) Descriptor() ([]byte, []int) {
+	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
+}
+
+// Heartbeat keeps an idle stream open through proxies.
+type Heartbeat struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Heartbeat) Reset() {
+	*x = Heartbeat{}
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Heartbeat) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Heartbeat) ProtoMessage() {}
+
+func (x *Heartbeat) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Heartbeat.ProtoReflect.Descriptor instead.
+func (*Heartbeat) Descriptor() ([]byte, []int) {
+	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{10}
 }
 
 type MarkInAppReadRequest struct {
@@ -781,7 +914,7 @@ type MarkInAppReadRequest struct {
 
 func (x *MarkInAppReadRequest) Reset() {
 	*x = MarkInAppReadRequest{}
-	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[9]
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -793,7 +926,7 @@ func (x *MarkInAppReadRequest) String() string {
 func (*MarkInAppReadRequest) ProtoMessage() {}
 
 func (x *MarkInAppReadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[9]
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -806,7 +939,7 @@ func (x *MarkInAppReadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkInAppReadRequest.ProtoReflect.Descriptor instead.
 func (*MarkInAppReadRequest) Descriptor() ([]byte, []int) {
-	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{9}
+	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *MarkInAppReadRequest) GetWorkspaceId() string {
@@ -840,7 +973,7 @@ type MarkInAppReadResponse struct {
 
 func (x *MarkInAppReadResponse) Reset() {
 	*x = MarkInAppReadResponse{}
-	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[10]
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -852,7 +985,7 @@ func (x *MarkInAppReadResponse) String() string {
 func (*MarkInAppReadResponse) ProtoMessage() {}
 
 func (x *MarkInAppReadResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[10]
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -865,7 +998,7 @@ func (x *MarkInAppReadResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MarkInAppReadResponse.ProtoReflect.Descriptor instead.
 func (*MarkInAppReadResponse) Descriptor() ([]byte, []int) {
-	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{10}
+	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *MarkInAppReadResponse) GetMarked() int32 {
@@ -875,11 +1008,129 @@ func (x *MarkInAppReadResponse) GetMarked() int32 {
 	return 0
 }
 
+type IssueInAppTokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The workspace; empty means the caller's own (an API token's). The
+	// admin token must name one.
+	WorkspaceId string `protobuf:"bytes,1,opt,name=workspace_id,json=workspaceId,proto3" json:"workspace_id,omitempty"`
+	// The user whose messages the token reaches; 1-512 bytes.
+	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
+	// How long the token is valid: default 1 h, at most 24 h.
+	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueInAppTokenRequest) Reset() {
+	*x = IssueInAppTokenRequest{}
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueInAppTokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueInAppTokenRequest) ProtoMessage() {}
+
+func (x *IssueInAppTokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueInAppTokenRequest.ProtoReflect.Descriptor instead.
+func (*IssueInAppTokenRequest) Descriptor() ([]byte, []int) {
+	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *IssueInAppTokenRequest) GetWorkspaceId() string {
+	if x != nil {
+		return x.WorkspaceId
+	}
+	return ""
+}
+
+func (x *IssueInAppTokenRequest) GetUserId() string {
+	if x != nil {
+		return x.UserId
+	}
+	return ""
+}
+
+func (x *IssueInAppTokenRequest) GetTtl() *durationpb.Duration {
+	if x != nil {
+		return x.Ttl
+	}
+	return nil
+}
+
+type IssueInAppTokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Send it as "Authorization: Bearer <token>" to StreamInApp and
+	// MarkInAppRead.
+	Token         string                 `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ExpireTime    *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IssueInAppTokenResponse) Reset() {
+	*x = IssueInAppTokenResponse{}
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IssueInAppTokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IssueInAppTokenResponse) ProtoMessage() {}
+
+func (x *IssueInAppTokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_whisper_delivery_v1_delivery_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IssueInAppTokenResponse.ProtoReflect.Descriptor instead.
+func (*IssueInAppTokenResponse) Descriptor() ([]byte, []int) {
+	return file_whisper_delivery_v1_delivery_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *IssueInAppTokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *IssueInAppTokenResponse) GetExpireTime() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpireTime
+	}
+	return nil
+}
+
 var File_whisper_delivery_v1_delivery_proto protoreflect.FileDescriptor
 
 const file_whisper_delivery_v1_delivery_proto_rawDesc = "" +
 	"\n" +
-	"\"whisper/delivery/v1/delivery.proto\x12\x13whisper.delivery.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"whisper/campaign/v1/campaign.proto\x1a whisper/content/v1/content.proto\"\xd0\x05\n" +
+	"\"whisper/delivery/v1/delivery.proto\x12\x13whisper.delivery.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\"whisper/campaign/v1/campaign.proto\x1a whisper/content/v1/content.proto\"\xd0\x05\n" +
 	"\bDelivery\x12\x1f\n" +
 	"\vdelivery_id\x18\x01 \x01(\tR\n" +
 	"deliveryId\x12!\n" +
@@ -945,15 +1196,29 @@ const file_whisper_delivery_v1_delivery_proto_rawDesc = "" +
 	"\battempts\x18\x02 \x03(\v2\x1c.whisper.delivery.v1.AttemptR\battempts\"P\n" +
 	"\x12StreamInAppRequest\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x17\n" +
-	"\auser_id\x18\x02 \x01(\tR\x06userId\"R\n" +
-	"\x13StreamInAppResponse\x12;\n" +
-	"\amessage\x18\x01 \x01(\v2!.whisper.delivery.v1.InAppMessageR\amessage\"u\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\"\xda\x01\n" +
+	"\x13StreamInAppResponse\x12=\n" +
+	"\amessage\x18\x01 \x01(\v2!.whisper.delivery.v1.InAppMessageH\x00R\amessage\x12<\n" +
+	"\tcaught_up\x18\x02 \x01(\v2\x1d.whisper.delivery.v1.CaughtUpH\x00R\bcaughtUp\x12>\n" +
+	"\theartbeat\x18\x03 \x01(\v2\x1e.whisper.delivery.v1.HeartbeatH\x00R\theartbeatB\x06\n" +
+	"\x04kind\"\n" +
+	"\n" +
+	"\bCaughtUp\"\v\n" +
+	"\tHeartbeat\"u\n" +
 	"\x14MarkInAppReadRequest\x12!\n" +
 	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x17\n" +
 	"\auser_id\x18\x02 \x01(\tR\x06userId\x12!\n" +
 	"\fdelivery_ids\x18\x03 \x03(\tR\vdeliveryIds\"/\n" +
 	"\x15MarkInAppReadResponse\x12\x16\n" +
-	"\x06marked\x18\x01 \x01(\x05R\x06marked*\x8f\x01\n" +
+	"\x06marked\x18\x01 \x01(\x05R\x06marked\"\x81\x01\n" +
+	"\x16IssueInAppTokenRequest\x12!\n" +
+	"\fworkspace_id\x18\x01 \x01(\tR\vworkspaceId\x12\x17\n" +
+	"\auser_id\x18\x02 \x01(\tR\x06userId\x12+\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"l\n" +
+	"\x17IssueInAppTokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12;\n" +
+	"\vexpire_time\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"expireTime*\x8f\x01\n" +
 	"\x05State\x12\x15\n" +
 	"\x11STATE_UNSPECIFIED\x10\x00\x12\x13\n" +
 	"\x0fSTATE_SCHEDULED\x10\x01\x12\x11\n" +
@@ -962,12 +1227,13 @@ const file_whisper_delivery_v1_delivery_proto_rawDesc = "" +
 	"STATE_SENT\x10\x03\x12\x12\n" +
 	"\x0eSTATE_RETRYING\x10\x04\x12\x10\n" +
 	"\fSTATE_FAILED\x10\x05\x12\x11\n" +
-	"\rSTATE_SKIPPED\x10\x062\xb2\x03\n" +
+	"\rSTATE_SKIPPED\x10\x062\xa2\x04\n" +
 	"\x0fDeliveryService\x12k\n" +
 	"\x0eListDeliveries\x12*.whisper.delivery.v1.ListDeliveriesRequest\x1a+.whisper.delivery.v1.ListDeliveriesResponse\"\x00\x12b\n" +
 	"\vGetDelivery\x12'.whisper.delivery.v1.GetDeliveryRequest\x1a(.whisper.delivery.v1.GetDeliveryResponse\"\x00\x12d\n" +
 	"\vStreamInApp\x12'.whisper.delivery.v1.StreamInAppRequest\x1a(.whisper.delivery.v1.StreamInAppResponse\"\x000\x01\x12h\n" +
-	"\rMarkInAppRead\x12).whisper.delivery.v1.MarkInAppReadRequest\x1a*.whisper.delivery.v1.MarkInAppReadResponse\"\x00B\xe0\x01\n" +
+	"\rMarkInAppRead\x12).whisper.delivery.v1.MarkInAppReadRequest\x1a*.whisper.delivery.v1.MarkInAppReadResponse\"\x00\x12n\n" +
+	"\x0fIssueInAppToken\x12+.whisper.delivery.v1.IssueInAppTokenRequest\x1a,.whisper.delivery.v1.IssueInAppTokenResponse\"\x00B\xe0\x01\n" +
 	"\x17com.whisper.delivery.v1B\rDeliveryProtoP\x01ZHgithub.com/whisperhq/whisper/internal/gen/whisper/delivery/v1;deliveryv1\xa2\x02\x03WDX\xaa\x02\x13Whisper.Delivery.V1\xca\x02\x13Whisper\\Delivery\\V1\xe2\x02\x1fWhisper\\Delivery\\V1\\GPBMetadata\xea\x02\x15Whisper::Delivery::V1b\x06proto3"
 
 var (
@@ -983,52 +1249,63 @@ func file_whisper_delivery_v1_delivery_proto_rawDescGZIP() []byte {
 }
 
 var file_whisper_delivery_v1_delivery_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_whisper_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_whisper_delivery_v1_delivery_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
 var file_whisper_delivery_v1_delivery_proto_goTypes = []any{
-	(State)(0),                     // 0: whisper.delivery.v1.State
-	(*Delivery)(nil),               // 1: whisper.delivery.v1.Delivery
-	(*Attempt)(nil),                // 2: whisper.delivery.v1.Attempt
-	(*InAppMessage)(nil),           // 3: whisper.delivery.v1.InAppMessage
-	(*ListDeliveriesRequest)(nil),  // 4: whisper.delivery.v1.ListDeliveriesRequest
-	(*ListDeliveriesResponse)(nil), // 5: whisper.delivery.v1.ListDeliveriesResponse
-	(*GetDeliveryRequest)(nil),     // 6: whisper.delivery.v1.GetDeliveryRequest
-	(*GetDeliveryResponse)(nil),    // 7: whisper.delivery.v1.GetDeliveryResponse
-	(*StreamInAppRequest)(nil),     // 8: whisper.delivery.v1.StreamInAppRequest
-	(*StreamInAppResponse)(nil),    // 9: whisper.delivery.v1.StreamInAppResponse
-	(*MarkInAppReadRequest)(nil),   // 10: whisper.delivery.v1.MarkInAppReadRequest
-	(*MarkInAppReadResponse)(nil),  // 11: whisper.delivery.v1.MarkInAppReadResponse
-	(v1.Channel)(0),                // 12: whisper.campaign.v1.Channel
-	(*timestamppb.Timestamp)(nil),  // 13: google.protobuf.Timestamp
-	(*v11.Content)(nil),            // 14: whisper.content.v1.Content
+	(State)(0),                      // 0: whisper.delivery.v1.State
+	(*Delivery)(nil),                // 1: whisper.delivery.v1.Delivery
+	(*Attempt)(nil),                 // 2: whisper.delivery.v1.Attempt
+	(*InAppMessage)(nil),            // 3: whisper.delivery.v1.InAppMessage
+	(*ListDeliveriesRequest)(nil),   // 4: whisper.delivery.v1.ListDeliveriesRequest
+	(*ListDeliveriesResponse)(nil),  // 5: whisper.delivery.v1.ListDeliveriesResponse
+	(*GetDeliveryRequest)(nil),      // 6: whisper.delivery.v1.GetDeliveryRequest
+	(*GetDeliveryResponse)(nil),     // 7: whisper.delivery.v1.GetDeliveryResponse
+	(*StreamInAppRequest)(nil),      // 8: whisper.delivery.v1.StreamInAppRequest
+	(*StreamInAppResponse)(nil),     // 9: whisper.delivery.v1.StreamInAppResponse
+	(*CaughtUp)(nil),                // 10: whisper.delivery.v1.CaughtUp
+	(*Heartbeat)(nil),               // 11: whisper.delivery.v1.Heartbeat
+	(*MarkInAppReadRequest)(nil),    // 12: whisper.delivery.v1.MarkInAppReadRequest
+	(*MarkInAppReadResponse)(nil),   // 13: whisper.delivery.v1.MarkInAppReadResponse
+	(*IssueInAppTokenRequest)(nil),  // 14: whisper.delivery.v1.IssueInAppTokenRequest
+	(*IssueInAppTokenResponse)(nil), // 15: whisper.delivery.v1.IssueInAppTokenResponse
+	(v1.Channel)(0),                 // 16: whisper.campaign.v1.Channel
+	(*timestamppb.Timestamp)(nil),   // 17: google.protobuf.Timestamp
+	(*v11.Content)(nil),             // 18: whisper.content.v1.Content
+	(*durationpb.Duration)(nil),     // 19: google.protobuf.Duration
 }
 var file_whisper_delivery_v1_delivery_proto_depIdxs = []int32{
-	12, // 0: whisper.delivery.v1.Delivery.channel:type_name -> whisper.campaign.v1.Channel
+	16, // 0: whisper.delivery.v1.Delivery.channel:type_name -> whisper.campaign.v1.Channel
 	0,  // 1: whisper.delivery.v1.Delivery.state:type_name -> whisper.delivery.v1.State
-	13, // 2: whisper.delivery.v1.Delivery.send_time:type_name -> google.protobuf.Timestamp
-	13, // 3: whisper.delivery.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
-	13, // 4: whisper.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
-	13, // 5: whisper.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
-	13, // 6: whisper.delivery.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
-	13, // 7: whisper.delivery.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
-	14, // 8: whisper.delivery.v1.InAppMessage.content:type_name -> whisper.content.v1.Content
-	13, // 9: whisper.delivery.v1.InAppMessage.create_time:type_name -> google.protobuf.Timestamp
+	17, // 2: whisper.delivery.v1.Delivery.send_time:type_name -> google.protobuf.Timestamp
+	17, // 3: whisper.delivery.v1.Delivery.next_attempt_time:type_name -> google.protobuf.Timestamp
+	17, // 4: whisper.delivery.v1.Delivery.create_time:type_name -> google.protobuf.Timestamp
+	17, // 5: whisper.delivery.v1.Delivery.update_time:type_name -> google.protobuf.Timestamp
+	17, // 6: whisper.delivery.v1.Attempt.start_time:type_name -> google.protobuf.Timestamp
+	17, // 7: whisper.delivery.v1.Attempt.end_time:type_name -> google.protobuf.Timestamp
+	18, // 8: whisper.delivery.v1.InAppMessage.content:type_name -> whisper.content.v1.Content
+	17, // 9: whisper.delivery.v1.InAppMessage.create_time:type_name -> google.protobuf.Timestamp
 	1,  // 10: whisper.delivery.v1.ListDeliveriesResponse.deliveries:type_name -> whisper.delivery.v1.Delivery
 	1,  // 11: whisper.delivery.v1.GetDeliveryResponse.delivery:type_name -> whisper.delivery.v1.Delivery
 	2,  // 12: whisper.delivery.v1.GetDeliveryResponse.attempts:type_name -> whisper.delivery.v1.Attempt
 	3,  // 13: whisper.delivery.v1.StreamInAppResponse.message:type_name -> whisper.delivery.v1.InAppMessage
-	4,  // 14: whisper.delivery.v1.DeliveryService.ListDeliveries:input_type -> whisper.delivery.v1.ListDeliveriesRequest
-	6,  // 15: whisper.delivery.v1.DeliveryService.GetDelivery:input_type -> whisper.delivery.v1.GetDeliveryRequest
-	8,  // 16: whisper.delivery.v1.DeliveryService.StreamInApp:input_type -> whisper.delivery.v1.StreamInAppRequest
-	10, // 17: whisper.delivery.v1.DeliveryService.MarkInAppRead:input_type -> whisper.delivery.v1.MarkInAppReadRequest
-	5,  // 18: whisper.delivery.v1.DeliveryService.ListDeliveries:output_type -> whisper.delivery.v1.ListDeliveriesResponse
-	7,  // 19: whisper.delivery.v1.DeliveryService.GetDelivery:output_type -> whisper.delivery.v1.GetDeliveryResponse
-	9,  // 20: whisper.delivery.v1.DeliveryService.StreamInApp:output_type -> whisper.delivery.v1.StreamInAppResponse
-	11, // 21: whisper.delivery.v1.DeliveryService.MarkInAppRead:output_type -> whisper.delivery.v1.MarkInAppReadResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	10, // 14: whisper.delivery.v1.StreamInAppResponse.caught_up:type_name -> whisper.delivery.v1.CaughtUp
+	11, // 15: whisper.delivery.v1.StreamInAppResponse.heartbeat:type_name -> whisper.delivery.v1.Heartbeat
+	19, // 16: whisper.delivery.v1.IssueInAppTokenRequest.ttl:type_name -> google.protobuf.Duration
+	17, // 17: whisper.delivery.v1.IssueInAppTokenResponse.expire_time:type_name -> google.protobuf.Timestamp
+	4,  // 18: whisper.delivery.v1.DeliveryService.ListDeliveries:input_type -> whisper.delivery.v1.ListDeliveriesRequest
+	6,  // 19: whisper.delivery.v1.DeliveryService.GetDelivery:input_type -> whisper.delivery.v1.GetDeliveryRequest
+	8,  // 20: whisper.delivery.v1.DeliveryService.StreamInApp:input_type -> whisper.delivery.v1.StreamInAppRequest
+	12, // 21: whisper.delivery.v1.DeliveryService.MarkInAppRead:input_type -> whisper.delivery.v1.MarkInAppReadRequest
+	14, // 22: whisper.delivery.v1.DeliveryService.IssueInAppToken:input_type -> whisper.delivery.v1.IssueInAppTokenRequest
+	5,  // 23: whisper.delivery.v1.DeliveryService.ListDeliveries:output_type -> whisper.delivery.v1.ListDeliveriesResponse
+	7,  // 24: whisper.delivery.v1.DeliveryService.GetDelivery:output_type -> whisper.delivery.v1.GetDeliveryResponse
+	9,  // 25: whisper.delivery.v1.DeliveryService.StreamInApp:output_type -> whisper.delivery.v1.StreamInAppResponse
+	13, // 26: whisper.delivery.v1.DeliveryService.MarkInAppRead:output_type -> whisper.delivery.v1.MarkInAppReadResponse
+	15, // 27: whisper.delivery.v1.DeliveryService.IssueInAppToken:output_type -> whisper.delivery.v1.IssueInAppTokenResponse
+	23, // [23:28] is the sub-list for method output_type
+	18, // [18:23] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_whisper_delivery_v1_delivery_proto_init() }
@@ -1036,13 +1313,18 @@ func file_whisper_delivery_v1_delivery_proto_init() {
 	if File_whisper_delivery_v1_delivery_proto != nil {
 		return
 	}
+	file_whisper_delivery_v1_delivery_proto_msgTypes[8].OneofWrappers = []any{
+		(*StreamInAppResponse_Message)(nil),
+		(*StreamInAppResponse_CaughtUp)(nil),
+		(*StreamInAppResponse_Heartbeat)(nil),
+	}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_whisper_delivery_v1_delivery_proto_rawDesc), len(file_whisper_delivery_v1_delivery_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   15,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -45,6 +45,9 @@ const (
 	// DeliveryServiceMarkInAppReadProcedure is the fully-qualified name of the DeliveryService's
 	// MarkInAppRead RPC.
 	DeliveryServiceMarkInAppReadProcedure = "/whisper.delivery.v1.DeliveryService/MarkInAppRead"
+	// DeliveryServiceIssueInAppTokenProcedure is the fully-qualified name of the DeliveryService's
+	// IssueInAppToken RPC.
+	DeliveryServiceIssueInAppTokenProcedure = "/whisper.delivery.v1.DeliveryService/IssueInAppToken"
 )
 
 // DeliveryServiceClient is a client for the whisper.delivery.v1.DeliveryService service.
@@ -55,13 +58,24 @@ type DeliveryServiceClient interface {
 	// GetDelivery returns one delivery with every attempt made for it.
 	GetDelivery(context.Context, *v1.GetDeliveryRequest) (*v1.GetDeliveryResponse, error)
 	// StreamInApp streams a user's in-app messages: first the unread ones,
-	// oldest first, then each new one as it is delivered. Usable from a
-	// browser over Connect (server streaming).
+	// oldest first, then a caught_up response (at once when there are none,
+	// so a client knows it is connected), then each new message as it is
+	// delivered, and a heartbeat whenever the stream has been quiet for 30 s
+	// so that proxies do not close it as idle. Usable from a browser over
+	// Connect (server streaming) with an in-app token.
 	StreamInApp(context.Context, *v1.StreamInAppRequest) (*connect.ServerStreamForClient[v1.StreamInAppResponse], error)
 	// MarkInAppRead marks in-app messages of a user read: they are no longer
 	// in the unread backlog StreamInApp starts with. Marking a message read
 	// twice is not an error.
 	MarkInAppRead(context.Context, *v1.MarkInAppReadRequest) (*v1.MarkInAppReadResponse, error)
+	// IssueInAppToken returns a short-lived token for one user's in-app
+	// messages, for the customer's backend to hand to that user's browser:
+	// unlike an API token it can only stream and mark read that user's
+	// messages. It is signed, not stored: it cannot be revoked, only expire.
+	// Needs the deliver target's signing key (--deliver-tracking-key);
+	// without it the call is FailedPrecondition. An in-app token cannot
+	// issue another.
+	IssueInAppToken(context.Context, *v1.IssueInAppTokenRequest) (*v1.IssueInAppTokenResponse, error)
 }
 
 // NewDeliveryServiceClient constructs a client for the whisper.delivery.v1.DeliveryService service.
@@ -99,15 +113,22 @@ func NewDeliveryServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(deliveryServiceMethods.ByName("MarkInAppRead")),
 			connect.WithClientOptions(opts...),
 		),
+		issueInAppToken: connect.NewClient[v1.IssueInAppTokenRequest, v1.IssueInAppTokenResponse](
+			httpClient,
+			baseURL+DeliveryServiceIssueInAppTokenProcedure,
+			connect.WithSchema(deliveryServiceMethods.ByName("IssueInAppToken")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // deliveryServiceClient implements DeliveryServiceClient.
 type deliveryServiceClient struct {
-	listDeliveries *connect.Client[v1.ListDeliveriesRequest, v1.ListDeliveriesResponse]
-	getDelivery    *connect.Client[v1.GetDeliveryRequest, v1.GetDeliveryResponse]
-	streamInApp    *connect.Client[v1.StreamInAppRequest, v1.StreamInAppResponse]
-	markInAppRead  *connect.Client[v1.MarkInAppReadRequest, v1.MarkInAppReadResponse]
+	listDeliveries  *connect.Client[v1.ListDeliveriesRequest, v1.ListDeliveriesResponse]
+	getDelivery     *connect.Client[v1.GetDeliveryRequest, v1.GetDeliveryResponse]
+	streamInApp     *connect.Client[v1.StreamInAppRequest, v1.StreamInAppResponse]
+	markInAppRead   *connect.Client[v1.MarkInAppReadRequest, v1.MarkInAppReadResponse]
+	issueInAppToken *connect.Client[v1.IssueInAppTokenRequest, v1.IssueInAppTokenResponse]
 }
 
 // ListDeliveries calls whisper.delivery.v1.DeliveryService.ListDeliveries.
@@ -142,6 +163,15 @@ func (c *deliveryServiceClient) MarkInAppRead(ctx context.Context, req *v1.MarkI
 	return nil, err
 }
 
+// IssueInAppToken calls whisper.delivery.v1.DeliveryService.IssueInAppToken.
+func (c *deliveryServiceClient) IssueInAppToken(ctx context.Context, req *v1.IssueInAppTokenRequest) (*v1.IssueInAppTokenResponse, error) {
+	response, err := c.issueInAppToken.CallUnary(ctx, connect.NewRequest(req))
+	if response != nil {
+		return response.Msg, err
+	}
+	return nil, err
+}
+
 // DeliveryServiceHandler is an implementation of the whisper.delivery.v1.DeliveryService service.
 type DeliveryServiceHandler interface {
 	// ListDeliveries pages through a workspace's deliveries, newest first,
@@ -150,13 +180,24 @@ type DeliveryServiceHandler interface {
 	// GetDelivery returns one delivery with every attempt made for it.
 	GetDelivery(context.Context, *v1.GetDeliveryRequest) (*v1.GetDeliveryResponse, error)
 	// StreamInApp streams a user's in-app messages: first the unread ones,
-	// oldest first, then each new one as it is delivered. Usable from a
-	// browser over Connect (server streaming).
+	// oldest first, then a caught_up response (at once when there are none,
+	// so a client knows it is connected), then each new message as it is
+	// delivered, and a heartbeat whenever the stream has been quiet for 30 s
+	// so that proxies do not close it as idle. Usable from a browser over
+	// Connect (server streaming) with an in-app token.
 	StreamInApp(context.Context, *v1.StreamInAppRequest, *connect.ServerStream[v1.StreamInAppResponse]) error
 	// MarkInAppRead marks in-app messages of a user read: they are no longer
 	// in the unread backlog StreamInApp starts with. Marking a message read
 	// twice is not an error.
 	MarkInAppRead(context.Context, *v1.MarkInAppReadRequest) (*v1.MarkInAppReadResponse, error)
+	// IssueInAppToken returns a short-lived token for one user's in-app
+	// messages, for the customer's backend to hand to that user's browser:
+	// unlike an API token it can only stream and mark read that user's
+	// messages. It is signed, not stored: it cannot be revoked, only expire.
+	// Needs the deliver target's signing key (--deliver-tracking-key);
+	// without it the call is FailedPrecondition. An in-app token cannot
+	// issue another.
+	IssueInAppToken(context.Context, *v1.IssueInAppTokenRequest) (*v1.IssueInAppTokenResponse, error)
 }
 
 // NewDeliveryServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -190,6 +231,12 @@ func NewDeliveryServiceHandler(svc DeliveryServiceHandler, opts ...connect.Handl
 		connect.WithSchema(deliveryServiceMethods.ByName("MarkInAppRead")),
 		connect.WithHandlerOptions(opts...),
 	)
+	deliveryServiceIssueInAppTokenHandler := connect.NewUnaryHandlerSimple(
+		DeliveryServiceIssueInAppTokenProcedure,
+		svc.IssueInAppToken,
+		connect.WithSchema(deliveryServiceMethods.ByName("IssueInAppToken")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/whisper.delivery.v1.DeliveryService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case DeliveryServiceListDeliveriesProcedure:
@@ -200,6 +247,8 @@ func NewDeliveryServiceHandler(svc DeliveryServiceHandler, opts ...connect.Handl
 			deliveryServiceStreamInAppHandler.ServeHTTP(w, r)
 		case DeliveryServiceMarkInAppReadProcedure:
 			deliveryServiceMarkInAppReadHandler.ServeHTTP(w, r)
+		case DeliveryServiceIssueInAppTokenProcedure:
+			deliveryServiceIssueInAppTokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -223,4 +272,8 @@ func (UnimplementedDeliveryServiceHandler) StreamInApp(context.Context, *v1.Stre
 
 func (UnimplementedDeliveryServiceHandler) MarkInAppRead(context.Context, *v1.MarkInAppReadRequest) (*v1.MarkInAppReadResponse, error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("whisper.delivery.v1.DeliveryService.MarkInAppRead is not implemented"))
+}
+
+func (UnimplementedDeliveryServiceHandler) IssueInAppToken(context.Context, *v1.IssueInAppTokenRequest) (*v1.IssueInAppTokenResponse, error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("whisper.delivery.v1.DeliveryService.IssueInAppToken is not implemented"))
 }
