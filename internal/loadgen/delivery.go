@@ -23,7 +23,9 @@ const TriggerEvent = "Load Checkout"
 
 // TriggerEventName is the trigger's event name in this run: the campaign
 // of an earlier run (left active by a crash) never fires on it.
-func (b *Bodies) TriggerEventName() string { return TriggerEvent + " " + strings.TrimSuffix(b.prefix, "-") }
+func (b *Bodies) TriggerEventName() string {
+	return TriggerEvent + " " + strings.TrimSuffix(b.prefix, "-")
+}
 
 // DeliveryConfig says how to measure event to delivery: from sending a
 // batch with a trigger event until the webhook it causes arrives.
