@@ -20,15 +20,15 @@ const (
 	ingestClientID = `client_id="whisper-ingest"`
 )
 
-// Overview is the first page on call: are the public APIs (ingestion and
-// the ProfileService) meeting their SLOs, how much error budget is left,
-// and how much traffic is there.
+// Overview is the first page on call: are the public APIs (ingestion, the
+// ProfileService and those of slo.APIs) meeting their SLOs, how much error
+// budget is left, and how much traffic is there.
 func Overview() *dashboard.DashboardBuilder {
 	availBudget := 1 - AvailabilityObjective
 	latencyBudget := 1 - LatencyObjective
 	green, red, orange := "green", "red", "orange"
 	b := newDashboard("whisper-overview", "Whisper / Overview",
-		"SLOs of the public APIs (ingestion: Segment HTTP and Connect IngestService; the ProfileService), error budgets and traffic. Start here when paged.", "slo").
+		"SLOs of the public APIs (ingestion: Segment HTTP and Connect IngestService; the Profile, Campaign, Decision, Content, Delivery and Workspace services), error budgets and traffic. Start here when paged.", "slo").
 		WithRow(row("Ingestion SLOs")).
 		WithPanel(panel{title: "Availability (30 days)", unit: units.PercentUnit,
 			description: fmt.Sprintf("Share of ingestion requests over the last 30 days that did not fail on our side (HTTP 5xx, Connect unavailable/internal/unknown/deadline_exceeded/data_loss). Objective %.2f%%.", AvailabilityObjective*100),
@@ -58,7 +58,7 @@ func Overview() *dashboard.DashboardBuilder {
 				query(`slo:sli_error:ratio_rate5m{`+sloAvail+`}`, "availability errors"),
 				query(`slo:sli_error:ratio_rate5m{`+sloLatency+`}`, "too slow"),
 			)}.timeseries())
-	return withProfileSLOs(b).
+	return withAPISLOs(withProfileSLOs(b)).
 		WithRow(row("Traffic")).
 		WithPanel(panel{title: "Requests per second", unit: units.RequestsPerSecond,
 			description: "Requests to the public APIs: Segment HTTP routes and Connect procedures (ingestion and workspace management).",
