@@ -131,5 +131,5 @@ func Deliver() *dashboard.DashboardBuilder {
 	// The main pool holds the delivery ledger and the schedule; deliver
 	// opens its own Redis client, named "deliver" (rate-limit tokens), not
 	// the "main" one of ingest and decide.
-	return withDependencies(b, `pool="main"`, `client="deliver"`)
+	return withRuntime(withDependencies(b, `pool="main"`, `client="deliver"`), "deliver")
 }

@@ -156,26 +156,7 @@ func Ingest() *dashboard.DashboardBuilder {
 			)}.timeseries())
 	// Ingest processes use the main pool (write keys) and their own
 	// Redis client (the dedup window).
-	return withDependencies(b, `pool="main"`, `client="main"`).
-		WithRow(row("Runtime")).
-		WithPanel(panel{title: "CPU", unit: units.Short, width: 6,
-			description: "CPU cores used per pod, as the process sees it and as the container is charged (cAdvisor).",
-			queries: q(
-				query(`sum by (pod) (rate(process_cpu_seconds_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}} process"),
-				query(`sum by (pod) (rate(container_cpu_usage_seconds_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}} container"),
-			)}.timeseries()).
-		WithPanel(panel{title: "Memory", unit: units.BytesIEC, width: 6,
-			description: "Go heap in use and the container's working set per pod; the working set is what the OOM killer compares with the limit.",
-			queries: q(
-				query(`sum by (pod) (go_memstats_heap_inuse_bytes{`+ns+`,container="whisper"})`, "{{pod}} heap"),
-				query(`sum by (pod) (container_memory_working_set_bytes{`+ns+`,container="whisper"})`, "{{pod}} working set"),
-			)}.timeseries()).
-		WithPanel(panel{title: "Goroutines", unit: units.Short, width: 6,
-			description: "Goroutines per pod. Steady growth under steady load is a leak.",
-			queries:     q(query(`sum by (pod) (go_goroutines{`+ns+`,container="whisper"})`, "{{pod}}"))}.timeseries()).
-		WithPanel(panel{title: "Container restarts", unit: units.Short, width: 6,
-			description: "Restarts of the whisper container per pod (kube-state-metrics). Check the previous container's logs and OOM kills.",
-			queries:     q(query(`sum by (pod) (increase(kube_pod_container_status_restarts_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}}"))}.timeseries())
+	return withRuntime(withDependencies(b, `pool="main"`, `client="main"`), "ingest")
 }
 
 // Business is what the product does, for product and growth people: which
