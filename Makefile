@@ -26,6 +26,7 @@ generate: $(BUF) ## Regenerate code from protos
 	rm -rf internal/gen/whisper
 	$(BUF) generate
 	go run ./internal/observability/dashboards/gen
+	go run ./internal/observability/slo/gen
 	go run ./internal/observability/monitoring/gen
 
 .PHONY: lint
@@ -37,10 +38,10 @@ lint: $(BUF) ## gofmt, go vet and buf lint
 
 .PHONY: check-generated
 check-generated: generate ## Fail when committed generated code is stale
-	@git diff --exit-code --stat -- internal/gen dashboards environments/base/monitoring || \
+	@git diff --exit-code --stat -- internal/gen dashboards environments/base/monitoring alerts/slo-apis.yaml || \
 	  { echo "generated code is stale: run 'make generate' and commit"; exit 1; }
-	@test -z "$$(git status --porcelain -- internal/gen dashboards environments/base/monitoring)" || \
-	  { echo "untracked generated files: run 'make generate' and commit"; git status --short -- internal/gen dashboards environments/base/monitoring; exit 1; }
+	@test -z "$$(git status --porcelain -- internal/gen dashboards environments/base/monitoring alerts/slo-apis.yaml)" || \
+	  { echo "untracked generated files: run 'make generate' and commit"; git status --short -- internal/gen dashboards environments/base/monitoring alerts/slo-apis.yaml; exit 1; }
 
 .PHONY: test
 test: check-generated lint gitops alerts ## Run every check and test (needs PostgreSQL and Redis)

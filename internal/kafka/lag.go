@@ -1,6 +1,7 @@
 package kafka
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -13,7 +14,11 @@ import (
 // partition remain between the last processed offset and the partition's
 // high watermark. It is set after a batch is processed (not when it is
 // fetched), so a consumer stuck retrying a batch shows its lag growing.
-// A partition the consumer no longer owns keeps its last value.
+// A partition the consumer gives up (revoked in a rebalance, or lost with
+// its membership) has its series deleted when the client is built with
+// ForgetRevoked: otherwise two members would both report the partition,
+// the former owner with a value that no longer changes, and max() over the
+// group would show a stale lag.
 type ConsumerLag struct {
 	lag *prometheus.GaugeVec
 }
@@ -58,4 +63,25 @@ func (l *ConsumerLag) Observe(group string, p kgo.FetchTopicPartition) {
 // offset of the last record processed.
 func (l *ConsumerLag) Set(group, topic string, partition int32, highWatermark, lastOffset int64) {
 	l.lag.WithLabelValues(group, topic, strconv.Itoa(int(partition))).Set(float64(max(highWatermark-lastOffset-1, 0)))
+}
+
+// ForgetRevoked returns the group options that delete group's series of
+// the partitions the client stops consuming: OnPartitionsRevoked and
+// OnPartitionsLost. Both options replace any earlier callback of theirs,
+// so a consumer that needs its own must call Forget from it instead. They
+// are meant for clients that commit themselves (DisableAutoCommit): with
+// autocommit, setting OnPartitionsRevoked drops the default blocking
+// commit on revoke.
+func (l *ConsumerLag) ForgetRevoked(group string) []kgo.Opt {
+	forget := func(_ context.Context, _ *kgo.Client, gone map[string][]int32) { l.Forget(group, gone) }
+	return []kgo.Opt{kgo.OnPartitionsRevoked(forget), kgo.OnPartitionsLost(forget)}
+}
+
+// Forget deletes group's series of the given partitions, by topic.
+func (l *ConsumerLag) Forget(group string, partitions map[string][]int32) {
+	for topic, ps := range partitions {
+		for _, p := range ps {
+			l.lag.DeleteLabelValues(group, topic, strconv.Itoa(int(p)))
+		}
+	}
 }

@@ -1,12 +1,18 @@
 package kafka
 
 import (
+	"context"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/whisperhq/whisper/internal/kafkatest"
 )
 
 func TestConsumerLag(t *testing.T) {
@@ -55,4 +61,110 @@ func TestConsumerLagRegisterConflict(t *testing.T) {
 	if _, err := NewConsumerLag(reg); err == nil {
 		t.Error("NewConsumerLag over a different collector of the same name: no error")
 	}
+}
+
+// Two members of one group, each in its own process (registry): when the
+// second joins, the partitions it takes from the first disappear from the
+// first's lag, so no partition is reported by two members; when it leaves,
+// its series go with it.
+func TestConsumerLagForgetsRevokedPartitions(t *testing.T) {
+	const group, topic, partitions = "whisper-lag-test", "lag.test", 4
+	_, brokers := kafkatest.NewCluster(t, kfake.SeedTopics(partitions, topic))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	producer, err := kgo.NewClient(kgo.SeedBrokers(brokers...), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer producer.Close()
+	for p := range int32(partitions) {
+		for range 3 {
+			if err := producer.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: p, Value: []byte("x")}).FirstErr(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+
+	type member struct {
+		reg *prometheus.Registry
+		cl  *kgo.Client
+	}
+	join := func() member {
+		reg := prometheus.NewRegistry()
+		lag, err := NewConsumerLag(reg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := kgo.NewClient(append([]kgo.Opt{
+			kgo.SeedBrokers(brokers...),
+			kgo.ConsumerGroup(group),
+			kgo.ConsumeTopics(topic),
+			kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
+			kgo.DisableAutoCommit(),
+			kgo.HeartbeatInterval(100 * time.Millisecond),
+		}, lag.ForgetRevoked(group)...)...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Poll in the background as a consumer does, observing every
+		// batch; nothing is committed, so a new owner reads from the start.
+		go func() {
+			for {
+				fs := cl.PollFetches(ctx)
+				if fs.IsClientClosed() || ctx.Err() != nil {
+					return
+				}
+				fs.EachPartition(func(p kgo.FetchTopicPartition) { lag.Observe(group, p) })
+			}
+		}()
+		return member{reg, cl}
+	}
+	reported := func(m member) []string {
+		mfs, err := m.reg.Gather()
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ps []string
+		for _, mf := range mfs {
+			for _, s := range mf.GetMetric() {
+				for _, l := range s.GetLabel() {
+					if l.GetName() == "partition" {
+						ps = append(ps, l.GetValue())
+					}
+				}
+			}
+		}
+		slices.Sort(ps)
+		return ps
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for !ok() {
+			if ctx.Err() != nil {
+				t.Fatalf("timed out waiting for %s", what)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+
+	a := join()
+	defer a.cl.Close()
+	waitFor("the first member to report every partition", func() bool { return len(reported(a)) == partitions })
+
+	b := join()
+	waitFor("the partitions to be split between the members", func() bool {
+		ra, rb := reported(a), reported(b)
+		return len(ra) > 0 && len(rb) > 0 && len(ra)+len(rb) == partitions
+	})
+	ra, rb := reported(a), reported(b)
+	if both := slices.DeleteFunc(slices.Clone(ra), func(p string) bool { return !slices.Contains(rb, p) }); len(both) > 0 {
+		t.Errorf("partitions %v reported by both members (first %v, second %v)", both, ra, rb)
+	}
+
+	b.cl.Close() // leaves the group: every partition it owned is revoked
+	if got := reported(b); len(got) != 0 {
+		t.Errorf("after leaving, the second member still reports partitions %v", got)
+	}
+	waitFor("the first member to take every partition back", func() bool { return len(reported(a)) == partitions })
 }

@@ -35,6 +35,7 @@ type metrics struct {
 	published     prometheus.Counter
 	outboxBacklog prometheus.Gauge
 	outboxAge     prometheus.Gauge
+	users         *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -82,6 +83,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "whisper_profiles_outbox_oldest_age_seconds",
 			Help: "Age of the oldest profile change waiting in the outbox; 0 when it is empty.",
 		}),
+		users: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "whisper_profiles_users",
+			Help: "Profiles in each lifecycle stage, all workspaces together, as of the last periodic count.",
+		}, []string{"stage"}),
 	}
 	lag, err := kafka.NewConsumerLag(reg)
 	if err != nil {
@@ -90,7 +95,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.lag = lag
 	if reg != nil {
 		reg.MustRegister(m.records, m.failures, m.batchDuration, m.applyDuration, m.batchRecords,
-			m.transitions, m.swept, m.published, m.outboxBacklog, m.outboxAge)
+			m.transitions, m.swept, m.published, m.outboxBacklog, m.outboxAge, m.users)
 	}
 	return m
 }

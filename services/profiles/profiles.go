@@ -242,9 +242,9 @@ type Options struct {
 	// TracerProvider, when set, gives each partition batch process spans
 	// in the traces its records carry (see tracing.StartProcess).
 	TracerProvider trace.TracerProvider
-	// SweepInterval and RelayInterval default to DefaultSweepInterval and
-	// DefaultRelayInterval.
-	SweepInterval, RelayInterval time.Duration
+	// SweepInterval, RelayInterval and UsersInterval default to
+	// DefaultSweepInterval, DefaultRelayInterval and DefaultUsersInterval.
+	SweepInterval, RelayInterval, UsersInterval time.Duration
 }
 
 // Service consumes events into profiles.
@@ -257,7 +257,7 @@ type Service struct {
 	now     func() time.Time
 	tracing trace.TracerProvider
 
-	sweepEvery, relayEvery time.Duration
+	sweepEvery, relayEvery, usersEvery time.Duration
 	// relayWake wakes the outbox relay after a commit that wrote changes.
 	relayWake chan struct{}
 }
@@ -266,7 +266,7 @@ type Service struct {
 func New(o Options) *Service {
 	s := &Service{
 		store: o.Store, client: o.Client, redis: o.Redis, metrics: newMetrics(o.Registerer), logger: o.Logger, now: o.Now,
-		sweepEvery: o.SweepInterval, relayEvery: o.RelayInterval, relayWake: make(chan struct{}, 1),
+		sweepEvery: o.SweepInterval, relayEvery: o.RelayInterval, usersEvery: o.UsersInterval, relayWake: make(chan struct{}, 1),
 		tracing: o.TracerProvider,
 	}
 	if s.logger == nil {
@@ -281,12 +281,15 @@ func New(o Options) *Service {
 	if s.relayEvery <= 0 {
 		s.relayEvery = DefaultRelayInterval
 	}
+	if s.usersEvery <= 0 {
+		s.usersEvery = DefaultUsersInterval
+	}
 	return s
 }
 
 // Run consumes until ctx ends, and meanwhile sweeps profiles due to change
-// stage, relays the outbox to whisper.profiles and purges old applied
-// message ids. It returns nil when ctx ends; records not applied by then
+// stage, relays the outbox to whisper.profiles, counts users per stage and
+// purges old applied message ids. It returns nil when ctx ends; records not applied by then
 // are consumed again by whoever owns their partition next.
 func (s *Service) Run(ctx context.Context) error {
 	if s.store == nil || s.client == nil || s.redis == nil {
@@ -297,6 +300,7 @@ func (s *Service) Run(ctx context.Context) error {
 	wg.Go(func() { s.purgeLoop(ctx) })
 	wg.Go(func() { s.sweepLoop(ctx) })
 	wg.Go(func() { s.relayLoop(ctx) })
+	wg.Go(func() { s.usersLoop(ctx) })
 	for {
 		fetches := s.client.PollRecords(ctx, maxPollRecords)
 		if ctx.Err() != nil || fetches.IsClientClosed() {

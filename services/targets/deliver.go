@@ -303,7 +303,12 @@ func startDeliver(ctx context.Context, cfg Config, pool *pgxpool.Pool, srv *rpc.
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	client, err := kafka.NewClient(cfg.Kafka, Deliver, reg, append(deliver.ConsumerOpts(deliver.DefaultGroup), kafka.TraceContext())...)
+	lag, err := kafka.NewConsumerLag(reg)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	opts := append(deliver.ConsumerOpts(deliver.DefaultGroup), kafka.TraceContext())
+	client, err := kafka.NewClient(cfg.Kafka, Deliver, reg, append(opts, lag.ForgetRevoked(deliver.DefaultGroup)...)...)
 	if err != nil {
 		return nil, nil, nil, err
 	}

@@ -355,7 +355,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		if err := postgres.Migrate(ctx, pool, profiles.Migrations, logger); err != nil {
 			return err
 		}
-		consumer, err := kafka.NewClient(cfg.Kafka, Profiles, reg, profiles.ConsumerOpts(profiles.DefaultGroup)...)
+		lag, err := kafka.NewConsumerLag(reg)
+		if err != nil {
+			return err
+		}
+		consumer, err := kafka.NewClient(cfg.Kafka, Profiles, reg, append(profiles.ConsumerOpts(profiles.DefaultGroup), lag.ForgetRevoked(profiles.DefaultGroup)...)...)
 		if err != nil {
 			return err
 		}
@@ -420,7 +424,11 @@ func Run(ctx context.Context, cfg Config, logger *slog.Logger, opts Options) err
 		}
 		defer banditPool.Close()
 		reg.MustRegister(telemetry.NewPgxPoolCollector("bandit", banditPool))
-		client, err := kafka.NewClient(cfg.Kafka, Decide, reg, decide.ConsumerOpts(decide.DefaultGroup)...)
+		lag, err := kafka.NewConsumerLag(reg)
+		if err != nil {
+			return err
+		}
+		client, err := kafka.NewClient(cfg.Kafka, Decide, reg, append(decide.ConsumerOpts(decide.DefaultGroup), lag.ForgetRevoked(decide.DefaultGroup)...)...)
 		if err != nil {
 			return err
 		}

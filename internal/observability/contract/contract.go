@@ -57,9 +57,15 @@ func TargetLabels() []string {
 	return []string{"container", "instance", "job", "namespace", "pod", "service"}
 }
 
-// BusinessPrefixes name the metrics that say what the product does (as
-// opposed to how it runs): each must be on at least one dashboard.
-func BusinessPrefixes() []string { return []string{"whisper_ingest_"} }
+// BusinessPrefixes name the services' own metrics, which say what the
+// product does (events accepted, profile updates and users per stage,
+// decisions and conversions, renders, deliveries by channel) and how each
+// service's own pipeline runs: each must be on at least one dashboard, so
+// a new one cannot ship unseen. Shared infrastructure (RED, Kafka, pools,
+// runtime) is exempt: dashboards aggregate it.
+func BusinessPrefixes() []string {
+	return []string{"whisper_ingest_", "whisper_profiles_", "whisper_decide_", "whisper_content_", "whisper_deliver_"}
+}
 
 // ExternalMetrics are the exporters' metrics the dashboards and rules use,
 // pinned with their labels: kube-state-metrics and cAdvisor (through the
@@ -69,6 +75,7 @@ func ExternalMetrics() []Metric {
 		{Name: "kube_pod_container_status_restarts_total", Type: Counter, Labels: []string{"container", "namespace", "pod", "uid"}},
 		{Name: "container_cpu_usage_seconds_total", Type: Counter, Labels: []string{"container", "cpu", "id", "image", "name", "namespace", "pod"}},
 		{Name: "container_memory_working_set_bytes", Type: Gauge, Labels: []string{"container", "id", "image", "name", "namespace", "pod"}},
+		{Name: "kube_pod_container_resource_limits", Type: Gauge, Labels: []string{"container", "namespace", "node", "pod", "resource", "uid", "unit"}},
 	}
 }
 

@@ -50,5 +50,5 @@ func Content() *dashboard.DashboardBuilder {
 		WithPanel(panel{title: "RPC p99 latency by procedure", unit: units.Seconds, width: 8,
 			description: "99th percentile time to handle a ContentService call per procedure.",
 			queries:     q(query(`histogram_quantile(0.99, sum by (procedure, le) (rate(whisper_rpc_request_duration_seconds_bucket{`+ns+`,`+contentProcs+`}[$__rate_interval])))`, "{{procedure}}"))}.timeseries())
-	return b
+	return withRuntime(b, "content")
 }

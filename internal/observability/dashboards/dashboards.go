@@ -18,13 +18,15 @@ import (
 	"github.com/grafana/grafana-foundation-sdk/go/prometheus"
 	"github.com/grafana/grafana-foundation-sdk/go/stat"
 	"github.com/grafana/grafana-foundation-sdk/go/timeseries"
+
+	"github.com/whisperhq/whisper/internal/observability/slo"
 )
 
-// The SLOs of the public APIs (ingestion and the ProfileService), as
-// recorded by alerts/slo.yaml.
+// The objectives of every public API's SLOs, as recorded by alerts/slo.yaml
+// and alerts/slo-apis.yaml.
 const (
-	AvailabilityObjective = 0.9995
-	LatencyObjective      = 0.99
+	AvailabilityObjective = slo.AvailabilityObjective
+	LatencyObjective      = slo.LatencyObjective
 )
 
 // Render returns every dashboard as indented JSON, keyed by file name.

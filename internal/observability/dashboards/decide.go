@@ -92,5 +92,5 @@ func Decide() *dashboard.DashboardBuilder {
 			queries:     q(query(`max by (topic, partition) (whisper_kafka_consumer_lag_records{`+ns+`,group="whisper-decide"})`, "{{topic}} {{partition}}"))}.timeseries())
 	// The main pool holds campaigns, decisions and waits; the bandit pool
 	// the arms' statistics; Redis "main" the contact-policy counters.
-	return withDependencies(b, `pool=~"main|bandit"`, `client="main"`)
+	return withRuntime(withDependencies(b, `pool=~"main|bandit"`, `client="main"`), "decide")
 }

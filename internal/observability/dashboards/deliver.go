@@ -13,6 +13,7 @@ const (
 	deliverProcs      = `procedure=~"/whisper[.]delivery[.]v1[.]DeliveryService/.+"`
 	deliverUnaryProcs = `procedure=~"/whisper[.]delivery[.]v1[.]DeliveryService/.+",procedure!="/whisper.delivery.v1.DeliveryService/StreamInApp"`
 	deliverClientID   = `client_id="whisper-deliver"`
+	trackingRoute     = `route="/t/"`
 )
 
 // Deliver is the deliver target's service dashboard: what reaches users
@@ -103,9 +104,19 @@ func Deliver() *dashboard.DashboardBuilder {
 		WithPanel(panel{title: "RPC p99 latency by procedure", unit: units.Seconds, width: 8,
 			description: "99th percentile time to handle a DeliveryService call per unary procedure. StreamInApp is left out: its duration is how long an inbox stays open.",
 			queries:     q(query(`histogram_quantile(0.99, sum by (procedure, le) (rate(whisper_rpc_request_duration_seconds_bucket{`+ns+`,`+deliverUnaryProcs+`}[$__rate_interval])))`, "{{procedure}}"))}.timeseries()).
+		WithRow(row("Tracking links (/t/)")).
+		WithPanel(panel{title: "Tracking requests by method and code", unit: units.RequestsPerSecond, width: 8,
+			description: "Requests to tracking links per second (open pixel, click redirect: GET; one-click unsubscribe: POST), by status code. 4xx are forged or expired tokens; 5xx (Kafka could not take the event) spend the DeliveryService availability budget.",
+			queries:     q(query(`sum by (method, code) (rate(whisper_http_requests_total{`+ns+`,`+trackingRoute+`}[$__rate_interval]))`, "{{method}} {{code}}"))}.timeseries()).
+		WithPanel(panel{title: "Tracking server error ratio", unit: units.PercentUnit, width: 8,
+			description: "Share of tracking requests answered 5xx: opens, clicks or unsubscribes lost.",
+			queries:     q(query(`sum(rate(whisper_http_requests_total{`+ns+`,`+trackingRoute+`,code=~"5.."}[$__rate_interval])) / sum(rate(whisper_http_requests_total{`+ns+`,`+trackingRoute+`}[$__rate_interval]))`, "5xx"))}.timeseries()).
+		WithPanel(panel{title: "Tracking p99 latency", unit: units.Seconds, width: 8,
+			description: "99th percentile time to answer a tracking link, including the wait for Kafka to acknowledge the event. SLO threshold: 250 ms.",
+			queries:     q(query(`histogram_quantile(0.99, sum by (le) (rate(whisper_http_request_duration_seconds_bucket{`+ns+`,`+trackingRoute+`}[$__rate_interval])))`, "p99"))}.timeseries()).
 		WithRow(row("Consumer (whisper.decisions)")).
 		WithPanel(panel{title: "Kafka records fetched by topic", unit: units.CountsPerSecond, width: 8,
-			description: "Records the deliver client fetched per second, by topic (kprom). Lag itself is not exported: compare with decide's sends.",
+			description: "Records the deliver client fetched per second, by topic (kprom); the lag is in the panel above.",
 			queries:     q(query(`sum by (topic) (rate(whisper_kafka_fetch_records_total{`+ns+`,`+deliverClientID+`}[$__rate_interval]))`, "{{topic}}"))}.timeseries()).
 		WithPanel(panel{title: "Kafka buffered fetch records", unit: units.Short, width: 8,
 			description: "Records fetched and not yet polled, per pod (kprom). A full buffer with low throughput means sending, not Kafka, is the bottleneck.",
@@ -120,5 +131,5 @@ func Deliver() *dashboard.DashboardBuilder {
 	// The main pool holds the delivery ledger and the schedule; deliver
 	// opens its own Redis client, named "deliver" (rate-limit tokens), not
 	// the "main" one of ingest and decide.
-	return withDependencies(b, `pool="main"`, `client="deliver"`)
+	return withRuntime(withDependencies(b, `pool="main"`, `client="deliver"`), "deliver")
 }

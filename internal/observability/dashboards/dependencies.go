@@ -44,3 +44,34 @@ func withDependencies(b *dashboard.DashboardBuilder, pools, redisClient string) 
 			queries: q(query(`sum by (pod) (rate(whisper_redis_pool_misses_total{`+rd+`}[$__rate_interval])) / (sum by (pod) (rate(whisper_redis_pool_hits_total{`+rd+`}[$__rate_interval])) + sum by (pod) (rate(whisper_redis_pool_misses_total{`+rd+`}[$__rate_interval])))`,
 				"{{pod}}"))}.timeseries())
 }
+
+// withRuntime adds the "Runtime" row of a service dashboard: CPU, memory
+// against the limit, goroutines and restarts of the whisper container of
+// the target's pods (Deployment target: pods named <target>-<hash>-<id>),
+// from the Go collectors, cAdvisor and kube-state-metrics.
+func withRuntime(b *dashboard.DashboardBuilder, target string) *dashboard.DashboardBuilder {
+	sel := ns + `,container="whisper",pod=~"` + target + `-.+"`
+	return b.
+		WithRow(row("Runtime")).
+		WithPanel(panel{title: "CPU", unit: units.Short, width: 6,
+			description: "CPU cores used per pod, as the process sees it and as the container is charged (cAdvisor).",
+			queries: q(
+				query(`sum by (pod) (rate(process_cpu_seconds_total{`+sel+`}[$__rate_interval]))`, "{{pod}} process"),
+				query(`sum by (pod) (rate(container_cpu_usage_seconds_total{`+sel+`}[$__rate_interval]))`, "{{pod}} container"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Memory", unit: units.BytesIEC, width: 6,
+			description: "Go heap in use and the container's working set per pod; the working set is what the OOM killer compares with the limit.",
+			queries: q(
+				query(`sum by (pod) (go_memstats_heap_inuse_bytes{`+sel+`})`, "{{pod}} heap"),
+				query(`sum by (pod) (container_memory_working_set_bytes{`+sel+`})`, "{{pod}} working set"),
+			)}.timeseries()).
+		WithPanel(panel{title: "Memory used of limit", unit: units.PercentUnit, width: 6,
+			description: "Working set per pod as a share of its memory limit. Alert WhisperMemoryNearLimit fires above 90% for 15 minutes; at 100% the container is OOM-killed.",
+			queries:     q(query(`max by (pod) (container_memory_working_set_bytes{`+sel+`}) / max by (pod) (kube_pod_container_resource_limits{`+sel+`,resource="memory"})`, "{{pod}}"))}.timeseries()).
+		WithPanel(panel{title: "Goroutines", unit: units.Short, width: 6,
+			description: "Goroutines per pod. Steady growth under steady load is a leak.",
+			queries:     q(query(`sum by (pod) (go_goroutines{`+sel+`})`, "{{pod}}"))}.timeseries()).
+		WithPanel(panel{title: "Container restarts", unit: units.Short, width: 24,
+			description: "Restarts of the whisper container per pod (kube-state-metrics). Check the previous container's logs and OOM kills.",
+			queries:     q(query(`sum by (pod) (increase(kube_pod_container_status_restarts_total{`+sel+`}[$__rate_interval]))`, "{{pod}}"))}.timeseries())
+}

@@ -20,15 +20,15 @@ const (
 	ingestClientID = `client_id="whisper-ingest"`
 )
 
-// Overview is the first page on call: are the public APIs (ingestion and
-// the ProfileService) meeting their SLOs, how much error budget is left,
-// and how much traffic is there.
+// Overview is the first page on call: are the public APIs (ingestion, the
+// ProfileService and those of slo.APIs) meeting their SLOs, how much error
+// budget is left, and how much traffic is there.
 func Overview() *dashboard.DashboardBuilder {
 	availBudget := 1 - AvailabilityObjective
 	latencyBudget := 1 - LatencyObjective
 	green, red, orange := "green", "red", "orange"
 	b := newDashboard("whisper-overview", "Whisper / Overview",
-		"SLOs of the public APIs (ingestion: Segment HTTP and Connect IngestService; the ProfileService), error budgets and traffic. Start here when paged.", "slo").
+		"SLOs of the public APIs (ingestion: Segment HTTP and Connect IngestService; the Profile, Campaign, Decision, Content, Delivery and Workspace services), error budgets and traffic. Start here when paged.", "slo").
 		WithRow(row("Ingestion SLOs")).
 		WithPanel(panel{title: "Availability (30 days)", unit: units.PercentUnit,
 			description: fmt.Sprintf("Share of ingestion requests over the last 30 days that did not fail on our side (HTTP 5xx, Connect unavailable/internal/unknown/deadline_exceeded/data_loss). Objective %.2f%%.", AvailabilityObjective*100),
@@ -58,7 +58,7 @@ func Overview() *dashboard.DashboardBuilder {
 				query(`slo:sli_error:ratio_rate5m{`+sloAvail+`}`, "availability errors"),
 				query(`slo:sli_error:ratio_rate5m{`+sloLatency+`}`, "too slow"),
 			)}.timeseries())
-	return withProfileSLOs(b).
+	return withAPISLOs(withProfileSLOs(b)).
 		WithRow(row("Traffic")).
 		WithPanel(panel{title: "Requests per second", unit: units.RequestsPerSecond,
 			description: "Requests to the public APIs: Segment HTTP routes and Connect procedures (ingestion and workspace management).",
@@ -156,26 +156,7 @@ func Ingest() *dashboard.DashboardBuilder {
 			)}.timeseries())
 	// Ingest processes use the main pool (write keys) and their own
 	// Redis client (the dedup window).
-	return withDependencies(b, `pool="main"`, `client="main"`).
-		WithRow(row("Runtime")).
-		WithPanel(panel{title: "CPU", unit: units.Short, width: 6,
-			description: "CPU cores used per pod, as the process sees it and as the container is charged (cAdvisor).",
-			queries: q(
-				query(`sum by (pod) (rate(process_cpu_seconds_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}} process"),
-				query(`sum by (pod) (rate(container_cpu_usage_seconds_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}} container"),
-			)}.timeseries()).
-		WithPanel(panel{title: "Memory", unit: units.BytesIEC, width: 6,
-			description: "Go heap in use and the container's working set per pod; the working set is what the OOM killer compares with the limit.",
-			queries: q(
-				query(`sum by (pod) (go_memstats_heap_inuse_bytes{`+ns+`,container="whisper"})`, "{{pod}} heap"),
-				query(`sum by (pod) (container_memory_working_set_bytes{`+ns+`,container="whisper"})`, "{{pod}} working set"),
-			)}.timeseries()).
-		WithPanel(panel{title: "Goroutines", unit: units.Short, width: 6,
-			description: "Goroutines per pod. Steady growth under steady load is a leak.",
-			queries:     q(query(`sum by (pod) (go_goroutines{`+ns+`,container="whisper"})`, "{{pod}}"))}.timeseries()).
-		WithPanel(panel{title: "Container restarts", unit: units.Short, width: 6,
-			description: "Restarts of the whisper container per pod (kube-state-metrics). Check the previous container's logs and OOM kills.",
-			queries:     q(query(`sum by (pod) (increase(kube_pod_container_status_restarts_total{`+ns+`,container="whisper"}[$__rate_interval]))`, "{{pod}}"))}.timeseries())
+	return withRuntime(withDependencies(b, `pool="main"`, `client="main"`), "ingest")
 }
 
 // Business is what the product does, for product and growth people: which
@@ -183,11 +164,11 @@ func Ingest() *dashboard.DashboardBuilder {
 // stages, what the campaigns decide and convert, and what is delivered on
 // which channel.
 //
-// Two views are approximations, said so in their descriptions: no metric
-// counts users per stage (profiles counts transitions, so the panel shows
-// entries into and exits from each stage), and conversions carry no
-// campaign label (decide counts them in total, to keep the label set of a
-// hot counter small), so the conversion panel compares them with sends.
+// Users per stage come from a periodic count (whisper_profiles_users),
+// beside the transitions that move them. One view is an approximation,
+// said so in its description: conversions carry no campaign label
+// (decide counts them in total, to keep the label set of a hot counter
+// small), so the conversion panel compares them with sends.
 func Business() *dashboard.DashboardBuilder {
 	return withNamespace(newDashboard("whisper-business", "Whisper / Business",
 		"Product events accepted by the platform, lifecycle stage changes, decisions and conversions per campaign, and deliveries per channel.", "business")).
@@ -205,13 +186,18 @@ func Business() *dashboard.DashboardBuilder {
 			description: "Events accepted per second by API: how much traffic comes through existing Segment SDKs versus Connect clients.",
 			queries:     q(query(`sum by (api) (rate(whisper_ingest_events_accepted_total{`+ns+`}[$__rate_interval]))`, "{{api}}"))}.timeseries()).
 		WithRow(row("Lifecycle stages")).
-		WithPanel(panel{title: "Users entering each stage", unit: units.CountsPerSecond, width: 12,
-			description: "Profiles entering each lifecycle stage per second, by events or by the sweeper as time passes. These are transitions, not active users: no metric counts users per stage (the ProfileService can), so read it as the flow into each stage.",
+		WithPanel(panel{title: "Active users by stage", unit: units.Short, width: 12,
+			description: "Profiles in each lifecycle stage (new, activated, engaged, at_risk, dormant, churned), all workspaces together, counted by the profiles target every minute. Every replica counts the same table, hence max. Active users are those not dormant or churned.",
+			queries:     q(query(`max by (stage) (whisper_profiles_users{`+ns+`})`, "{{stage}}"))}.timeseries()).
+		WithPanel(panel{title: "Active users now", unit: units.Short, width: 6,
+			description: "Profiles in the new, activated, engaged and at_risk stages at the last count: seen within the dormant threshold (14 days by default).",
+			queries:     q(query(`sum(max by (stage) (whisper_profiles_users{`+ns+`,stage=~"new|activated|engaged|at_risk"}))`, "active"))}.stat(0)).
+		WithPanel(panel{title: "Engaged share of active users", unit: units.PercentUnit, width: 6,
+			description: "Engaged profiles (active at least 3 of the last 7 days by default) as a share of active ones (new, activated, engaged, at_risk).",
+			queries:     q(query(`max(whisper_profiles_users{`+ns+`,stage="engaged"}) / sum(max by (stage) (whisper_profiles_users{`+ns+`,stage=~"new|activated|engaged|at_risk"}))`, "engaged"))}.stat(1)).
+		WithPanel(panel{title: "Users entering each stage", unit: units.CountsPerSecond, width: 24,
+			description: "Profiles entering each lifecycle stage per second, by events or by the sweeper as time passes: the flows that change the populations above.",
 			queries:     q(query(`sum by (to) (rate(whisper_profiles_stage_transitions_total{`+ns+`}[$__rate_interval]))`, "{{to}}"))}.timeseries()).
-		WithPanel(panel{title: "Net stage change in range", unit: units.Short, width: 12,
-			description: "Over the selected range, profiles that entered each stage minus those that left it: the change in the stage's population, not its size (transitions are counted, users per stage are not). A stage with no entries or no exits in the range is not shown.",
-			queries: q(query(`sum by (stage) (label_replace(increase(whisper_profiles_stage_transitions_total{`+ns+`}[$__range]), "stage", "$1", "to", "(.*)")) - sum by (stage) (label_replace(increase(whisper_profiles_stage_transitions_total{`+ns+`}[$__range]), "stage", "$1", "from", "(.*)"))`,
-				"{{stage}}"))}.stat(0)).
 		WithRow(row("Campaigns")).
 		WithPanel(panel{title: "Decisions by campaign and outcome", unit: units.CountsPerSecond, width: 12,
 			description: "Final decisions per second, by campaign id and outcome: send, deferred, skipped_audience, skipped_consent, capped (contact policy), holdout, exited.",

@@ -73,5 +73,5 @@ func Profiles() *dashboard.DashboardBuilder {
 			queries:     q(query(`histogram_quantile(0.99, sum by (procedure, le) (rate(whisper_rpc_request_duration_seconds_bucket{`+ns+`,`+profileProcs+`}[$__rate_interval])))`, "{{procedure}}"))}.timeseries())
 	// The profiles pool carries the consumer and the ProfileService; the
 	// main pool authenticates callers.
-	return withDependencies(b, `pool=~"main|profiles"`, `client="profiles"`)
+	return withRuntime(withDependencies(b, `pool=~"main|profiles"`, `client="profiles"`), "profiles")
 }
