@@ -94,11 +94,11 @@ var APIs = []API{
 		Routes: []string{"/t/"},
 		Calls:  "DeliveryService calls and tracking requests",
 		Latency: []Threshold{
-			{Seconds: 0.1, Procedures: []string{"GetDelivery"}},
+			{Seconds: 0.1, Procedures: []string{"GetDelivery", "IssueInAppToken"}},
 			{Seconds: 0.25, Procedures: []string{"MarkInAppRead"}, Routes: []string{"/t/"}},
 			{Seconds: 1, Procedures: []string{"ListDeliveries"}},
 		},
-		Why: "Tracking links (/t/: open pixel, click redirect, one-click unsubscribe) keep a person's mail client or browser waiting while the event is written to Kafka, like a single ingestion call (250 ms), and so does MarkInAppRead's write; GetDelivery is one row (100 ms); ListDeliveries reads a page (1 s). StreamInApp, a server stream open as long as the inbox, is in neither SLO.",
+		Why: "Tracking links (/t/: open pixel, click redirect, one-click unsubscribe) keep a person's mail client or browser waiting while the event is written to Kafka, like a single ingestion call (250 ms), and so does MarkInAppRead's write; GetDelivery is one row and IssueInAppToken signs a token without any I/O (100 ms); ListDeliveries reads a page (1 s). StreamInApp, a server stream open as long as the inbox, is in neither SLO.",
 	},
 	{
 		Name: "workspaces", Title: "WorkspaceService", Service: "whisper.workspace.v1.WorkspaceService",
