@@ -75,9 +75,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 
-	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
@@ -174,8 +172,10 @@ type Service struct {
 	outboxDelay, outboxEvery time.Duration
 	metrics                  *metrics
 	lag                      *kafka.ConsumerLag
-	logger                   *slog.Logger
-	now                      func() time.Time
+	// calls are the Decide calls waiting for their batch.
+	calls  coalescer
+	logger *slog.Logger
+	now    func() time.Time
 }
 
 // New returns the service; Run starts its consumer and loops.
@@ -278,7 +278,7 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err
 					return err
 				}
 			}
-			return nil
+			return s.flush(ctx, tx, b)
 		})
 		if err != nil {
 			for _, r := range b.held {
@@ -352,6 +352,11 @@ type batch struct {
 	// Contact reservations to release if the transaction does not commit.
 	held    []*contactRequest
 	records map[recordOutcome]int
+
+	// Runs waiting for the batched decision step, their users and keys.
+	pending      []*pendingRun
+	pendingUsers map[userKey]bool
+	pendingKeys  map[triggerKey]bool
 }
 
 type recordOutcome struct{ topic, outcome string }
@@ -362,10 +367,62 @@ func (b *batch) reset() {
 	b.seen = map[string]bool{}
 	b.records = map[recordOutcome]int{}
 	b.waitsStarted, b.waitsEnded = 0, 0
+	b.pending = nil
+	b.pendingUsers, b.pendingKeys = map[userKey]bool{}, map[triggerKey]bool{}
 }
 
-// add keeps the outcome of one trigger.
-func (b *batch) add(r runResult) {
+// maxPending bounds a decision step's batch; a poll's records are at most
+// maxPollRecords anyway.
+const maxPending = 500
+
+// queue adds a run to the next decision step. A trigger already queued
+// (delivered twice in one poll) is decided first, so the second finds its
+// claim, as it would in two polls.
+func (s *Service) queue(ctx context.Context, tx pgx.Tx, b *batch, p *pendingRun) error {
+	if b.pendingKeys[p.key()] || len(b.pending) >= maxPending {
+		if err := s.flush(ctx, tx, b); err != nil {
+			return err
+		}
+	}
+	b.pending = append(b.pending, p)
+	b.pendingUsers[userKey{p.tr.ws, p.tr.user}] = true
+	b.pendingKeys[p.key()] = true
+	return nil
+}
+
+// flushUser runs the decision step before a record changes or reads what
+// the user's queued runs would read or write (consent, the profile
+// snapshot, waits, conversions), so every record sees the effects of the
+// records before it, as if they were decided one by one.
+func (s *Service) flushUser(ctx context.Context, tx pgx.Tx, b *batch, ws, user string) error {
+	if !b.pendingUsers[userKey{ws, user}] {
+		return nil
+	}
+	return s.flush(ctx, tx, b)
+}
+
+// flush runs the decision step on the queued runs.
+func (s *Service) flush(ctx context.Context, tx pgx.Tx, b *batch) error {
+	if len(b.pending) == 0 {
+		return nil
+	}
+	ps := b.pending
+	b.pending = nil
+	clear(b.pendingUsers)
+	clear(b.pendingKeys)
+	held, err := s.runAll(ctx, tx, ps, b.rng)
+	b.held = append(b.held, held...)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		b.add(p.res, p.rec)
+	}
+	return nil
+}
+
+// add keeps the outcome of one trigger of record rec.
+func (b *batch) add(r runResult, rec *kgo.Record) {
 	if r.held != nil {
 		b.held = append(b.held, r.held)
 	}
@@ -380,7 +437,7 @@ func (b *batch) add(r runResult) {
 	if r.publish && !b.seen[r.decision.GetDecisionId()] {
 		b.seen[r.decision.GetDecisionId()] = true
 		b.out = append(b.out, r.decision)
-		b.outTriggers = append(b.outTriggers, b.current)
+		b.outTriggers = append(b.outTriggers, rec)
 	}
 }
 
@@ -439,6 +496,9 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 		}
 	}
 	if name == EventUnsubscribed || name == EventSubscribed {
+		if err := s.flushUser(ctx, tx, b, ws, user); err != nil {
+			return err
+		}
 		ch, _ := props["channel"].(string)
 		topic, _ := props["topic"].(string)
 		if !slices.Contains([]string{"email", "sms", "push", "webhook", "in_app"}, ch) || !storable(ws, topic) {
@@ -453,6 +513,9 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 		return err
 	}
 	if set.names[name] {
+		if err := s.flushUser(ctx, tx, b, ws, user); err != nil {
+			return err
+		}
 		waits, goals, err := s.store.interest(ctx, tx, ws, user, name)
 		if err != nil {
 			return err
@@ -484,11 +547,10 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 			}
 			step.Inputs["condition"] = cond
 		}
-		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step, props: ev.GetProperties()}, b.rng)
-		if err != nil {
+		p := &pendingRun{c: c, tr: trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step, props: ev.GetProperties()}, rec: b.current}
+		if err := s.queue(ctx, tx, b, p); err != nil {
 			return err
 		}
-		b.add(r)
 	}
 	return nil
 }
@@ -542,7 +604,7 @@ func (s *Service) endUserWaits(ctx context.Context, tx pgx.Tx, ws, user, name st
 	}
 	for _, d := range ds {
 		b.waitsEnded++
-		b.add(runResult{decision: d, fresh: true, publish: true})
+		b.add(runResult{decision: d, fresh: true, publish: true}, b.current)
 	}
 	return nil
 }
@@ -563,7 +625,9 @@ func (s *Service) convert(ctx context.Context, tx pgx.Tx, ws, user, name string,
 	}
 	// Counted before the commit: a retried poll may count a conversion
 	// twice here, never in the bandit.
-	s.metrics.conversions.Add(float64(len(cs)))
+	for _, c := range cs {
+		s.metrics.conversions.WithLabelValues(c.campaignID).Inc()
+	}
 	return nil
 }
 
@@ -571,6 +635,9 @@ func (s *Service) convert(ctx context.Context, tx pgx.Tx, ws, user, name string,
 // change triggers.
 func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.ProfileChange, b *batch) error {
 	ws, p := ch.GetWorkspaceId(), ch.GetProfile()
+	if err := s.flushUser(ctx, tx, b, ws, p.GetUserId()); err != nil {
+		return err
+	}
 	if err := s.store.saveSnapshot(ctx, tx, ws, p.GetUserId(), p, ch.GetChangeTime().AsTime()); err != nil {
 		return err
 	}
@@ -597,54 +664,12 @@ func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.Pr
 			"change_id": ch.GetChangeId(), "previous_stage": ch.GetPreviousStage(), "stage": p.GetStage(),
 			"change_time": ch.GetChangeTime().AsTime().UTC().Format(time.RFC3339Nano),
 		}}
-		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: p.GetUserId(), id: "change:" + ch.GetChangeId(), profile: p, step: step}, b.rng)
-		if err != nil {
+		run := &pendingRun{c: c, tr: trigger{ws: ws, user: p.GetUserId(), id: "change:" + ch.GetChangeId(), profile: p, step: step}, rec: b.current}
+		if err := s.queue(ctx, tx, b, run); err != nil {
 			return err
 		}
-		b.add(r)
 	}
 	return nil
-}
-
-// decideNow runs a campaign for a user on request (the Decide RPC).
-func (s *Service) decideNow(ctx context.Context, ws, campaignID, user, requestID string, props *structpb.Struct) (*decisionv1.Decision, error) {
-	c, err := s.store.getCampaign(ctx, s.store.pool, ws, campaignID, 0)
-	if err != nil {
-		return nil, err
-	}
-	if c.GetStatus() != campaignv1.CampaignStatus_CAMPAIGN_STATUS_ACTIVE {
-		return nil, errNotActive
-	}
-	step := &decisionv1.Step{Name: "trigger", Result: "request", Inputs: map[string]string{"request_id": requestID}}
-	var propsJSON []byte
-	if props != nil {
-		propsJSON, _ = json.Marshal(props.AsMap())
-		step.Inputs["properties"] = string(propsJSON)
-	}
-	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	var r runResult
-	err = pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) (err error) {
-		r, err = s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "request:" + requestID, step: step, props: propsJSON}, rng)
-		return err
-	})
-	if err != nil {
-		s.release(ctx, r.held)
-		return nil, err
-	}
-	d := r.decision
-	if r.fresh && !r.waiting {
-		s.metrics.decided(d)
-	}
-	if r.waiting {
-		s.metrics.waits.WithLabelValues("started").Inc()
-	}
-	if r.publish {
-		if err := s.publish(ctx, []*decisionv1.Decision{d}); err != nil {
-			// The decision is durable; the outbox sweeper publishes it.
-			s.logger.WarnContext(ctx, "publish a decision; the outbox will retry", "err", err, "decision_id", d.GetDecisionId())
-		}
-	}
-	return d, nil
 }
 
 // errNotActive is a Decide call for a campaign that is not active.

@@ -21,8 +21,9 @@ import (
 
 // contactPolicy reserves a message against the cross-campaign contact rules.
 type contactPolicy interface {
-	// Reserve counts the message against the caps when Allowed.
-	Reserve(ctx context.Context, r contact.Request) (contact.Verdict, error)
+	// ReserveBatch counts each message against the caps when its verdict
+	// is Allowed, in the order of the requests; verdicts are in that order.
+	ReserveBatch(ctx context.Context, rs []contact.Request) ([]contact.Verdict, error)
 	// Release undoes a reservation whose decision was not persisted.
 	Release(ctx context.Context, r contact.Request) error
 }
@@ -30,8 +31,8 @@ type contactPolicy interface {
 // variantChooser is the bandit over a campaign's variants.
 type variantChooser interface {
 	Choose(ctx context.Context, c bandit.Campaign, rng *rand.Rand) (bandit.Choice, error)
-	// RecordExposure counts a sent variant, once per decision id.
-	RecordExposure(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error
+	// RecordExposures counts sent variants, once per decision id.
+	RecordExposures(ctx context.Context, tx pgx.Tx, es []bandit.Exposure) error
 	// RecordConversion rewards a variant, at most once per decision id.
 	RecordConversion(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error
 }
