@@ -130,13 +130,16 @@ func (s *Service) runDecideBatch(ctx context.Context) {
 
 	co.mu.Lock()
 	defer co.mu.Unlock()
-	if len(co.queue) == 0 {
-		co.running--
-		return
+	for _, next := range co.queue {
+		// A call handed a batch already (by another batch that ended)
+		// takes the queue when it runs; hand the next one to another.
+		if !next.leading {
+			next.leading = true
+			close(next.lead)
+			return
+		}
 	}
-	next := co.queue[0]
-	next.leading = true
-	close(next.lead)
+	co.running--
 }
 
 // decideCalls decides a batch of Decide calls and finishes each: a
@@ -229,7 +232,10 @@ func (s *Service) decideRuns(ctx context.Context, runs []*pendingRun) error {
 		}
 		return err
 	}
-	var out []*decisionv1.Decision
+	var (
+		out    []*decisionv1.Decision
+		values [][]byte
+	)
 	for _, p := range runs {
 		r := p.res
 		if r.fresh && !r.waiting {
@@ -239,11 +245,11 @@ func (s *Service) decideRuns(ctx context.Context, runs []*pendingRun) error {
 			s.metrics.waits.WithLabelValues("started").Inc()
 		}
 		if r.publish {
-			out = append(out, r.decision)
+			out, values = append(out, r.decision), append(values, r.record)
 		}
 	}
 	if len(out) > 0 {
-		if err := s.publish(ctx, out); err != nil {
+		if err := s.publishTraced(ctx, out, values, nil); err != nil {
 			// The decisions are durable; the outbox sweeper publishes them.
 			s.logger.WarnContext(ctx, "publish decisions; the outbox will retry", "err", err, "decisions", len(out))
 		}

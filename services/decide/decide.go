@@ -302,7 +302,7 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err
 		return nil
 	}
 	return s.retry(ctx, "publish decisions", func() error {
-		return s.publishTraced(ctx, b.out, func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) })
+		return s.publishTraced(ctx, b.out, b.outRecords, func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) })
 	})
 }
 
@@ -342,6 +342,7 @@ type batch struct {
 	// The decisions to publish, each once, and the record that triggered
 	// each (whose trace its record continues).
 	out         []*decisionv1.Decision
+	outRecords  [][]byte // out's records when saved by this poll, else nil
 	outTriggers []*kgo.Record
 	// current is the record being processed.
 	current *kgo.Record
@@ -363,7 +364,7 @@ type recordOutcome struct{ topic, outcome string }
 
 // reset forgets what a failed attempt produced.
 func (b *batch) reset() {
-	b.out, b.outTriggers, b.fresh, b.held = nil, nil, nil, nil
+	b.out, b.outRecords, b.outTriggers, b.fresh, b.held = nil, nil, nil, nil, nil
 	b.seen = map[string]bool{}
 	b.records = map[recordOutcome]int{}
 	b.waitsStarted, b.waitsEnded = 0, 0
@@ -423,9 +424,6 @@ func (s *Service) flush(ctx context.Context, tx pgx.Tx, b *batch) error {
 
 // add keeps the outcome of one trigger of record rec.
 func (b *batch) add(r runResult, rec *kgo.Record) {
-	if r.held != nil {
-		b.held = append(b.held, r.held)
-	}
 	switch {
 	case r.waiting:
 		b.waitsStarted++
@@ -437,6 +435,7 @@ func (b *batch) add(r runResult, rec *kgo.Record) {
 	if r.publish && !b.seen[r.decision.GetDecisionId()] {
 		b.seen[r.decision.GetDecisionId()] = true
 		b.out = append(b.out, r.decision)
+		b.outRecords = append(b.outRecords, r.record)
 		b.outTriggers = append(b.outTriggers, rec)
 	}
 }
@@ -678,17 +677,24 @@ var errNotActive = errors.New("the campaign is not active")
 // publish produces decisions to whisper.decisions and marks them
 // published.
 func (s *Service) publish(ctx context.Context, ds []*decisionv1.Decision) error {
-	return s.publishTraced(ctx, ds, nil)
+	return s.publishTraced(ctx, ds, nil, nil)
 }
 
 // publishTraced is publish with each record carrying the trace of
 // traceOf(i), the context of decision i's trigger, when traceOf is set.
-func (s *Service) publishTraced(ctx context.Context, ds []*decisionv1.Decision, traceOf func(i int) context.Context) error {
+// values[i], when there is one, is ds[i] marshaled already.
+func (s *Service) publishTraced(ctx context.Context, ds []*decisionv1.Decision, values [][]byte, traceOf func(i int) context.Context) error {
 	recs := make([]*kgo.Record, 0, len(ds))
 	for i, d := range ds {
-		b, err := proto.Marshal(d)
-		if err != nil {
-			return err
+		var b []byte
+		if i < len(values) {
+			b = values[i]
+		}
+		if b == nil {
+			var err error
+			if b, err = proto.Marshal(d); err != nil {
+				return err
+			}
 		}
 		rec := &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(d.GetWorkspaceId(), d.GetUserId()), Value: b}
 		if traceOf != nil && s.tracing != nil {

@@ -45,9 +45,9 @@ type runResult struct {
 	waiting bool
 	// publish: final and not yet on whisper.decisions.
 	publish bool
-	// The contact reservation to release if tx does not commit; nil when
-	// none was made.
-	held *contactRequest
+	// record is the decision's record as saved (fresh ones only), for
+	// whisper.decisions.
+	record []byte
 }
 
 // pendingRun is one campaign's run for one trigger, waiting for the
@@ -133,7 +133,15 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 	if err != nil {
 		return held, err
 	}
-	return held, w.write(ctx, tx, s.bandit)
+	if err := w.write(ctx, tx); err != nil {
+		return held, err
+	}
+	for _, p := range ps {
+		if p.res.fresh {
+			p.res.record = w.records[p.res.decision]
+		}
+	}
+	return held, nil
 }
 
 // evalItem is one decision going through evaluateAll.
@@ -155,6 +163,8 @@ type writes struct {
 	saves     []decisionSave
 	exposures []bandit.Exposure
 	waits     []waitInsert
+	// records are the saved decisions' records, once written.
+	records map[*decisionv1.Decision][]byte
 }
 
 type waitInsert struct {
@@ -164,24 +174,29 @@ type waitInsert struct {
 	exits   []string
 }
 
-// write sends the batch's writes: the decisions' rows in one statement
-// and the waits in one round trip, then the bandit's exposures in one
-// statement.
-func (w *writes) write(ctx context.Context, tx pgx.Tx, chooser variantChooser) error {
+// write sends the batch's writes in one round trip: the decisions' rows
+// in one statement, the bandit's exposures in another, and the waits.
+func (w *writes) write(ctx context.Context, tx pgx.Tx) error {
 	b := &pgx.Batch{}
-	if err := queueSaves(b, w.saves); err != nil {
+	recs, err := queueSaves(b, w.saves)
+	if err != nil {
 		return fmt.Errorf("save decisions: %w", err)
+	}
+	w.records = make(map[*decisionv1.Decision][]byte, len(recs))
+	for i, r := range recs {
+		w.records[w.saves[i].d] = r
+	}
+	if err := bandit.QueueExposures(b, w.exposures); err != nil {
+		return err
 	}
 	for _, wt := range w.waits {
 		queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
 	}
-	if b.Len() > 0 {
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return fmt.Errorf("save %d decisions and %d waits: %w", len(w.saves), len(w.waits), err)
-		}
+	if b.Len() == 0 {
+		return nil
 	}
-	if err := chooser.RecordExposures(ctx, tx, w.exposures); err != nil {
-		return fmt.Errorf("record exposures: %w", err)
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
 	}
 	return nil
 }
@@ -426,7 +441,7 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	if err != nil {
 		return r, err
 	}
-	return r, w.write(ctx, tx, s.bandit)
+	return r, w.write(ctx, tx)
 }
 
 // release undoes a contact reservation whose decision did not persist, so

@@ -31,11 +31,13 @@ type contactPolicy interface {
 // variantChooser is the bandit over a campaign's variants.
 type variantChooser interface {
 	Choose(ctx context.Context, c bandit.Campaign, rng *rand.Rand) (bandit.Choice, error)
-	// RecordExposures counts sent variants, once per decision id.
-	RecordExposures(ctx context.Context, tx pgx.Tx, es []bandit.Exposure) error
 	// RecordConversion rewards a variant, at most once per decision id.
 	RecordConversion(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error
 }
+
+// The sent variants are recorded with bandit.QueueExposures, in the
+// statements that write their decisions: a variantChooser's state must be
+// bandit's tables, in the decide target's database.
 
 // sendTimer picks the hour a user is most active.
 type sendTimer interface {

@@ -811,11 +811,12 @@ type decisionSave struct {
 }
 
 // queueSaves adds to b one statement writing every save into its claimed
-// row (saveDecision for a batch).
-func queueSaves(b *pgx.Batch, saves []decisionSave) error {
+// row (saveDecision for a batch), and returns each decision's record as
+// written, which is also what whisper.decisions gets.
+func queueSaves(b *pgx.Batch, saves []decisionSave) ([][]byte, error) {
 	n := len(saves)
 	if n == 0 {
-		return nil
+		return nil, nil
 	}
 	var (
 		ws, ids, outcomes, variants = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
@@ -829,7 +830,7 @@ func queueSaves(b *pgx.Batch, saves []decisionSave) error {
 		d := sv.d
 		rec, err := proto.Marshal(d)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		ws[i], ids[i], outcomes[i], variants[i] = d.WorkspaceId, d.DecisionId, outcomeName(d.Outcome), d.VariantId
 		at[i], records[i], versions[i] = d.DecideTime.AsTime(), rec, d.CampaignVersion
@@ -845,5 +846,5 @@ func queueSaves(b *pgx.Batch, saves []decisionSave) error {
 			AS x(ws, id, outcome, variant, at, goal, deadline, record, version)
 		WHERE d.workspace_id = x.ws AND d.decision_id = x.id`,
 		ws, ids, outcomes, variants, at, goals, deadlines, records, versions)
-	return nil
+	return records, nil
 }

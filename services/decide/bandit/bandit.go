@@ -292,11 +292,26 @@ type Exposure struct {
 	WorkspaceID, CampaignID, VariantID, DecisionID string
 }
 
-// RecordExposures is RecordExposure for many decisions in one statement:
-// the per-decision rows are inserted together and each arm's total moves
-// by the number of its new rows, so a batch of decisions costs one round
-// trip, not one per decision. Decision ids already recorded change nothing.
+// RecordExposures is RecordExposure for many decisions in one statement
+// (QueueExposures sent alone).
 func (s *Store) RecordExposures(ctx context.Context, tx pgx.Tx, es []Exposure) error {
+	b := &pgx.Batch{}
+	if err := QueueExposures(b, es); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record %d exposures: %w", len(es), err)
+	}
+	return nil
+}
+
+// QueueExposures adds to b the one statement that records the exposures
+// of many decisions: the per-decision rows are inserted together and each
+// arm's total moves by the number of its new rows, so a batch of decisions
+// costs no round trip of its own (b is sent with the caller's other
+// statements, in the transaction that writes the decisions). Decision ids
+// already recorded change nothing. It adds nothing when es is empty.
+func QueueExposures(b *pgx.Batch, es []Exposure) error {
 	if len(es) == 0 {
 		return nil
 	}
@@ -312,7 +327,7 @@ func (s *Store) RecordExposures(ctx context.Context, tx pgx.Tx, es []Exposure) e
 	}
 	// ORDER BY: two batches touching the same arms lock them in one order,
 	// so they cannot deadlock.
-	_, err := tx.Exec(ctx, `
+	b.Queue(`
 WITH d AS (
     INSERT INTO bandit_decisions (workspace_id, decision_id, campaign_id, variant_id)
     SELECT * FROM unnest($1::text[], $4::text[], $2::text[], $3::text[])
@@ -324,9 +339,6 @@ SELECT workspace_id, campaign_id, variant_id, count(*) FROM d
 GROUP BY workspace_id, campaign_id, variant_id ORDER BY workspace_id, campaign_id, variant_id
 ON CONFLICT (workspace_id, campaign_id, variant_id) DO UPDATE SET exposures = a.exposures + EXCLUDED.exposures`,
 		ws, campaigns, variants, decisions)
-	if err != nil {
-		return fmt.Errorf("record %d exposures: %w", len(es), err)
-	}
 	return nil
 }
 
