@@ -25,7 +25,7 @@ import (
 const (
 	// maxDecideBatches is how many batches of Decide calls run at once:
 	// two, so one can be committing while the next is deciding.
-	maxDecideBatches = 2
+	maxDecideBatches = 4
 	maxDecideBatch   = 256
 	// decideBatchTimeout bounds a batch, which runs detached from the
 	// caller that runs it (its cancellation must not fail the others).
