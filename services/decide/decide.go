@@ -33,7 +33,14 @@
 // consumer applies each partition's share of a poll in one transaction
 // (one commit per poll, not per decision) and reads each workspace's
 // campaigns once per poll, so a campaign change takes effect from the next
-// poll. Contact reservations are made inside the transaction and released
+// poll. Within the transaction the decisions are made in batches (runAll):
+// one round trip claims every trigger and reads every user, one contact
+// policy call reserves for all of them, one round trip writes the
+// decisions, waits and bandit exposures. A record that reads or changes
+// what a queued decision of its user reads or writes (consent, the profile
+// snapshot, waits, conversions) decides the queue first, so the outcome is
+// that of deciding the records one by one. Decide calls made together are
+// coalesced into such batches too (see coalescer). Contact reservations are made inside the transaction and released
 // if it does not commit; a process that dies in between leaves its
 // reservations counted until they expire (contact keeps them 8 days).
 // Decisions are published after their transaction commits and before the
