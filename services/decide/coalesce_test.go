@@ -9,11 +9,13 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/types/known/durationpb"
 
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/services/decide/contact"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
 // callFor is a Decide call as the handler makes it, for decideCalls.
@@ -232,5 +234,40 @@ func TestAPollKeepsTheOrderOfAUsersRecords(t *testing.T) {
 	}
 	if n := h.decisionCount(t, "event:o1"); n != 1 {
 		t.Errorf("o1, delivered twice: %d decisions, want 1", n)
+	}
+}
+
+// A batch reads every user's activity for the send time together, and each
+// decision gets its own user's best hour: one active three hours from now
+// is sent then, one without history now.
+func TestABatchPicksEachUsersSendTime(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	c := emailCampaign("unused")
+	c.OptimizeSendTime = true
+	c.MaxSendDelay = durationpb.New(24 * time.Hour)
+	id := h.create(t, tokenA, c).GetId()
+	now := time.Now().UTC()
+	later := now.Add(3 * time.Hour).Truncate(time.Hour)
+	var acts []sendtime.Activity
+	for d := 1; d <= 3; d++ {
+		acts = append(acts, sendtime.Activity{WorkspaceID: h.wsA, UserID: "active", At: later.AddDate(0, 0, -d).Add(10 * time.Minute)})
+	}
+	if err := h.svc.sendTime.ObserveBatch(ctx, acts); err != nil {
+		t.Fatal(err)
+	}
+	calls := []*decideCall{callFor(ctx, h.wsA, id, "active", "a"), callFor(ctx, h.wsA, id, "new", "n")}
+	h.svc.decideCalls(ctx, calls)
+	for _, call := range calls {
+		<-call.done
+		if call.err != nil {
+			t.Fatal(call.err)
+		}
+	}
+	if got := calls[0].d.GetSendTime().AsTime(); !got.Equal(later) {
+		t.Errorf("active user: send time %v, want %v", got, later)
+	}
+	if got := calls[1].d.GetSendTime().AsTime(); got.Sub(now).Abs() > time.Minute {
+		t.Errorf("new user: send time %v, want about now (%v)", got, now)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/services/decide/bandit"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
 // trigger is one reason to run a campaign for a user.
@@ -150,11 +151,12 @@ type evalItem struct {
 	d  *decisionv1.Decision
 	in userInputs
 
-	// Set once the decision reaches the contact policy.
-	req        *contactRequest
-	variant    *campaignv1.Variant
-	sendAt     time.Time
-	policyStep *decisionv1.Step
+	// Set once the decision has a variant (variant, the user's timezone)
+	// and a send time (sendAt, req).
+	variant *campaignv1.Variant
+	tz      string
+	sendAt  time.Time
+	req     *contactRequest
 }
 
 // writes are what a batch writes to PostgreSQL when its decisions are
@@ -215,17 +217,22 @@ func (s *Service) evaluateAll(ctx context.Context, items []*evalItem, rng *rand.
 		waiting []*evalItem
 	)
 	for _, it := range items {
-		reached, err := s.evaluateUntilPolicy(ctx, it, rng, w)
+		reached, err := s.evaluateUntilSendTime(ctx, it, rng, w)
 		if err != nil {
 			return nil, err
 		}
 		if reached {
-			reqs = append(reqs, *it.req)
 			waiting = append(waiting, it)
 		}
 	}
-	if len(reqs) == 0 {
+	if len(waiting) == 0 {
 		return nil, nil
+	}
+	if err := s.sendTimes(ctx, waiting); err != nil {
+		return nil, err
+	}
+	for _, it := range waiting {
+		reqs = append(reqs, *it.req)
 	}
 	start := time.Now()
 	verdicts, err := s.policy.ReserveBatch(ctx, reqs)
@@ -258,12 +265,12 @@ func (it *evalItem) save(w *writes, outcome decisionv1.Outcome, goal bool) {
 	w.saves = append(w.saves, sv)
 }
 
-// evaluateUntilPolicy runs audience, consent, variant and send time for
-// one decision. It reports whether the decision goes on to the contact
-// policy (it.req set); when not, the decision is final and saved in w.
-func (s *Service) evaluateUntilPolicy(ctx context.Context, it *evalItem, rng *rand.Rand, w *writes) (bool, error) {
+// evaluateUntilSendTime runs audience, consent and variant for one
+// decision. It reports whether the decision goes on to the send time and
+// the contact policy (it.variant set); when not, the decision is final and
+// saved in w.
+func (s *Service) evaluateUntilSendTime(ctx context.Context, it *evalItem, rng *rand.Rand, w *writes) (bool, error) {
 	c, d := it.c, it.d
-	now := d.DecideTime.AsTime()
 	p := it.in.profile
 	if p == nil {
 		p = &profilev1.Profile{WorkspaceId: d.WorkspaceId, UserId: d.UserId}
@@ -348,35 +355,59 @@ func (s *Service) evaluateUntilPolicy(ctx context.Context, it *evalItem, rng *ra
 	variantStep.Result = "variant " + v.GetId()
 	d.VariantId, d.Channel, d.ContentRef, d.Topic = v.GetId(), v.GetChannel(), v.GetContentRef(), v.GetTopic()
 
-	// Send time.
-	tz := p.GetTraits().GetFields()["timezone"].GetStringValue()
-	sendAt := now
-	if c.GetOptimizeSendTime() {
-		pick, err := s.sendTime.Best(ctx, d.WorkspaceId, d.UserId, now, c.GetMaxSendDelay().AsDuration(), tz)
-		if err != nil {
-			return false, fmt.Errorf("send time: %w", err)
-		}
-		sendAt = pick.At
-		hist := make([]string, len(pick.Histogram))
-		for i, n := range pick.Histogram {
-			hist[i] = strconv.Itoa(n)
-		}
-		d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: pick.At.UTC().Format(time.RFC3339), Inputs: map[string]string{
-			"hour": strconv.Itoa(pick.Hour), "reason": pick.Reason, "histogram": strings.Join(hist, ","),
-			"max_delay": c.GetMaxSendDelay().AsDuration().String(), "timezone": tz,
-		}})
-	} else {
-		d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: "now", Inputs: map[string]string{"optimize_send_time": "false"}})
-	}
-
-	// Contact policy: reserved for the whole batch by evaluateAll.
-	it.variant, it.sendAt = v, sendAt
-	it.req = &contactRequest{
-		WorkspaceID: d.WorkspaceId, UserID: d.UserId, CampaignID: c.GetId(), DecisionID: d.DecisionId,
-		Channel: channelNames[v.GetChannel()], Priority: int(c.GetPriority()), Transactional: c.GetTransactional(),
-		Timezone: tz, SendAt: sendAt,
-	}
+	it.variant = v
+	it.tz = p.GetTraits().GetFields()["timezone"].GetStringValue()
 	return true, nil
+}
+
+// sendTimes runs the send-time step of the items (one Redis round trip for
+// those whose campaigns optimize it) and makes their contact requests.
+func (s *Service) sendTimes(ctx context.Context, items []*evalItem) error {
+	var (
+		qs  []sendtime.Query
+		opt []*evalItem
+	)
+	for _, it := range items {
+		if it.c.GetOptimizeSendTime() {
+			d := it.d
+			qs = append(qs, sendtime.Query{WorkspaceID: d.WorkspaceId, UserID: d.UserId, Now: d.DecideTime.AsTime(), MaxDelay: it.c.GetMaxSendDelay().AsDuration(), Timezone: it.tz})
+			opt = append(opt, it)
+		}
+	}
+	picks, err := s.sendTime.BestBatch(ctx, qs)
+	if err != nil {
+		return fmt.Errorf("send time: %w", err)
+	}
+	pickOf := make(map[*evalItem]sendPick, len(opt))
+	for i, it := range opt {
+		pickOf[it] = picks[i]
+	}
+	for _, it := range items {
+		c, d, tz := it.c, it.d, it.tz
+		sendAt := d.DecideTime.AsTime()
+		if pick, ok := pickOf[it]; ok {
+			sendAt = pick.At
+			hist := make([]string, len(pick.Histogram))
+			for i, n := range pick.Histogram {
+				hist[i] = strconv.Itoa(n)
+			}
+			d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: pick.At.UTC().Format(time.RFC3339), Inputs: map[string]string{
+				"hour": strconv.Itoa(pick.Hour), "reason": pick.Reason, "histogram": strings.Join(hist, ","),
+				"max_delay": c.GetMaxSendDelay().AsDuration().String(), "timezone": tz,
+			}})
+		} else {
+			d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: "now", Inputs: map[string]string{"optimize_send_time": "false"}})
+		}
+		// Contact policy: reserved for the whole batch by evaluateAll.
+		v := it.variant
+		it.sendAt = sendAt
+		it.req = &contactRequest{
+			WorkspaceID: d.WorkspaceId, UserID: d.UserId, CampaignID: c.GetId(), DecisionID: d.DecisionId,
+			Channel: channelNames[v.GetChannel()], Priority: int(c.GetPriority()), Transactional: c.GetTransactional(),
+			Timezone: tz, SendAt: sendAt,
+		}
+	}
+	return nil
 }
 
 // applyVerdict finishes a decision with the contact policy's verdict and

@@ -3,7 +3,6 @@ package decide
 import (
 	"context"
 	"math/rand/v2"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -43,7 +42,8 @@ type variantChooser interface {
 type sendTimer interface {
 	// ObserveBatch records a poll's activity; idempotent.
 	ObserveBatch(ctx context.Context, acts []sendtime.Activity) error
-	Best(ctx context.Context, ws, userID string, now time.Time, maxDelay time.Duration, tz string) (sendtime.Pick, error)
+	// BestBatch picks, in one call, the send time of each query.
+	BestBatch(ctx context.Context, qs []sendtime.Query) ([]sendtime.Pick, error)
 }
 
 var (
