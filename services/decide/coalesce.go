@@ -3,6 +3,7 @@ package decide
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"time"
@@ -75,42 +76,45 @@ func (s *Service) decideNow(ctx context.Context, ws, campaignID, user, requestID
 	co := &s.calls
 	co.mu.Lock()
 	co.queue = append(co.queue, call)
-	if co.running < maxDecideBatches {
+	starts := co.running < maxDecideBatches
+	if starts {
 		co.running++
 		call.leading = true
 	}
 	co.mu.Unlock()
-	if call.leading {
+	if !starts {
+		select {
+		case <-call.done:
+		case <-call.lead:
+		case <-ctx.Done():
+			co.mu.Lock()
+			if !call.leading {
+				for i, c := range co.queue {
+					if c == call {
+						co.queue = append(co.queue[:i:i], co.queue[i+1:]...)
+						break
+					}
+				}
+			}
+			co.mu.Unlock()
+		}
+	}
+	// A call handed the next batch runs it whatever else happened to it
+	// (decided by another batch meanwhile, or its context ended): the
+	// calls queued behind it wait for that. Once out of the queue (done,
+	// or removed above) a call can no longer be handed one.
+	co.mu.Lock()
+	leading := call.leading
+	co.mu.Unlock()
+	if leading {
 		s.runDecideBatch(ctx)
-		<-call.done
-		return call.d, call.err
 	}
 	select {
 	case <-call.done:
 		return call.d, call.err
-	case <-call.lead:
-		s.runDecideBatch(ctx)
-		<-call.done
-		return call.d, call.err
 	case <-ctx.Done():
+		return nil, ctx.Err()
 	}
-	co.mu.Lock()
-	leading := call.leading
-	if !leading {
-		for i, c := range co.queue {
-			if c == call {
-				co.queue = append(co.queue[:i:i], co.queue[i+1:]...)
-				break
-			}
-		}
-	}
-	co.mu.Unlock()
-	if leading {
-		// Handed the next batch as the context ended: run it for the
-		// others (this call is skipped in it).
-		s.runDecideBatch(ctx)
-	}
-	return nil, ctx.Err()
 }
 
 // runDecideBatch decides the queued calls (up to maxDecideBatch), then
@@ -124,10 +128,30 @@ func (s *Service) runDecideBatch(ctx context.Context) {
 	co.queue = append(co.queue[:0:0], co.queue[n:]...)
 	co.mu.Unlock()
 
+	// Hand on even if deciding panics, so the calls queued behind are not
+	// stranded; this batch's calls get an error.
+	defer s.handOff()
+	defer func() {
+		if r := recover(); r != nil {
+			for _, c := range calls {
+				select {
+				case <-c.done:
+				default:
+					c.finish(nil, fmt.Errorf("deciding the batch panicked: %v", r))
+				}
+			}
+			panic(r)
+		}
+	}()
 	bctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), decideBatchTimeout)
+	defer cancel()
 	s.decideCalls(bctx, calls)
-	cancel()
+}
 
+// handOff gives the queue to the first call waiting that no batch has
+// been handed to yet, or ends a batch's run when none waits.
+func (s *Service) handOff() {
+	co := &s.calls
 	co.mu.Lock()
 	defer co.mu.Unlock()
 	for _, next := range co.queue {

@@ -271,3 +271,40 @@ func TestABatchPicksEachUsersSendTime(t *testing.T) {
 		t.Errorf("new user: send time %v, want about now (%v)", got, now)
 	}
 }
+
+// However calls end (decided, or their context ended while queued or
+// while their batch ran), every batch run ends: once all calls have
+// returned none is counted as running and none is queued, so later calls
+// start a batch at once.
+func TestDecideBatchesEndWithTheirCalls(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused")).GetId()
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			cctx, cancel := context.WithCancel(ctx)
+			defer cancel()
+			if i%3 == 0 {
+				// Some give up while queued or deciding.
+				cctx, cancel = context.WithTimeout(ctx, time.Duration(i%7)*time.Millisecond)
+				defer cancel()
+			}
+			// Every third call repeats the request id of the one before.
+			_, err := h.svc.decideNow(cctx, h.wsA, c, fmt.Sprintf("u%d", i), fmt.Sprint(i-i%3/2), nil)
+			if err != nil && cctx.Err() == nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	h.svc.calls.mu.Lock()
+	running, queued := h.svc.calls.running, len(h.svc.calls.queue)
+	h.svc.calls.mu.Unlock()
+	if running != 0 || queued != 0 {
+		t.Fatalf("after every call returned: %d batches running, %d calls queued", running, queued)
+	}
+	if _, err := h.svc.decideNow(ctx, h.wsA, c, "after", "after", nil); err != nil {
+		t.Fatal(err)
+	}
+}
