@@ -33,7 +33,14 @@
 // consumer applies each partition's share of a poll in one transaction
 // (one commit per poll, not per decision) and reads each workspace's
 // campaigns once per poll, so a campaign change takes effect from the next
-// poll. Contact reservations are made inside the transaction and released
+// poll. Within the transaction the decisions are made in batches (runAll):
+// one round trip claims every trigger and reads every user, one contact
+// policy call reserves for all of them, one round trip writes the
+// decisions, waits and bandit exposures. A record that reads or changes
+// what a queued decision of its user reads or writes (consent, the profile
+// snapshot, waits, conversions) decides the queue first, so the outcome is
+// that of deciding the records one by one. Decide calls made together are
+// coalesced into such batches too (see coalescer). Contact reservations are made inside the transaction and released
 // if it does not commit; a process that dies in between leaves its
 // reservations counted until they expire (contact keeps them 8 days).
 // Decisions are published after their transaction commits and before the
@@ -75,9 +82,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kgo"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 
-	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
@@ -174,8 +179,10 @@ type Service struct {
 	outboxDelay, outboxEvery time.Duration
 	metrics                  *metrics
 	lag                      *kafka.ConsumerLag
-	logger                   *slog.Logger
-	now                      func() time.Time
+	// calls are the Decide calls waiting for their batch.
+	calls  coalescer
+	logger *slog.Logger
+	now    func() time.Time
 }
 
 // New returns the service; Run starts its consumer and loops.
@@ -278,7 +285,7 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err
 					return err
 				}
 			}
-			return nil
+			return s.flush(ctx, tx, b)
 		})
 		if err != nil {
 			for _, r := range b.held {
@@ -302,7 +309,7 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err
 		return nil
 	}
 	return s.retry(ctx, "publish decisions", func() error {
-		return s.publishTraced(ctx, b.out, func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) })
+		return s.publishTraced(ctx, b.out, b.outRecords, func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) })
 	})
 }
 
@@ -342,6 +349,7 @@ type batch struct {
 	// The decisions to publish, each once, and the record that triggered
 	// each (whose trace its record continues).
 	out         []*decisionv1.Decision
+	outRecords  [][]byte // out's records when saved by this poll, else nil
 	outTriggers []*kgo.Record
 	// current is the record being processed.
 	current *kgo.Record
@@ -352,23 +360,77 @@ type batch struct {
 	// Contact reservations to release if the transaction does not commit.
 	held    []*contactRequest
 	records map[recordOutcome]int
+
+	// Runs waiting for the batched decision step, their users and keys.
+	pending      []*pendingRun
+	pendingUsers map[userKey]bool
+	pendingKeys  map[triggerKey]bool
 }
 
 type recordOutcome struct{ topic, outcome string }
 
 // reset forgets what a failed attempt produced.
 func (b *batch) reset() {
-	b.out, b.outTriggers, b.fresh, b.held = nil, nil, nil, nil
+	b.out, b.outRecords, b.outTriggers, b.fresh, b.held = nil, nil, nil, nil, nil
 	b.seen = map[string]bool{}
 	b.records = map[recordOutcome]int{}
 	b.waitsStarted, b.waitsEnded = 0, 0
+	b.pending = nil
+	b.pendingUsers, b.pendingKeys = map[userKey]bool{}, map[triggerKey]bool{}
 }
 
-// add keeps the outcome of one trigger.
-func (b *batch) add(r runResult) {
-	if r.held != nil {
-		b.held = append(b.held, r.held)
+// maxPending bounds a decision step's batch; a poll's records are at most
+// maxPollRecords anyway.
+const maxPending = 500
+
+// queue adds a run to the next decision step. A trigger already queued
+// (delivered twice in one poll) is decided first, so the second finds its
+// claim, as it would in two polls.
+func (s *Service) queue(ctx context.Context, tx pgx.Tx, b *batch, p *pendingRun) error {
+	if b.pendingKeys[p.key()] || len(b.pending) >= maxPending {
+		if err := s.flush(ctx, tx, b); err != nil {
+			return err
+		}
 	}
+	b.pending = append(b.pending, p)
+	b.pendingUsers[userKey{p.tr.ws, p.tr.user}] = true
+	b.pendingKeys[p.key()] = true
+	return nil
+}
+
+// flushUser runs the decision step before a record changes or reads what
+// the user's queued runs would read or write (consent, the profile
+// snapshot, waits, conversions), so every record sees the effects of the
+// records before it, as if they were decided one by one.
+func (s *Service) flushUser(ctx context.Context, tx pgx.Tx, b *batch, ws, user string) error {
+	if !b.pendingUsers[userKey{ws, user}] {
+		return nil
+	}
+	return s.flush(ctx, tx, b)
+}
+
+// flush runs the decision step on the queued runs.
+func (s *Service) flush(ctx context.Context, tx pgx.Tx, b *batch) error {
+	if len(b.pending) == 0 {
+		return nil
+	}
+	ps := b.pending
+	b.pending = nil
+	clear(b.pendingUsers)
+	clear(b.pendingKeys)
+	held, err := s.runAll(ctx, tx, ps, b.rng)
+	b.held = append(b.held, held...)
+	if err != nil {
+		return err
+	}
+	for _, p := range ps {
+		b.add(p.res, p.rec)
+	}
+	return nil
+}
+
+// add keeps the outcome of one trigger of record rec.
+func (b *batch) add(r runResult, rec *kgo.Record) {
 	switch {
 	case r.waiting:
 		b.waitsStarted++
@@ -380,7 +442,8 @@ func (b *batch) add(r runResult) {
 	if r.publish && !b.seen[r.decision.GetDecisionId()] {
 		b.seen[r.decision.GetDecisionId()] = true
 		b.out = append(b.out, r.decision)
-		b.outTriggers = append(b.outTriggers, b.current)
+		b.outRecords = append(b.outRecords, r.record)
+		b.outTriggers = append(b.outTriggers, rec)
 	}
 }
 
@@ -439,6 +502,9 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 		}
 	}
 	if name == EventUnsubscribed || name == EventSubscribed {
+		if err := s.flushUser(ctx, tx, b, ws, user); err != nil {
+			return err
+		}
 		ch, _ := props["channel"].(string)
 		topic, _ := props["topic"].(string)
 		if !slices.Contains([]string{"email", "sms", "push", "webhook", "in_app"}, ch) || !storable(ws, topic) {
@@ -453,6 +519,9 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 		return err
 	}
 	if set.names[name] {
+		if err := s.flushUser(ctx, tx, b, ws, user); err != nil {
+			return err
+		}
 		waits, goals, err := s.store.interest(ctx, tx, ws, user, name)
 		if err != nil {
 			return err
@@ -484,11 +553,10 @@ func (s *Service) processEvent(ctx context.Context, tx pgx.Tx, ev *eventv1.Event
 			}
 			step.Inputs["condition"] = cond
 		}
-		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step, props: ev.GetProperties()}, b.rng)
-		if err != nil {
+		p := &pendingRun{c: c, tr: trigger{ws: ws, user: user, id: "event:" + ev.GetMessageId(), step: step, props: ev.GetProperties()}, rec: b.current}
+		if err := s.queue(ctx, tx, b, p); err != nil {
 			return err
 		}
-		b.add(r)
 	}
 	return nil
 }
@@ -542,7 +610,7 @@ func (s *Service) endUserWaits(ctx context.Context, tx pgx.Tx, ws, user, name st
 	}
 	for _, d := range ds {
 		b.waitsEnded++
-		b.add(runResult{decision: d, fresh: true, publish: true})
+		b.add(runResult{decision: d, fresh: true, publish: true}, b.current)
 	}
 	return nil
 }
@@ -563,7 +631,9 @@ func (s *Service) convert(ctx context.Context, tx pgx.Tx, ws, user, name string,
 	}
 	// Counted before the commit: a retried poll may count a conversion
 	// twice here, never in the bandit.
-	s.metrics.conversions.Add(float64(len(cs)))
+	for _, c := range cs {
+		s.metrics.conversions.WithLabelValues(c.campaignID).Inc()
+	}
 	return nil
 }
 
@@ -571,6 +641,9 @@ func (s *Service) convert(ctx context.Context, tx pgx.Tx, ws, user, name string,
 // change triggers.
 func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.ProfileChange, b *batch) error {
 	ws, p := ch.GetWorkspaceId(), ch.GetProfile()
+	if err := s.flushUser(ctx, tx, b, ws, p.GetUserId()); err != nil {
+		return err
+	}
 	if err := s.store.saveSnapshot(ctx, tx, ws, p.GetUserId(), p, ch.GetChangeTime().AsTime()); err != nil {
 		return err
 	}
@@ -597,54 +670,12 @@ func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.Pr
 			"change_id": ch.GetChangeId(), "previous_stage": ch.GetPreviousStage(), "stage": p.GetStage(),
 			"change_time": ch.GetChangeTime().AsTime().UTC().Format(time.RFC3339Nano),
 		}}
-		r, err := s.run(ctx, tx, c, trigger{ws: ws, user: p.GetUserId(), id: "change:" + ch.GetChangeId(), profile: p, step: step}, b.rng)
-		if err != nil {
+		run := &pendingRun{c: c, tr: trigger{ws: ws, user: p.GetUserId(), id: "change:" + ch.GetChangeId(), profile: p, step: step}, rec: b.current}
+		if err := s.queue(ctx, tx, b, run); err != nil {
 			return err
 		}
-		b.add(r)
 	}
 	return nil
-}
-
-// decideNow runs a campaign for a user on request (the Decide RPC).
-func (s *Service) decideNow(ctx context.Context, ws, campaignID, user, requestID string, props *structpb.Struct) (*decisionv1.Decision, error) {
-	c, err := s.store.getCampaign(ctx, s.store.pool, ws, campaignID, 0)
-	if err != nil {
-		return nil, err
-	}
-	if c.GetStatus() != campaignv1.CampaignStatus_CAMPAIGN_STATUS_ACTIVE {
-		return nil, errNotActive
-	}
-	step := &decisionv1.Step{Name: "trigger", Result: "request", Inputs: map[string]string{"request_id": requestID}}
-	var propsJSON []byte
-	if props != nil {
-		propsJSON, _ = json.Marshal(props.AsMap())
-		step.Inputs["properties"] = string(propsJSON)
-	}
-	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	var r runResult
-	err = pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) (err error) {
-		r, err = s.run(ctx, tx, c, trigger{ws: ws, user: user, id: "request:" + requestID, step: step, props: propsJSON}, rng)
-		return err
-	})
-	if err != nil {
-		s.release(ctx, r.held)
-		return nil, err
-	}
-	d := r.decision
-	if r.fresh && !r.waiting {
-		s.metrics.decided(d)
-	}
-	if r.waiting {
-		s.metrics.waits.WithLabelValues("started").Inc()
-	}
-	if r.publish {
-		if err := s.publish(ctx, []*decisionv1.Decision{d}); err != nil {
-			// The decision is durable; the outbox sweeper publishes it.
-			s.logger.WarnContext(ctx, "publish a decision; the outbox will retry", "err", err, "decision_id", d.GetDecisionId())
-		}
-	}
-	return d, nil
 }
 
 // errNotActive is a Decide call for a campaign that is not active.
@@ -653,17 +684,24 @@ var errNotActive = errors.New("the campaign is not active")
 // publish produces decisions to whisper.decisions and marks them
 // published.
 func (s *Service) publish(ctx context.Context, ds []*decisionv1.Decision) error {
-	return s.publishTraced(ctx, ds, nil)
+	return s.publishTraced(ctx, ds, nil, nil)
 }
 
 // publishTraced is publish with each record carrying the trace of
 // traceOf(i), the context of decision i's trigger, when traceOf is set.
-func (s *Service) publishTraced(ctx context.Context, ds []*decisionv1.Decision, traceOf func(i int) context.Context) error {
+// values[i], when there is one, is ds[i] marshaled already.
+func (s *Service) publishTraced(ctx context.Context, ds []*decisionv1.Decision, values [][]byte, traceOf func(i int) context.Context) error {
 	recs := make([]*kgo.Record, 0, len(ds))
 	for i, d := range ds {
-		b, err := proto.Marshal(d)
-		if err != nil {
-			return err
+		var b []byte
+		if i < len(values) {
+			b = values[i]
+		}
+		if b == nil {
+			var err error
+			if b, err = proto.Marshal(d); err != nil {
+				return err
+			}
 		}
 		rec := &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(d.GetWorkspaceId(), d.GetUserId()), Value: b}
 		if traceOf != nil && s.tracing != nil {

@@ -17,7 +17,7 @@ type metrics struct {
 	waits          *prometheus.CounterVec
 	records        *prometheus.CounterVec
 	failures       *prometheus.CounterVec
-	conversions    prometheus.Counter
+	conversions    *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -32,7 +32,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}),
 		policyDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "whisper_decide_policy_reserve_duration_seconds",
-			Help:    "Time of one contact-policy reservation for a decision: reading the user's counters in Redis, evaluating the Rego policy and running the reservation script.",
+			Help:    "Time of one contact-policy reservation call, for one decision or a batch of them (a poll's or coalesced Decide calls'): reading the users' counters in Redis, evaluating the Rego policy and running the reservation scripts.",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2.5, 12),
 		}),
 		regoDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
@@ -52,10 +52,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "whisper_decide_failures_total",
 			Help: "Failed attempts, by operation; each is retried with backoff and no offset is committed meanwhile.",
 		}, []string{"operation"}),
-		conversions: prometheus.NewCounter(prometheus.CounterOpts{
+		conversions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "whisper_decide_conversions_total",
-			Help: "Goal events attributed to a decision within its campaign's attribution window.",
-		}),
+			Help: "Goal events attributed to a decision within its campaign's attribution window, by campaign id (bounded by the number of campaigns with a goal).",
+		}, []string{"campaign"}),
 	}
 	if reg != nil {
 		reg.MustRegister(m.decisions, m.duplicates, m.policyDuration, m.regoDuration, m.waits, m.records, m.failures, m.conversions)

@@ -11,11 +11,14 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/services/decide/bandit"
+	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
 // trigger is one reason to run a campaign for a user.
@@ -43,105 +46,242 @@ type runResult struct {
 	waiting bool
 	// publish: final and not yet on whisper.decisions.
 	publish bool
-	// The contact reservation to release if tx does not commit; nil when
-	// none was made.
-	held *contactRequest
+	// record is the decision's record as saved (fresh ones only), for
+	// whisper.decisions.
+	record []byte
 }
 
-// run decides campaign c for tr inside tx, or returns the decision an
-// earlier delivery of tr made.
-func (s *Service) run(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, tr trigger, rng *rand.Rand) (runResult, error) {
+// pendingRun is one campaign's run for one trigger, waiting for the
+// batched decision step (runAll) of its poll or of its Decide calls.
+type pendingRun struct {
+	c  *campaignv1.Campaign
+	tr trigger
+	// rec is the record that triggered the run (the consumer's), whose
+	// trace its decision's record continues; nil for a Decide call.
+	rec *kgo.Record
+	res runResult
+}
+
+// triggerKey is a decision's idempotency key.
+type triggerKey struct{ ws, campaign, trigger string }
+
+func (p *pendingRun) key() triggerKey { return triggerKey{p.tr.ws, p.c.GetId(), p.tr.id} }
+
+// runAll decides, inside tx, each pending run (campaign c for trigger tr),
+// or finds the decision an earlier delivery of its trigger made, and sets
+// its res. It is the decision step done for a whole batch at once: one
+// PostgreSQL round trip claims every trigger and reads every user, the
+// contact policy reserves for all of them in one Redis pipeline, and one
+// more round trip writes every decision, wait and bandit exposure. The
+// runs of one user are decided in their order (the contact policy reserves
+// in order). A batch must hold each trigger key once.
+//
+// It returns the contact reservations to release if tx does not commit,
+// on error too.
+func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *rand.Rand) ([]*contactRequest, error) {
+	if len(ps) == 0 {
+		return nil, nil
+	}
 	now := s.now()
-	d := &decisionv1.Decision{
-		DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
-		UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
-		Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
-	}
-	var channels []string
-	for _, v := range c.GetVariants() {
-		channels = append(channels, channelNames[v.GetChannel()])
-	}
-	ok, in, err := s.store.claimAndRead(ctx, tx, d, channels)
-	if err != nil {
-		return runResult{}, err
-	}
-	if !ok {
-		s.metrics.duplicates.Inc()
-		d, pending, err := s.store.claimed(ctx, tx, tr.ws, c.GetId(), tr.id)
-		return runResult{decision: d, publish: pending}, err
-	}
-	if w := c.GetWait(); w.GetDelay().AsDuration() > 0 {
-		due := now.Add(w.GetDelay().AsDuration())
-		d.Outcome = decisionv1.Outcome_OUTCOME_WAITING
-		d.Steps = append(d.Steps, &decisionv1.Step{Name: "wait", Result: "waiting", Inputs: map[string]string{
-			"delay": w.GetDelay().AsDuration().String(), "due": due.UTC().Format(time.RFC3339),
-			"wait_for_event": w.GetWaitForEvent(), "exit_events": strings.Join(w.GetExitEvents(), ","),
-		}})
-		if err := s.store.saveDecision(ctx, tx, d, "", time.Time{}); err != nil {
-			return runResult{}, err
+	ds := make([]*decisionv1.Decision, len(ps))
+	for i, p := range ps {
+		c, tr := p.c, p.tr
+		ds[i] = &decisionv1.Decision{
+			DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
+			UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
+			Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
 		}
-		if err := s.store.insertWait(ctx, tx, d, due, w.GetWaitForEvent(), w.GetExitEvents()); err != nil {
-			return runResult{}, err
-		}
-		return runResult{decision: d, fresh: true, waiting: true}, nil
 	}
-	if tr.profile != nil {
-		in.profile = tr.profile
-	}
-	held, err := s.evaluate(ctx, tx, c, d, &in, rng)
+	claimed, users, err := s.store.claimAll(ctx, tx, ds)
 	if err != nil {
-		return runResult{}, err
+		return nil, err
 	}
-	return runResult{decision: d, fresh: true, publish: true, held: held}, nil
+	var (
+		w     writes
+		items []*evalItem
+	)
+	for i, p := range ps {
+		d, c := ds[i], p.c
+		if !claimed[i] {
+			s.metrics.duplicates.Inc()
+			d, pending, err := s.store.claimed(ctx, tx, p.tr.ws, c.GetId(), p.tr.id)
+			if err != nil {
+				return nil, err
+			}
+			p.res = runResult{decision: d, publish: pending}
+			continue
+		}
+		if wt := c.GetWait(); wt.GetDelay().AsDuration() > 0 {
+			due := now.Add(wt.GetDelay().AsDuration())
+			d.Outcome = decisionv1.Outcome_OUTCOME_WAITING
+			d.Steps = append(d.Steps, &decisionv1.Step{Name: "wait", Result: "waiting", Inputs: map[string]string{
+				"delay": wt.GetDelay().AsDuration().String(), "due": due.UTC().Format(time.RFC3339),
+				"wait_for_event": wt.GetWaitForEvent(), "exit_events": strings.Join(wt.GetExitEvents(), ","),
+			}})
+			w.saves = append(w.saves, decisionSave{d: d})
+			w.waits = append(w.waits, waitInsert{d: d, due: due, waitFor: wt.GetWaitForEvent(), exits: wt.GetExitEvents()})
+			p.res = runResult{decision: d, fresh: true, waiting: true}
+			continue
+		}
+		in := *users[userKey{p.tr.ws, p.tr.user}]
+		if p.tr.profile != nil {
+			in.profile = p.tr.profile
+		}
+		items = append(items, &evalItem{c: c, d: d, in: in})
+		p.res = runResult{decision: d, fresh: true, publish: true}
+	}
+	held, err := s.evaluateAll(ctx, items, rng, &w)
+	if err != nil {
+		return held, err
+	}
+	if err := w.write(ctx, tx); err != nil {
+		return held, err
+	}
+	for _, p := range ps {
+		if p.res.fresh {
+			p.res.record = w.records[p.res.decision]
+		}
+	}
+	return held, nil
 }
 
-// evaluate runs the steps of a decision inside tx, which holds its claim:
-// audience, consent, variant, send time, contact policy. It fills d and
-// saves it; the contact reservation it returns (nil when none) must be
-// released if tx does not commit.
+// evalItem is one decision going through evaluateAll.
+type evalItem struct {
+	c  *campaignv1.Campaign
+	d  *decisionv1.Decision
+	in userInputs
+
+	// Set once the decision has a variant (variant, the user's timezone)
+	// and a send time (sendAt, req).
+	variant *campaignv1.Variant
+	tz      string
+	sendAt  time.Time
+	req     *contactRequest
+}
+
+// writes are what a batch writes to PostgreSQL when its decisions are
+// made: sent in one round trip by write.
+type writes struct {
+	saves     []decisionSave
+	exposures []bandit.Exposure
+	waits     []waitInsert
+	// records are the saved decisions' records, once written.
+	records map[*decisionv1.Decision][]byte
+}
+
+type waitInsert struct {
+	d       *decisionv1.Decision
+	due     time.Time
+	waitFor string
+	exits   []string
+}
+
+// write sends the batch's writes in one round trip: the decisions' rows
+// in one statement, the bandit's exposures in another, and the waits.
+func (w *writes) write(ctx context.Context, tx pgx.Tx) error {
+	b := &pgx.Batch{}
+	recs, err := queueSaves(b, w.saves)
+	if err != nil {
+		return fmt.Errorf("save decisions: %w", err)
+	}
+	w.records = make(map[*decisionv1.Decision][]byte, len(recs))
+	for i, r := range recs {
+		w.records[w.saves[i].d] = r
+	}
+	if err := bandit.QueueExposures(b, w.exposures); err != nil {
+		return err
+	}
+	for _, wt := range w.waits {
+		queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
+	}
+	if b.Len() == 0 {
+		return nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
+	}
+	return nil
+}
+
+// evaluateAll runs the steps of claimed decisions: audience, consent,
+// variant, send time, contact policy. It fills each decision and adds its
+// row (and exposure) to w. The contact reservations it returns (also on
+// error: the policy may have made some) must be released if w is not
+// committed.
 //
 // The variant is chosen before the contact policy (the design lists policy
 // first) because caps are per channel and the channel is the variant's.
-//
-// in holds what was read of the user already; nil means read it now.
-func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, d *decisionv1.Decision, in *userInputs, rng *rand.Rand) (*contactRequest, error) {
-	now := d.DecideTime.AsTime()
-	var channels []string
-	for _, v := range c.GetVariants() {
-		channels = append(channels, channelNames[v.GetChannel()])
-	}
-	if in == nil {
-		in = &userInputs{}
-		var err error
-		if in.profile, err = s.store.snapshot(ctx, tx, d.WorkspaceId, d.UserId); err != nil {
+func (s *Service) evaluateAll(ctx context.Context, items []*evalItem, rng *rand.Rand, w *writes) ([]*contactRequest, error) {
+	var (
+		reqs    []contactRequest
+		waiting []*evalItem
+	)
+	for _, it := range items {
+		reached, err := s.evaluateUntilSendTime(ctx, it, rng, w)
+		if err != nil {
 			return nil, err
 		}
-		if in.unsubscribed, err = s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels); err != nil {
-			return nil, err
+		if reached {
+			waiting = append(waiting, it)
 		}
 	}
-	p := in.profile
+	if len(waiting) == 0 {
+		return nil, nil
+	}
+	if err := s.sendTimes(ctx, waiting); err != nil {
+		return nil, err
+	}
+	for _, it := range waiting {
+		reqs = append(reqs, *it.req)
+	}
+	start := time.Now()
+	verdicts, err := s.policy.ReserveBatch(ctx, reqs)
+	s.metrics.policyDuration.Observe(time.Since(start).Seconds())
+	if err != nil {
+		held := make([]*contactRequest, len(waiting))
+		for i, it := range waiting {
+			held[i] = it.req
+		}
+		return held, fmt.Errorf("contact policy: %w", err)
+	}
+	var held []*contactRequest
+	for i, it := range waiting {
+		if s.applyVerdict(it, verdicts[i], w) {
+			held = append(held, it.req)
+		}
+	}
+	return held, nil
+}
+
+// save adds decision it.d, final with outcome, to w; goal: a conversion
+// may be attributed to it.
+func (it *evalItem) save(w *writes, outcome decisionv1.Outcome, goal bool) {
+	d, c := it.d, it.c
+	d.Outcome = outcome
+	sv := decisionSave{d: d}
+	if goal && c.GetGoalEvent() != "" {
+		sv.goal, sv.deadline = c.GetGoalEvent(), d.DecideTime.AsTime().Add(c.GetAttributionWindow().AsDuration())
+	}
+	w.saves = append(w.saves, sv)
+}
+
+// evaluateUntilSendTime runs audience, consent and variant for one
+// decision. It reports whether the decision goes on to the send time and
+// the contact policy (it.variant set); when not, the decision is final and
+// saved in w.
+func (s *Service) evaluateUntilSendTime(ctx context.Context, it *evalItem, rng *rand.Rand, w *writes) (bool, error) {
+	c, d := it.c, it.d
+	p := it.in.profile
 	if p == nil {
 		p = &profilev1.Profile{WorkspaceId: d.WorkspaceId, UserId: d.UserId}
 	}
 	d.ProfileId = p.GetProfileId()
-	save := func(outcome decisionv1.Outcome, goal bool) (*contactRequest, error) {
-		d.Outcome = outcome
-		var (
-			goalEvent string
-			deadline  time.Time
-		)
-		if goal && c.GetGoalEvent() != "" {
-			goalEvent, deadline = c.GetGoalEvent(), now.Add(c.GetAttributionWindow().AsDuration())
-		}
-		return nil, s.store.saveDecision(ctx, tx, d, goalEvent, deadline)
-	}
 
 	// Audience.
 	if expr := c.GetAudience(); expr != "" {
 		prg, err := s.exprs.compile(false, expr)
 		if err != nil {
-			return nil, fmt.Errorf("campaign %s audience: %w", c.GetId(), err)
+			return false, fmt.Errorf("campaign %s audience: %w", c.GetId(), err)
 		}
 		ok, evalErr := eval(ctx, prg, map[string]any{"profile": p})
 		step := &decisionv1.Step{Name: "audience", Result: "pass", Inputs: map[string]string{
@@ -154,7 +294,8 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 		d.Steps = append(d.Steps, step)
 		if !ok {
 			step.Result = "fail"
-			return save(decisionv1.Outcome_OUTCOME_SKIPPED_AUDIENCE, false)
+			it.save(w, decisionv1.Outcome_OUTCOME_SKIPPED_AUDIENCE, false)
+			return false, nil
 		}
 	} else {
 		d.Steps = append(d.Steps, &decisionv1.Step{Name: "audience", Result: "pass", Inputs: map[string]string{"expression": ""}})
@@ -164,12 +305,11 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	// are not candidates.
 	consentStep := &decisionv1.Step{Name: "consent", Inputs: map[string]string{}}
 	d.Steps = append(d.Steps, consentStep)
-	unsubscribed := in.unsubscribed
 	var candidates []banditVariant
 	byID := map[string]*campaignv1.Variant{}
 	for _, v := range c.GetVariants() {
 		ch := channelNames[v.GetChannel()]
-		st := consentOf(unsubscribed, ch, v.GetTopic())
+		st := consentOf(it.in.unsubscribed, ch, v.GetTopic())
 		key := "variant " + v.GetId() + " (" + ch + "/" + v.GetTopic() + ")"
 		switch {
 		case st.channelUnsubscribed:
@@ -184,7 +324,8 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	}
 	if len(candidates) == 0 {
 		consentStep.Result = "unsubscribed"
-		return save(decisionv1.Outcome_OUTCOME_SKIPPED_CONSENT, false)
+		it.save(w, decisionv1.Outcome_OUTCOME_SKIPPED_CONSENT, false)
+		return false, nil
 	}
 	consentStep.Result = "pass"
 
@@ -193,7 +334,7 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 		WorkspaceID: d.WorkspaceId, CampaignID: c.GetId(), Variants: candidates, HoldoutShare: c.GetHoldoutShare(),
 	}, rng)
 	if err != nil {
-		return nil, fmt.Errorf("choose variant: %w", err)
+		return false, fmt.Errorf("choose variant: %w", err)
 	}
 	variantStep := &decisionv1.Step{Name: "variant", Inputs: map[string]string{"holdout_share": strconv.FormatFloat(c.GetHoldoutShare(), 'g', 4, 64)}}
 	for _, sc := range choice.Scores {
@@ -204,60 +345,88 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 		variantStep.Result = "holdout"
 		// A held-out user's conversions still count (goal fields set),
 		// which is what measuring lift needs; the bandit is not rewarded.
-		return save(decisionv1.Outcome_OUTCOME_HOLDOUT, true)
+		it.save(w, decisionv1.Outcome_OUTCOME_HOLDOUT, true)
+		return false, nil
 	}
 	v, ok := byID[choice.VariantID]
 	if !ok {
-		return nil, fmt.Errorf("bandit chose variant %q, not a candidate", choice.VariantID)
+		return false, fmt.Errorf("bandit chose variant %q, not a candidate", choice.VariantID)
 	}
 	variantStep.Result = "variant " + v.GetId()
 	d.VariantId, d.Channel, d.ContentRef, d.Topic = v.GetId(), v.GetChannel(), v.GetContentRef(), v.GetTopic()
 
-	// Send time.
-	tz := p.GetTraits().GetFields()["timezone"].GetStringValue()
-	sendAt := now
-	if c.GetOptimizeSendTime() {
-		pick, err := s.sendTime.Best(ctx, d.WorkspaceId, d.UserId, now, c.GetMaxSendDelay().AsDuration(), tz)
-		if err != nil {
-			return nil, fmt.Errorf("send time: %w", err)
-		}
-		sendAt = pick.At
-		hist := make([]string, len(pick.Histogram))
-		for i, n := range pick.Histogram {
-			hist[i] = strconv.Itoa(n)
-		}
-		d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: pick.At.UTC().Format(time.RFC3339), Inputs: map[string]string{
-			"hour": strconv.Itoa(pick.Hour), "reason": pick.Reason, "histogram": strings.Join(hist, ","),
-			"max_delay": c.GetMaxSendDelay().AsDuration().String(), "timezone": tz,
-		}})
-	} else {
-		d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: "now", Inputs: map[string]string{"optimize_send_time": "false"}})
-	}
+	it.variant = v
+	it.tz = p.GetTraits().GetFields()["timezone"].GetStringValue()
+	return true, nil
+}
 
-	// Contact policy: reserves the message against the caps.
-	req := contactRequest{
-		WorkspaceID: d.WorkspaceId, UserID: d.UserId, CampaignID: c.GetId(), DecisionID: d.DecisionId,
-		Channel: channelNames[v.GetChannel()], Priority: int(c.GetPriority()), Transactional: c.GetTransactional(),
-		Timezone: tz, SendAt: sendAt,
+// sendTimes runs the send-time step of the items (one Redis round trip for
+// those whose campaigns optimize it) and makes their contact requests.
+func (s *Service) sendTimes(ctx context.Context, items []*evalItem) error {
+	var (
+		qs  []sendtime.Query
+		opt []*evalItem
+	)
+	for _, it := range items {
+		if it.c.GetOptimizeSendTime() {
+			d := it.d
+			qs = append(qs, sendtime.Query{WorkspaceID: d.WorkspaceId, UserID: d.UserId, Now: d.DecideTime.AsTime(), MaxDelay: it.c.GetMaxSendDelay().AsDuration(), Timezone: it.tz})
+			opt = append(opt, it)
+		}
 	}
-	start := time.Now()
-	verdict, err := s.policy.Reserve(ctx, req)
-	s.metrics.policyDuration.Observe(time.Since(start).Seconds())
+	picks, err := s.sendTime.BestBatch(ctx, qs)
 	if err != nil {
-		return nil, fmt.Errorf("contact policy: %w", err)
+		return fmt.Errorf("send time: %w", err)
 	}
+	pickOf := make(map[*evalItem]sendPick, len(opt))
+	for i, it := range opt {
+		pickOf[it] = picks[i]
+	}
+	for _, it := range items {
+		c, d, tz := it.c, it.d, it.tz
+		sendAt := d.DecideTime.AsTime()
+		if pick, ok := pickOf[it]; ok {
+			sendAt = pick.At
+			hist := make([]string, len(pick.Histogram))
+			for i, n := range pick.Histogram {
+				hist[i] = strconv.Itoa(n)
+			}
+			d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: pick.At.UTC().Format(time.RFC3339), Inputs: map[string]string{
+				"hour": strconv.Itoa(pick.Hour), "reason": pick.Reason, "histogram": strings.Join(hist, ","),
+				"max_delay": c.GetMaxSendDelay().AsDuration().String(), "timezone": tz,
+			}})
+		} else {
+			d.Steps = append(d.Steps, &decisionv1.Step{Name: "send_time", Result: "now", Inputs: map[string]string{"optimize_send_time": "false"}})
+		}
+		// Contact policy: reserved for the whole batch by evaluateAll.
+		v := it.variant
+		it.sendAt = sendAt
+		it.req = &contactRequest{
+			WorkspaceID: d.WorkspaceId, UserID: d.UserId, CampaignID: c.GetId(), DecisionID: d.DecisionId,
+			Channel: channelNames[v.GetChannel()], Priority: int(c.GetPriority()), Transactional: c.GetTransactional(),
+			Timezone: tz, SendAt: sendAt,
+		}
+	}
+	return nil
+}
+
+// applyVerdict finishes a decision with the contact policy's verdict and
+// reports whether it holds a reservation.
+func (s *Service) applyVerdict(it *evalItem, verdict contactVerdict, w *writes) bool {
+	d, req := it.d, it.req
 	for _, st := range verdict.Steps {
 		d.Steps = append(d.Steps, &decisionv1.Step{Name: "policy." + st.Name, Result: st.Result, Inputs: st.Inputs})
 	}
 	policyStep := &decisionv1.Step{Name: "policy", Result: "allowed", Inputs: map[string]string{
 		"channel": req.Channel, "priority": strconv.Itoa(req.Priority), "transactional": strconv.FormatBool(req.Transactional),
-		"timezone": tz, "proposed_send_time": sendAt.UTC().Format(time.RFC3339), "rule": verdict.Rule,
+		"timezone": req.Timezone, "proposed_send_time": it.sendAt.UTC().Format(time.RFC3339), "rule": verdict.Rule,
 	}}
 	d.Steps = append(d.Steps, policyStep)
 	if !verdict.Allowed {
 		policyStep.Result = "capped"
 		d.VariantId, d.Channel, d.ContentRef, d.Topic = "", campaignv1.Channel_CHANNEL_UNSPECIFIED, "", ""
-		return save(decisionv1.Outcome_OUTCOME_CAPPED, false)
+		it.save(w, decisionv1.Outcome_OUTCOME_CAPPED, false)
+		return false
 	}
 	// An allowed verdict names a rule only when the rule deferred it (quiet
 	// hours). Its SendAt is the time to use either way: the policy counts
@@ -267,19 +436,43 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 		outcome = decisionv1.Outcome_OUTCOME_DEFERRED
 		policyStep.Result = "deferred"
 	}
+	sendAt := it.sendAt
 	if !verdict.SendAt.IsZero() {
 		sendAt = verdict.SendAt
 	}
 	d.SendTime = timestamppb.New(sendAt)
-	if err := s.bandit.RecordExposure(ctx, tx, d.WorkspaceId, c.GetId(), v.GetId(), d.DecisionId); err != nil {
-		s.release(ctx, &req)
-		return nil, fmt.Errorf("record exposure: %w", err)
+	w.exposures = append(w.exposures, bandit.Exposure{WorkspaceID: d.WorkspaceId, CampaignID: it.c.GetId(), VariantID: it.variant.GetId(), DecisionID: d.DecisionId})
+	it.save(w, outcome, true)
+	return true
+}
+
+// evaluate runs the steps of one decision whose claim tx holds (a wait
+// that ends), reading its user first, and saves it. The contact
+// reservation it returns (nil when none; also on error) must be released
+// if tx does not commit.
+func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaign, d *decisionv1.Decision, rng *rand.Rand) (*contactRequest, error) {
+	var channels []string
+	for _, v := range c.GetVariants() {
+		channels = append(channels, channelNames[v.GetChannel()])
 	}
-	if _, err := save(outcome, true); err != nil {
-		s.release(ctx, &req)
+	it := &evalItem{c: c, d: d}
+	var err error
+	if it.in.profile, err = s.store.snapshot(ctx, tx, d.WorkspaceId, d.UserId); err != nil {
 		return nil, err
 	}
-	return &req, nil
+	if it.in.unsubscribed, err = s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels); err != nil {
+		return nil, err
+	}
+	var w writes
+	held, err := s.evaluateAll(ctx, []*evalItem{it}, rng, &w)
+	var r *contactRequest
+	if len(held) > 0 {
+		r = held[0]
+	}
+	if err != nil {
+		return r, err
+	}
+	return r, w.write(ctx, tx)
 }
 
 // release undoes a contact reservation whose decision did not persist, so
@@ -322,8 +515,10 @@ func (s *Service) endWaits(ctx context.Context, tx pgx.Tx, waits []pendingWait, 
 		case event != "" && w.waitFor == event:
 			d.Steps = append(d.Steps, &decisionv1.Step{Name: "wait", Result: "event arrived", Inputs: map[string]string{"event": event}})
 			var r *contactRequest
-			r, err = s.evaluate(ctx, tx, c, d, nil, rng)
-			held = append(held, r)
+			r, err = s.evaluate(ctx, tx, c, d, rng)
+			if r != nil {
+				held = append(held, r)
+			}
 		case event != "":
 			err = exit("exit event")
 		case w.waitFor != "":
@@ -331,8 +526,10 @@ func (s *Service) endWaits(ctx context.Context, tx pgx.Tx, waits []pendingWait, 
 		default:
 			d.Steps = append(d.Steps, &decisionv1.Step{Name: "wait", Result: "delay elapsed", Inputs: map[string]string{"due": w.due.UTC().Format(time.RFC3339)}})
 			var r *contactRequest
-			r, err = s.evaluate(ctx, tx, c, d, nil, rng)
-			held = append(held, r)
+			r, err = s.evaluate(ctx, tx, c, d, rng)
+			if r != nil {
+				held = append(held, r)
+			}
 		}
 		if err != nil {
 			return nil, held, err

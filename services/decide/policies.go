@@ -3,7 +3,6 @@ package decide
 import (
 	"context"
 	"math/rand/v2"
-	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -21,8 +20,9 @@ import (
 
 // contactPolicy reserves a message against the cross-campaign contact rules.
 type contactPolicy interface {
-	// Reserve counts the message against the caps when Allowed.
-	Reserve(ctx context.Context, r contact.Request) (contact.Verdict, error)
+	// ReserveBatch counts each message against the caps when its verdict
+	// is Allowed, in the order of the requests; verdicts are in that order.
+	ReserveBatch(ctx context.Context, rs []contact.Request) ([]contact.Verdict, error)
 	// Release undoes a reservation whose decision was not persisted.
 	Release(ctx context.Context, r contact.Request) error
 }
@@ -30,17 +30,20 @@ type contactPolicy interface {
 // variantChooser is the bandit over a campaign's variants.
 type variantChooser interface {
 	Choose(ctx context.Context, c bandit.Campaign, rng *rand.Rand) (bandit.Choice, error)
-	// RecordExposure counts a sent variant, once per decision id.
-	RecordExposure(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error
 	// RecordConversion rewards a variant, at most once per decision id.
 	RecordConversion(ctx context.Context, tx pgx.Tx, ws, campaignID, variantID, decisionID string) error
 }
+
+// The sent variants are recorded with bandit.QueueExposures, in the
+// statements that write their decisions: a variantChooser's state must be
+// bandit's tables, in the decide target's database.
 
 // sendTimer picks the hour a user is most active.
 type sendTimer interface {
 	// ObserveBatch records a poll's activity; idempotent.
 	ObserveBatch(ctx context.Context, acts []sendtime.Activity) error
-	Best(ctx context.Context, ws, userID string, now time.Time, maxDelay time.Duration, tz string) (sendtime.Pick, error)
+	// BestBatch picks, in one call, the send time of each query.
+	BestBatch(ctx context.Context, qs []sendtime.Query) ([]sendtime.Pick, error)
 }
 
 var (

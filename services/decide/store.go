@@ -573,11 +573,14 @@ func (s *Store) listDecisions(ctx context.Context, ws, user, campaign string, be
 
 // markPublished records that the decisions are on whisper.decisions.
 func (s *Store) markPublished(ctx context.Context, ds []*decisionv1.Decision, now time.Time) error {
-	b := &pgx.Batch{}
-	for _, d := range ds {
-		b.Queue(`UPDATE decisions SET published_at = $3 WHERE workspace_id = $1 AND decision_id = $2`, d.WorkspaceId, d.DecisionId, now)
+	ws, ids := make([]string, len(ds)), make([]string, len(ds))
+	for i, d := range ds {
+		ws[i], ids[i] = d.WorkspaceId, d.DecisionId
 	}
-	if err := s.pool.SendBatch(ctx, b).Close(); err != nil {
+	_, err := s.pool.Exec(ctx, `
+		UPDATE decisions d SET published_at = $3 FROM unnest($1::uuid[], $2::uuid[]) AS x(ws, id)
+		WHERE d.workspace_id = x.ws AND d.decision_id = x.id`, ws, ids, now)
+	if err != nil {
 		return fmt.Errorf("mark decisions published: %w", err)
 	}
 	return nil
@@ -608,8 +611,8 @@ func (s *Store) unpublished(ctx context.Context, olderThan time.Time, limit int)
 	return out, rows.Err()
 }
 
-// insertWait holds decision d until due.
-func (s *Store) insertWait(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, due time.Time, waitFor string, exits []string) error {
+// queueWait adds to b the statement that holds decision d until due.
+func queueWait(b *pgx.Batch, d *decisionv1.Decision, due time.Time, waitFor string, exits []string) {
 	var waitForArg any
 	if waitFor != "" {
 		waitForArg = waitFor
@@ -617,12 +620,8 @@ func (s *Store) insertWait(ctx context.Context, tx pgx.Tx, d *decisionv1.Decisio
 	if exits == nil {
 		exits = []string{}
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO waits (workspace_id, decision_id, user_id, due_at, wait_for_event, exit_events) VALUES ($1, $2, $3, $4, $5, $6)`,
+	b.Queue(`INSERT INTO waits (workspace_id, decision_id, user_id, due_at, wait_for_event, exit_events) VALUES ($1, $2, $3, $4, $5, $6)`,
 		d.WorkspaceId, d.DecisionId, d.UserId, due, waitForArg, exits)
-	if err != nil {
-		return fmt.Errorf("insert wait: %w", err)
-	}
-	return nil
 }
 
 // pendingWait is a wait, locked by the transaction that read it.
@@ -711,4 +710,141 @@ func (s *Store) convert(ctx context.Context, tx pgx.Tx, ws, user, name string, a
 		out = append(out, c)
 	}
 	return out, rows.Err()
+}
+
+// userKey is one user of a workspace.
+type userKey struct{ ws, user string }
+
+// claimAll is claimAndRead for a batch of decisions, in one round trip of
+// three set-based statements (one per kind, not per decision): the claims,
+// the users' profile snapshots and their consent. claimed[i] says whether
+// ds[i] claimed its trigger; in holds what was read of each distinct user.
+// A batch holds each trigger once (the caller sees to it).
+func (s *Store) claimAll(ctx context.Context, tx pgx.Tx, ds []*decisionv1.Decision) ([]bool, map[userKey]*userInputs, error) {
+	n := len(ds)
+	var (
+		ws, ids, campaigns, users, triggers = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		versions                            = make([]int32, n)
+		at                                  = make([]time.Time, n)
+		uws, uusers                         []string
+		in                                  = map[userKey]*userInputs{}
+	)
+	for i, d := range ds {
+		ws[i], ids[i], campaigns[i], users[i], triggers[i] = d.WorkspaceId, d.DecisionId, d.CampaignId, d.UserId, d.TriggerId
+		versions[i], at[i] = d.CampaignVersion, d.DecideTime.AsTime()
+		k := userKey{d.WorkspaceId, d.UserId}
+		if in[k] == nil {
+			in[k] = &userInputs{unsubscribed: map[consentKey]bool{}}
+			uws, uusers = append(uws, k.ws), append(uusers, k.user)
+		}
+	}
+	claimedIDs := make(map[string]bool, n)
+	b := &pgx.Batch{}
+	b.Queue(`
+		INSERT INTO decisions (workspace_id, decision_id, campaign_id, campaign_version, user_id, trigger_id, outcome, decided_at, record)
+		SELECT ws, id, campaign, version, usr, trig, $7, at, '' FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $8::timestamptz[])
+			AS x(ws, id, campaign, version, usr, trig, at)
+		ON CONFLICT (workspace_id, campaign_id, trigger_id) DO NOTHING
+		RETURNING decision_id::text`,
+		ws, ids, campaigns, versions, users, triggers, outcomeWaiting, at,
+	).Query(func(rows pgx.Rows) error {
+		var id string
+		_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+			claimedIDs[id] = true
+			return nil
+		})
+		return err
+	})
+	b.Queue(`
+		SELECT p.workspace_id::text, p.user_id, p.profile FROM profile_snapshots p
+		JOIN unnest($1::uuid[], $2::text[]) AS u(ws, usr) ON p.workspace_id = u.ws AND p.user_id = u.usr`, uws, uusers).
+		Query(func(rows pgx.Rows) error {
+			var (
+				k    userKey
+				snap []byte
+			)
+			_, err := pgx.ForEachRow(rows, []any{&k.ws, &k.user, &snap}, func() error {
+				p := &profilev1.Profile{}
+				if err := proto.Unmarshal(snap, p); err != nil {
+					return fmt.Errorf("decode profile snapshot: %w", err)
+				}
+				if u := in[k]; u != nil {
+					u.profile = p
+				}
+				return nil
+			})
+			return err
+		})
+	b.Queue(`
+		SELECT c.workspace_id::text, c.user_id, c.channel, c.topic, c.subscribed FROM consent c
+		JOIN unnest($1::uuid[], $2::text[]) AS u(ws, usr) ON c.workspace_id = u.ws AND c.user_id = u.usr`, uws, uusers).
+		Query(func(rows pgx.Rows) error {
+			var (
+				k   userKey
+				ck  consentKey
+				sub bool
+			)
+			_, err := pgx.ForEachRow(rows, []any{&k.ws, &k.user, &ck.channel, &ck.topic, &sub}, func() error {
+				if u := in[k]; u != nil {
+					u.unsubscribed[ck] = !sub
+				}
+				return nil
+			})
+			return err
+		})
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return nil, nil, fmt.Errorf("claim %d triggers and read their users: %w", n, err)
+	}
+	claimed := make([]bool, n)
+	for i, d := range ds {
+		claimed[i] = claimedIDs[d.DecisionId]
+	}
+	return claimed, in, nil
+}
+
+// decisionSave is one decision to write into its claimed row; goal and
+// deadline are set when a conversion may reward it.
+type decisionSave struct {
+	d        *decisionv1.Decision
+	goal     string
+	deadline time.Time
+}
+
+// queueSaves adds to b one statement writing every save into its claimed
+// row (saveDecision for a batch), and returns each decision's record as
+// written, which is also what whisper.decisions gets.
+func queueSaves(b *pgx.Batch, saves []decisionSave) ([][]byte, error) {
+	n := len(saves)
+	if n == 0 {
+		return nil, nil
+	}
+	var (
+		ws, ids, outcomes, variants = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
+		at                          = make([]time.Time, n)
+		goals                       = make([]*string, n)
+		deadlines                   = make([]*time.Time, n)
+		records                     = make([][]byte, n)
+		versions                    = make([]int32, n)
+	)
+	for i, sv := range saves {
+		d := sv.d
+		rec, err := proto.Marshal(d)
+		if err != nil {
+			return nil, err
+		}
+		ws[i], ids[i], outcomes[i], variants[i] = d.WorkspaceId, d.DecisionId, outcomeName(d.Outcome), d.VariantId
+		at[i], records[i], versions[i] = d.DecideTime.AsTime(), rec, d.CampaignVersion
+		if sv.goal != "" {
+			g, dl := sv.goal, sv.deadline
+			goals[i], deadlines[i] = &g, &dl
+		}
+	}
+	b.Queue(`
+		UPDATE decisions d SET outcome = x.outcome, variant_id = x.variant, decided_at = x.at, goal_event = x.goal,
+			goal_deadline = x.deadline, record = x.record, campaign_version = x.version
+		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::timestamptz[], $8::bytea[], $9::int[])
+			AS x(ws, id, outcome, variant, at, goal, deadline, record, version)
+		WHERE d.workspace_id = x.ws AND d.decision_id = x.id`,
+		ws, ids, outcomes, variants, at, goals, deadlines, records, versions)
+	return records, nil
 }

@@ -287,6 +287,61 @@ ON CONFLICT (workspace_id, campaign_id, variant_id) DO UPDATE SET exposures = a.
 	return nil
 }
 
+// Exposure is one sent variant, for RecordExposures.
+type Exposure struct {
+	WorkspaceID, CampaignID, VariantID, DecisionID string
+}
+
+// RecordExposures is RecordExposure for many decisions in one statement
+// (QueueExposures sent alone).
+func (s *Store) RecordExposures(ctx context.Context, tx pgx.Tx, es []Exposure) error {
+	b := &pgx.Batch{}
+	if err := QueueExposures(b, es); err != nil {
+		return err
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return fmt.Errorf("record %d exposures: %w", len(es), err)
+	}
+	return nil
+}
+
+// QueueExposures adds to b the one statement that records the exposures
+// of many decisions: the per-decision rows are inserted together and each
+// arm's total moves by the number of its new rows, so a batch of decisions
+// costs no round trip of its own (b is sent with the caller's other
+// statements, in the transaction that writes the decisions). Decision ids
+// already recorded change nothing. It adds nothing when es is empty.
+func QueueExposures(b *pgx.Batch, es []Exposure) error {
+	if len(es) == 0 {
+		return nil
+	}
+	ws := make([]string, len(es))
+	campaigns := make([]string, len(es))
+	variants := make([]string, len(es))
+	decisions := make([]string, len(es))
+	for i, e := range es {
+		if err := checkIDs(e.WorkspaceID, e.CampaignID, e.VariantID, e.DecisionID); err != nil {
+			return fmt.Errorf("record exposure %d: %w", i, err)
+		}
+		ws[i], campaigns[i], variants[i], decisions[i] = e.WorkspaceID, e.CampaignID, e.VariantID, e.DecisionID
+	}
+	// ORDER BY: two batches touching the same arms lock them in one order,
+	// so they cannot deadlock.
+	b.Queue(`
+WITH d AS (
+    INSERT INTO bandit_decisions (workspace_id, decision_id, campaign_id, variant_id)
+    SELECT * FROM unnest($1::text[], $4::text[], $2::text[], $3::text[])
+    ON CONFLICT (workspace_id, decision_id) DO NOTHING
+    RETURNING workspace_id, campaign_id, variant_id
+)
+INSERT INTO bandit_arms AS a (workspace_id, campaign_id, variant_id, exposures)
+SELECT workspace_id, campaign_id, variant_id, count(*) FROM d
+GROUP BY workspace_id, campaign_id, variant_id ORDER BY workspace_id, campaign_id, variant_id
+ON CONFLICT (workspace_id, campaign_id, variant_id) DO UPDATE SET exposures = a.exposures + EXCLUDED.exposures`,
+		ws, campaigns, variants, decisions)
+	return nil
+}
+
 // RecordConversion counts the conversion of decisionID, inside tx. It does
 // so at most once per decision, and only when the decision was exposed
 // with this campaign and variant; otherwise (a holdout, a decision never

@@ -403,3 +403,32 @@ func TestStaleness(t *testing.T) {
 		t.Errorf("without staleness beta = %v, want 3", got)
 	}
 }
+
+// RecordExposures counts each new decision once, per arm, across and within
+// batches, as RecordExposure one at a time would.
+func TestRecordExposuresCountsEachDecisionOnce(t *testing.T) {
+	pool := newPool(t)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	const ws = "0b6f0d1e-0000-4000-8000-000000000002"
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-batch", Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "B", Weight: 1}}}
+	e := func(variant, decision string) bandit.Exposure {
+		return bandit.Exposure{WorkspaceID: ws, CampaignID: c.CampaignID, VariantID: variant, DecisionID: decision}
+	}
+	inTx(t, pool, func(tx pgx.Tx) error {
+		return s.RecordExposures(ctx, tx, []bandit.Exposure{e("A", "d1"), e("A", "d2"), e("B", "d3"), e("A", "d1")})
+	})
+	inTx(t, pool, func(tx pgx.Tx) error {
+		return s.RecordExposures(ctx, tx, []bandit.Exposure{e("A", "d2"), e("B", "d4")})
+	})
+	inTx(t, pool, func(tx pgx.Tx) error { return s.RecordExposures(ctx, tx, nil) })
+	// Beta = 1 + exposures - conversions.
+	got := posteriors(t, s, c)
+	if got["A"][1] != 3 || got["B"][1] != 3 {
+		t.Errorf("posteriors %v, want beta 3 for A (d1, d2) and B (d3, d4)", got)
+	}
+	err := s.RecordExposures(ctx, nil, []bandit.Exposure{e("", "d5")})
+	if err == nil || !strings.Contains(err.Error(), "variant_id") {
+		t.Errorf("an exposure without a variant: %v, want an error naming variant_id", err)
+	}
+}

@@ -114,17 +114,18 @@ func (o *Optimizer) ObserveBatch(ctx context.Context, acts []Activity) error {
 	return nil
 }
 
-// histogram returns, per local hour of the day in loc, on how many days
-// of the Window before now the user was active in that hour.
-func (o *Optimizer) histogram(ctx context.Context, ws, userID string, now time.Time, loc *time.Location) ([24]int, error) {
-	var h [24]int
-	members, err := o.rdb.ZRangeByScore(ctx, key(ws, userID), &redis.ZRangeBy{
+// activityRange is the score range of the Window before now.
+func activityRange(now time.Time) *redis.ZRangeBy {
+	return &redis.ZRangeBy{
 		Min: strconv.FormatInt(now.Add(-Window).Unix(), 10),
 		Max: strconv.FormatInt(now.Unix(), 10),
-	}).Result()
-	if err != nil {
-		return h, fmt.Errorf("read activity of %s: %w", userID, err)
 	}
+}
+
+// histogram counts, per local hour of the day in loc, on how many days the
+// user was active in that hour, from the members of the user's set.
+func histogram(members []string, loc *time.Location) [24]int {
+	var h [24]int
 	// Two UTC hours can fall on the same local hour when clocks go back:
 	// that is still one day active in that hour.
 	seen := make(map[string]bool, len(members))
@@ -141,7 +142,7 @@ func (o *Optimizer) histogram(ctx context.Context, ws, userID string, now time.T
 		seen[day] = true
 		h[lt.Hour()]++
 	}
-	return h, nil
+	return h
 }
 
 // Best picks when to send to the user: the start of the local hour within
@@ -151,16 +152,45 @@ func (o *Optimizer) histogram(ctx context.Context, ws, userID string, now time.T
 // it picks now. tz is an IANA zone; empty or unknown means UTC, which the
 // reason then says.
 func (o *Optimizer) Best(ctx context.Context, ws, userID string, now time.Time, maxDelay time.Duration, tz string) (Pick, error) {
-	loc, zoneNote := o.zone(tz)
-	h, err := o.histogram(ctx, ws, userID, now, loc)
+	picks, err := o.BestBatch(ctx, []Query{{WorkspaceID: ws, UserID: userID, Now: now, MaxDelay: maxDelay, Timezone: tz}})
 	if err != nil {
 		return Pick{}, err
 	}
-	pick := pickHour(h, now, maxDelay, loc)
-	if zoneNote != "" {
-		pick.Reason = zoneNote + "; " + pick.Reason
+	return picks[0], nil
+}
+
+// Query is one user's question to BestBatch: Best's arguments.
+type Query struct {
+	WorkspaceID, UserID string
+	Now                 time.Time
+	MaxDelay            time.Duration
+	Timezone            string
+}
+
+// BestBatch is Best for many users in one Redis round trip, for a batch of
+// decisions; the picks are in the order of the queries.
+func (o *Optimizer) BestBatch(ctx context.Context, qs []Query) ([]Pick, error) {
+	if len(qs) == 0 {
+		return nil, nil
 	}
-	return pick, nil
+	pipe := o.rdb.Pipeline()
+	cmds := make([]*redis.StringSliceCmd, len(qs))
+	for i, q := range qs {
+		cmds[i] = pipe.ZRangeByScore(ctx, key(q.WorkspaceID, q.UserID), activityRange(q.Now))
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, fmt.Errorf("read activity of %d users: %w", len(qs), err)
+	}
+	picks := make([]Pick, len(qs))
+	for i, q := range qs {
+		loc, zoneNote := o.zone(q.Timezone)
+		pick := pickHour(histogram(cmds[i].Val(), loc), q.Now, q.MaxDelay, loc)
+		if zoneNote != "" {
+			pick.Reason = zoneNote + "; " + pick.Reason
+		}
+		picks[i] = pick
+	}
+	return picks, nil
 }
 
 // pickHour is Best's choice over a histogram.

@@ -309,3 +309,40 @@ func TestObserveBatch(t *testing.T) {
 		}
 	}
 }
+
+// BestBatch answers each query as Best would, in the order asked, for
+// users with and without history and in different zones.
+func TestBestBatchIsBestForEach(t *testing.T) {
+	rdb := redistest.New(t)
+	o := sendtime.New(rdb)
+	ctx := context.Background()
+	ws := uuid.NewString()
+	now := time.Date(2026, 5, 4, 6, 0, 0, 0, time.UTC)
+	observe(t, o, ws, "evening", now, time.UTC, []activity{{hours: []int{19}, days: 5}}, 1)
+	observe(t, o, ws, "morning", now, mustZone(t, "Asia/Tokyo"), []activity{{hours: []int{9}, days: 3}}, 1)
+	qs := []sendtime.Query{
+		{WorkspaceID: ws, UserID: "evening", Now: now, MaxDelay: 24 * time.Hour},
+		{WorkspaceID: ws, UserID: "nobody", Now: now, MaxDelay: 24 * time.Hour, Timezone: "Europe/Paris"},
+		{WorkspaceID: ws, UserID: "morning", Now: now, MaxDelay: 24 * time.Hour, Timezone: "Asia/Tokyo"},
+		{WorkspaceID: ws, UserID: "evening", Now: now, MaxDelay: time.Hour, Timezone: "Nowhere/Else"},
+	}
+	got, err := o.BestBatch(ctx, qs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != len(qs) {
+		t.Fatalf("%d picks for %d queries", len(got), len(qs))
+	}
+	for i, q := range qs {
+		want, err := o.Best(ctx, q.WorkspaceID, q.UserID, q.Now, q.MaxDelay, q.Timezone)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got[i] != want {
+			t.Errorf("query %d (%s): BestBatch %+v, Best %+v", i, q.UserID, got[i], want)
+		}
+	}
+	if got[0].Hour != 19 || got[2].Hour != 9 || got[1].At != now {
+		t.Errorf("picks %+v: want 19:00 for evening, now for nobody, 09:00 Tokyo for morning", got)
+	}
+}
