@@ -205,15 +205,15 @@ func Business() *dashboard.DashboardBuilder {
 		WithPanel(panel{title: "Decisions in range by campaign", unit: units.Short, width: 12,
 			description: "Decisions to send over the selected range, per campaign id: how many messages each campaign chose to send.",
 			queries:     q(query(`sum by (campaign) (increase(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__range]))`, "{{campaign}}"))}.stat(0)).
-		WithPanel(panel{title: "Conversions and sends", unit: units.CountsPerSecond, width: 12,
-			description: "Goal events per second attributed to a decision within its campaign's attribution window, next to decisions to send. Conversions are counted for all campaigns together: the metric has no campaign label, so per-campaign conversions are not available here.",
+		WithPanel(panel{title: "Conversions by campaign", unit: units.CountsPerSecond, width: 12,
+			description: "Goal events per second attributed to a decision within its campaign's attribution window, per campaign id, next to all decisions to send.",
 			queries: q(
-				query(`sum(rate(whisper_decide_conversions_total{`+ns+`}[$__rate_interval]))`, "conversions"),
-				query(`sum(rate(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__rate_interval]))`, "sends"),
+				query(`sum by (campaign) (rate(whisper_decide_conversions_total{`+ns+`}[$__rate_interval]))`, "{{campaign}} conversions"),
+				query(`sum(rate(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__rate_interval]))`, "all sends"),
 			)}.timeseries()).
-		WithPanel(panel{title: "Conversions per send in range", unit: units.PercentUnit, width: 12,
-			description: "Conversions over the selected range divided by decisions to send over the same range, all campaigns together (the conversion metric has no campaign label). Conversions of sends made before the range count too, so short ranges overstate it.",
-			queries:     q(query(`sum(increase(whisper_decide_conversions_total{`+ns+`}[$__range])) / sum(increase(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__range]))`, "conversions per send"))}.stat(1)).
+		WithPanel(panel{title: "Conversions per send in range, by campaign", unit: units.PercentUnit, width: 12,
+			description: "Per campaign id: conversions over the selected range divided by its decisions to send over the same range. Conversions of sends made before the range count too, so short ranges overstate it; a campaign with no send in the range shows none.",
+			queries:     q(query(`sum by (campaign) (increase(whisper_decide_conversions_total{`+ns+`}[$__range])) / sum by (campaign) (increase(whisper_decide_decisions_total{`+ns+`,outcome="send"}[$__range]))`, "{{campaign}}"))}.stat(1)).
 		WithRow(row("Deliveries")).
 		WithPanel(panel{title: "Deliveries by channel and status", unit: units.CountsPerSecond, width: 12,
 			description: "Deliveries reaching a final state per second, by channel and status: sent, failed (bounces included), skipped (no recipient).",
