@@ -56,17 +56,9 @@ func (h *Handler) CampaignRoutes(opts ...connect.HandlerOption) (string, http.Ha
 
 // DecisionRoutes returns the path and handler of DecisionService to mount
 // (behind bearer authn).
-//
-// Responses under decisionCompressMinBytes are sent uncompressed (opts may
-// say otherwise): gzipping every Decide answer, a decision of one or two
-// kilobytes, cost more CPU in the Decide benchmark than deciding it, to
-// save a kilobyte; pages of ListDecisions are still compressed.
 func (h *Handler) DecisionRoutes(opts ...connect.HandlerOption) (string, http.Handler) {
-	opts = append([]connect.HandlerOption{connect.WithCompressMinBytes(decisionCompressMinBytes)}, opts...)
 	return decisionv1connect.NewDecisionServiceHandler(h, opts...)
 }
-
-const decisionCompressMinBytes = 8 << 10
 
 // CreateCampaign stores a new campaign.
 func (h *Handler) CreateCampaign(ctx context.Context, req *campaignv1.CreateCampaignRequest) (*campaignv1.CreateCampaignResponse, error) {

@@ -270,3 +270,39 @@ func TestConfigErrorsNameTheFlag(t *testing.T) {
 		})
 	}
 }
+
+// A small answer goes out uncompressed even to a client that accepts gzip;
+// a big one is still compressed.
+func TestSmallResponsesAreNotCompressed(t *testing.T) {
+	p := start(t)
+	call := func(procedure, body string) (encoding string, size int) {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodPost, p.url+"/whisper.workspace.v1.WorkspaceService/"+procedure, strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Accept-Encoding", "gzip")
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		// A transport that leaves the encoding alone, to see what was sent.
+		res, err := (&http.Transport{DisableCompression: true}).RoundTrip(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		if res.StatusCode != http.StatusOK {
+			t.Fatalf("%s = %d %s", procedure, res.StatusCode, b)
+		}
+		return res.Header.Get("Content-Encoding"), len(b)
+	}
+	for i := range 60 {
+		name := fmt.Sprintf("%03d %s", i, strings.Repeat("x", 190))
+		if enc, n := call("CreateWorkspace", `{"name":"`+name+`"}`); enc != "" {
+			t.Fatalf("a %d-byte answer was sent with Content-Encoding %q, want none", n, enc)
+		}
+	}
+	if enc, _ := call("ListWorkspaces", `{"pageSize":100}`); enc != "gzip" {
+		t.Errorf("a page of 60 workspaces (over 12 KiB) was sent with Content-Encoding %q, want gzip", enc)
+	}
+}
