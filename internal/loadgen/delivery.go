@@ -271,32 +271,9 @@ func RunDelivery(ctx context.Context, cfg DeliveryConfig) (DeliveryResult, error
 	windowEnd := windowStart.Add(cfg.Duration)
 	cfg.Logger.InfoContext(ctx, "delivery load", "url", cfg.URL, "rate", cfg.Rate, "batch", events,
 		"interval", interval, "warmup", cfg.Warmup, "duration", cfg.Duration)
-	for k := int64(0); ctx.Err() == nil; k++ {
-		due := sendTime(start, interval, k)
-		if !due.Before(windowEnd) {
-			break
-		}
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C:
-			}
-		}
-		select {
-		case inFlight <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		res.MaxLag = max(res.MaxLag, time.Since(due))
-		requests.Go(func() {
-			defer func() { <-inFlight }()
-			send(uint64(k), windowStart, windowEnd)
-		})
-	}
+	res.MaxLag = paceOpenLoop(ctx, start, interval, windowEnd, inFlight, &requests, func(k int64, _ time.Time) {
+		send(uint64(k), windowStart, windowEnd)
+	})
 	requests.Wait()
 	h := cfg.Receiver
 	cfg.Logger.InfoContext(ctx, "delivery load sent; waiting for the last webhooks", "triggers", res.Triggers, "missing", h.missing())

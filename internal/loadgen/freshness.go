@@ -127,6 +127,43 @@ func sendTime(start time.Time, interval time.Duration, k int64) time.Time {
 	return start.Add(time.Duration(k) * interval)
 }
 
+// paceOpenLoop starts send(k, due) in requests for k = 0, 1, ... at
+// start + k*interval until end, whatever the answers take (open loop: a slow
+// server is not offered less), with at most cap(inFlight) calls outstanding;
+// each call must receive from inFlight when it ends. It returns the worst
+// lag of a call behind its due time, which says whether the generator kept
+// up. It does not wait for the calls.
+func paceOpenLoop(ctx context.Context, start time.Time, interval time.Duration, end time.Time,
+	inFlight chan struct{}, requests *sync.WaitGroup, send func(k int64, due time.Time)) (maxLag time.Duration) {
+	for k := int64(0); ctx.Err() == nil; k++ {
+		due := sendTime(start, interval, k)
+		if !due.Before(end) {
+			break
+		}
+		if d := time.Until(due); d > 0 {
+			t := time.NewTimer(d)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+			case <-t.C:
+			}
+		}
+		select {
+		case inFlight <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil {
+			break
+		}
+		maxLag = max(maxLag, time.Since(due))
+		requests.Go(func() {
+			defer func() { <-inFlight }()
+			send(k, due)
+		})
+	}
+	return maxLag
+}
+
 // RunFreshness sends batches at cfg.Rate for the warm-up and the measured
 // duration; every request of the window carries a probe whose profile is
 // then polled until it shows. It returns once every probe is seen or has
@@ -254,33 +291,9 @@ func RunFreshness(ctx context.Context, cfg FreshnessConfig) (FreshnessResult, er
 	windowEnd := windowStart.Add(cfg.Duration)
 	cfg.Logger.InfoContext(ctx, "freshness load", "url", cfg.URL, "rate", cfg.Rate, "batch", events,
 		"interval", interval, "warmup", cfg.Warmup, "duration", cfg.Duration)
-	for k := int64(0); ctx.Err() == nil; k++ {
-		due := sendTime(start, interval, k)
-		if !due.Before(windowEnd) {
-			break
-		}
-		if d := time.Until(due); d > 0 {
-			t := time.NewTimer(d)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-			case <-t.C:
-			}
-		}
-		select {
-		case inFlight <- struct{}{}:
-		case <-ctx.Done():
-		}
-		if ctx.Err() != nil {
-			break
-		}
-		res.MaxLag = max(res.MaxLag, time.Since(due))
-		probe := !due.Before(windowStart)
-		requests.Go(func() {
-			defer func() { <-inFlight }()
-			send(uint64(k), probe, windowStart, windowEnd)
-		})
-	}
+	res.MaxLag = paceOpenLoop(ctx, start, interval, windowEnd, inFlight, &requests, func(k int64, due time.Time) {
+		send(uint64(k), !due.Before(windowStart), windowStart, windowEnd)
+	})
 	requests.Wait()
 	cfg.Logger.InfoContext(ctx, "freshness load sent; waiting for the last probes", "probes", res.Probes)
 	probes.Wait()

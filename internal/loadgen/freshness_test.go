@@ -191,3 +191,41 @@ func TestFreshnessJudge(t *testing.T) {
 		}
 	}
 }
+
+// The pacer starts one call per interval until the end, each at or after
+// its due time, and never has more outstanding than inFlight holds: a
+// stuck server makes it wait, not pile up calls.
+func TestPaceOpenLoop(t *testing.T) {
+	var (
+		mu       sync.Mutex
+		calls    []int64
+		early    int
+		running  int
+		peak     int
+		requests sync.WaitGroup
+	)
+	inFlight := make(chan struct{}, 3)
+	start := time.Now()
+	const interval = 2 * time.Millisecond
+	lag := paceOpenLoop(context.Background(), start, interval, start.Add(40*time.Millisecond), inFlight, &requests, func(k int64, due time.Time) {
+		mu.Lock()
+		calls = append(calls, k)
+		if time.Now().Before(due) || !due.Equal(sendTime(start, interval, k)) {
+			early++
+		}
+		running++
+		peak = max(peak, running)
+		mu.Unlock()
+		time.Sleep(5 * time.Millisecond) // slower than the pace
+		mu.Lock()
+		running--
+		mu.Unlock()
+	})
+	requests.Wait()
+	if len(calls) != 20 || early > 0 || peak > 3 {
+		t.Errorf("%d calls (want 20), %d before their time (want 0), at most %d at once (want ≤ 3)", len(calls), early, peak)
+	}
+	if lag <= 0 {
+		t.Errorf("max lag %v with calls slower than the pace and 3 in flight; want it to show", lag)
+	}
+}
