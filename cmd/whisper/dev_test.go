@@ -143,6 +143,21 @@ func TestDevServesAndCounts(t *testing.T) {
 			t.Errorf("%s = %v, want > 0", series, got[series])
 		}
 	}
+
+	// A page under development on its own port may stream in-app
+	// messages: dev answers CORS preflights from any origin.
+	pre, _ := http.NewRequest(http.MethodOptions, base+"/whisper.delivery.v1.DeliveryService/StreamInApp", nil)
+	pre.Header.Set("Origin", "http://localhost:5173")
+	pre.Header.Set("Access-Control-Request-Method", http.MethodPost)
+	pre.Header.Set("Access-Control-Request-Headers", "authorization,connect-protocol-version,content-type") // as browsers send it: sorted, lower case
+	res, err = http.DefaultClient.Do(pre)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if got := res.Header.Get("Access-Control-Allow-Origin"); got != "*" && got != "http://localhost:5173" {
+		t.Errorf("CORS preflight from a local page: Access-Control-Allow-Origin %q, want it allowed", got)
+	}
 }
 
 // scrape reads a Prometheus text exposition into series -> value.

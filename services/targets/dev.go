@@ -78,6 +78,12 @@ func RunDev(ctx context.Context, cfg Config, dev DevConfig, logger *slog.Logger,
 			return err
 		}
 	}
+	// A page under development is served from its own port: in-app
+	// messages reach it from any origin, unless configured. The token a
+	// page needs still comes from IssueInAppToken.
+	if len(cfg.Deliver.InAppOrigins) == 0 {
+		cfg.Deliver.InAppOrigins = []string{"*"}
+	}
 	boot, err := bootstrap(ctx, cfg.DatabaseURL, dev, logger)
 	if err != nil {
 		return err
