@@ -37,6 +37,24 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
+// serveChild is the test binary as `whisper serve --target=target` on
+// addr against the given dependencies, with extra environment variables;
+// the caller starts it.
+func serveChild(target, addr string, brokers []string, dbURL, redisURL, admin string, extra ...string) *exec.Cmd {
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(),
+		childEnv+"=serve --target="+target,
+		"WHISPER_HTTP_ADDR="+addr,
+		"WHISPER_KAFKA_BROKERS="+strings.Join(brokers, ","),
+		"WHISPER_KAFKA_PARTITIONS=4",
+		"WHISPER_DATABASE_URL="+dbURL,
+		"WHISPER_REDIS_URL="+redisURL,
+		"WHISPER_ADMIN_TOKEN="+admin,
+	)
+	child.Env = append(child.Env, extra...)
+	return child
+}
+
 // TestCrashLosesNothingAcknowledged kills `whisper serve --target=ingest`
 // with SIGKILL under load: every event acknowledged before the kill must be
 // on the topic afterwards.
@@ -52,16 +70,7 @@ func TestCrashLosesNothingAcknowledged(t *testing.T) {
 	ln.Close()
 	const admin = "crash-test-admin-token-0123456789"
 
-	child := exec.Command(os.Args[0], "-test.run=^$")
-	child.Env = append(os.Environ(),
-		childEnv+"=serve --target=ingest",
-		"WHISPER_HTTP_ADDR="+addr,
-		"WHISPER_KAFKA_BROKERS="+strings.Join(brokers, ","),
-		"WHISPER_KAFKA_PARTITIONS=4",
-		"WHISPER_DATABASE_URL="+dbURL,
-		"WHISPER_REDIS_URL="+redisURL,
-		"WHISPER_ADMIN_TOKEN="+admin,
-	)
+	child := serveChild("ingest", addr, brokers, dbURL, redisURL, admin)
 	var logs strings.Builder
 	child.Stderr = &logs
 	if err := child.Start(); err != nil {

@@ -7,7 +7,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -115,15 +114,7 @@ func TestDeliverHardKill(t *testing.T) {
 	addr := freeAddr(t)
 	base := "http://" + addr
 	start := func() (*exec.Cmd, chan error, *strings.Builder) {
-		child := exec.Command(os.Args[0], "-test.run=^$")
-		child.Env = append(os.Environ(),
-			childEnv+"=serve --target=deliver",
-			"WHISPER_HTTP_ADDR="+addr,
-			"WHISPER_KAFKA_BROKERS="+strings.Join(brokers, ","),
-			"WHISPER_KAFKA_PARTITIONS=4",
-			"WHISPER_DATABASE_URL="+dbURL,
-			"WHISPER_REDIS_URL="+redisURL,
-			"WHISPER_ADMIN_TOKEN="+admin,
+		child := serveChild("deliver", addr, brokers, dbURL, redisURL, admin,
 			"WHISPER_DELIVER_WEBHOOK_SECRET="+secret,
 			"WHISPER_DELIVER_WEBHOOK_ALLOW_PRIVATE=true",
 			"WHISPER_DELIVER_CLAIM_LEASE="+lease.String(),
