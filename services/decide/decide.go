@@ -44,9 +44,10 @@
 // if it does not commit; a process that dies in between leaves its
 // reservations counted until they expire (contact keeps them 8 days).
 // Decisions are published after their transaction commits and before the
-// consumer commits its offsets; a decision whose publishing failed stays
-// marked unpublished (a transactional outbox) and a sweeper publishes it
-// later. whisper.decisions is therefore at least once: consumers
+// consumer commits its offsets (a Decide call is answered once its
+// decision is committed, and the decision published right after); a
+// decision whose publishing failed stays marked unpublished (a
+// transactional outbox) and a sweeper publishes it later. whisper.decisions is therefore at least once: consumers
 // deduplicate by decision id.
 //
 // Waits are rows in PostgreSQL. A scheduler loop ends those that are due
@@ -179,10 +180,12 @@ type Service struct {
 	outboxDelay, outboxEvery time.Duration
 	metrics                  *metrics
 	lag                      *kafka.ConsumerLag
-	// calls are the Decide calls waiting for their batch.
-	calls  coalescer
-	logger *slog.Logger
-	now    func() time.Time
+	// calls are the Decide calls waiting for their batch; publishing are
+	// the batches being published after their callers were answered.
+	calls      coalescer
+	publishing sync.WaitGroup
+	logger     *slog.Logger
+	now        func() time.Time
 }
 
 // New returns the service; Run starts its consumer and loops.
@@ -219,6 +222,7 @@ func New(o Options) (*Service, error) {
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	defer s.publishing.Wait()
 	wg.Go(func() { s.waitLoop(ctx) })
 	wg.Go(func() { s.outboxLoop(ctx) })
 	if p, ok := s.bandit.(exposurePruner); ok {

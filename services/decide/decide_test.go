@@ -63,6 +63,7 @@ type harness struct {
 	campaigns map[string]campaignv1connect.CampaignServiceClient
 	decisions map[string]decisionv1connect.DecisionServiceClient
 	reg       *prometheus.Registry // the service's metrics
+	url       string               // the Connect server's base URL
 }
 
 // testRules are the contact rules of the harness: generous caps and no
@@ -146,14 +147,20 @@ func newHarnessWith(t testing.TB, cfg contact.Config) *harness {
 		tokenA: {WorkspaceID: h.wsA, CredentialID: "a"},
 		tokenB: {WorkspaceID: h.wsB, CredentialID: "b"},
 	}
-	srv := httptest.NewServer(authn.NewMiddleware(func(_ context.Context, r authn.Request) (any, error) {
+	srv := httptest.NewUnstartedServer(authn.NewMiddleware(func(_ context.Context, r authn.Request) (any, error) {
 		p, ok := principals[strings.TrimPrefix(r.Header().Get("Authorization"), "Bearer ")]
 		if !ok {
 			return nil, authn.Errorf("unknown token")
 		}
 		return p, nil
 	}).Wrap(mux))
+	// HTTP/1.1 and h2c, as internal/rpc serves.
+	srv.Config.Protocols = new(http.Protocols)
+	srv.Config.Protocols.SetHTTP1(true)
+	srv.Config.Protocols.SetUnencryptedHTTP2(true)
+	srv.Start()
 	t.Cleanup(srv.Close)
+	h.url = srv.URL
 	for _, tok := range []string{tokenA, tokenB} {
 		h.campaigns[tok] = campaignv1connect.NewCampaignServiceClient(srv.Client(), srv.URL, rpctest.Bearer(tok))
 		h.decisions[tok] = decisionv1connect.NewDecisionServiceClient(srv.Client(), srv.URL, rpctest.Bearer(tok))

@@ -104,7 +104,7 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 		d, c := ds[i], p.c
 		if !claimed[i] {
 			s.metrics.duplicates.Inc()
-			d, pending, err := s.store.claimed(ctx, tx, p.tr.ws, c.GetId(), p.tr.id)
+			d, pending, err := s.store.claimed(ctx, tx, p.tr.ws, c.GetId(), p.tr.id, now.Add(-s.outboxDelay))
 			if err != nil {
 				return nil, err
 			}

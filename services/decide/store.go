@@ -469,15 +469,19 @@ func (s *Store) claimAndRead(ctx context.Context, tx pgx.Tx, d *decisionv1.Decis
 }
 
 // claimed returns the decision an earlier delivery of a trigger made, and
-// whether it is final but not yet published (its publisher failed).
-func (s *Store) claimed(ctx context.Context, q querier, ws, campaignID, triggerID string) (*decisionv1.Decision, bool, error) {
+// whether it is final but was not published although it was decided before
+// abandonedBefore (its publisher failed or stopped). One decided since may
+// be in its publisher's hands still (Decide answers before publishing):
+// publishing it again would only duplicate it, and the outbox sweeper
+// publishes it should that publisher fail.
+func (s *Store) claimed(ctx context.Context, q querier, ws, campaignID, triggerID string, abandonedBefore time.Time) (*decisionv1.Decision, bool, error) {
 	var (
 		b       []byte
 		pending bool
 	)
 	err := q.QueryRow(ctx, `
-		SELECT record, published_at IS NULL AND outcome <> 'waiting' FROM decisions
-		WHERE workspace_id = $1 AND campaign_id = $2 AND trigger_id = $3`, ws, campaignID, triggerID).Scan(&b, &pending)
+		SELECT record, published_at IS NULL AND outcome <> 'waiting' AND decided_at < $4 FROM decisions
+		WHERE workspace_id = $1 AND campaign_id = $2 AND trigger_id = $3`, ws, campaignID, triggerID, abandonedBefore).Scan(&b, &pending)
 	if err != nil {
 		return nil, false, fmt.Errorf("read claimed decision: %w", err)
 	}
