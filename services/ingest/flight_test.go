@@ -82,6 +82,45 @@ func TestFlightsPartialRelease(t *testing.T) {
 	}
 }
 
+// Two ids with one key (forced here by clearing the mask; about one chance
+// in 2^64 per pair otherwise) are told apart: the later waits for the
+// earlier's flight and then claims, and releasing one never ends the
+// other's claim.
+func TestFlightsKeyCollision(t *testing.T) {
+	ctx := context.Background()
+	f := newFlights()
+	f.mask = 0
+	if _, err := f.claim(ctx, "ws", []string{"a"}, time.Second); err != nil {
+		t.Fatal(err)
+	}
+	retry := make(chan []bool, 1)
+	go func() {
+		p, err := f.claim(ctx, "ws", []string{"b"}, 5*time.Second)
+		if err != nil {
+			t.Error(err)
+		}
+		retry <- p
+	}()
+	time.Sleep(50 * time.Millisecond) // b waits on a's flight
+	f.release("ws", []string{"b"}, []bool{true})
+	select {
+	case p := <-retry:
+		t.Fatalf("releasing b, which nobody had claimed, ended a's claim: %v", p)
+	case <-time.After(50 * time.Millisecond):
+	}
+	f.release("ws", []string{"a"}, []bool{true})
+	if p := <-retry; p[0] {
+		t.Errorf("b = %v: took a's outcome, want b claimed (not produced)", p)
+	}
+	if len(f.m) != 1 {
+		t.Fatalf("%d claims held, want b's", len(f.m))
+	}
+	f.release("ws", []string{"b"}, []bool{false})
+	if len(f.m) != 0 {
+		t.Errorf("%d claims left after every release, want none", len(f.m))
+	}
+}
+
 func BenchmarkFlights(b *testing.B) {
 	ctx := context.Background()
 	f := newFlights()
