@@ -2,12 +2,12 @@ package ingest
 
 import (
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/go-json-experiment/json"
 	"github.com/go-json-experiment/json/jsontext"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	eventv1 "github.com/whisperhq/whisper/internal/gen/whisper/event/v1"
@@ -96,7 +96,6 @@ func (r *request) records(ws string, receivedAt time.Time, ids []string, skip []
 	callOf = make([]int, 0, n)
 	keys := make([]byte, 0, n*(len(ws)+1+24))
 	values := make([]byte, 0, r.valueBytesGuess(n))
-	marshal := proto.MarshalOptions{}
 	for i := range r.calls {
 		if skip[i] {
 			continue
@@ -106,8 +105,11 @@ func (r *request) records(ws string, receivedAt time.Time, ids []string, skip []
 		if err := r.fillEvent(&events[j], &times[j], c, ws, receivedAt, ids[i]); err != nil {
 			return nil, nil, fmt.Errorf("build event %d: %w", i, err)
 		}
-		start := len(values)
-		if values, err = marshal.MarshalAppend(values, &events[j]); err != nil {
+		// The generated MarshalVT code, without proto.Marshal's reflection:
+		// the record is about a tenth of an event's CPU otherwise.
+		start, size := len(values), events[j].SizeVT()
+		values = slices.Grow(values, size)[:start+size]
+		if _, err := events[j].MarshalToSizedBufferVT(values[start:]); err != nil {
 			return nil, nil, fmt.Errorf("build event %d: %w", i, err)
 		}
 		keyStart := len(keys)
