@@ -20,8 +20,8 @@
 // campaign's lift, so it must not depend on the arms' state. Choose reads no
 // state for it.
 //
-// Totals live in bandit_arms; bandit_decisions keeps one row per exposed
-// decision. RecordExposure and RecordConversion run in the caller's
+// Totals live in bandit_arm_counts; bandit_decisions keeps one row per
+// exposed decision. RecordExposure and RecordConversion run in the caller's
 // transaction (the one that writes the decision, or consumes the goal
 // event), so a total moves exactly when the caller's own effect commits,
 // and the per-decision row makes both idempotent: an exposure is counted
@@ -29,6 +29,15 @@
 // that was exposed with that variant. Because the state is in PostgreSQL,
 // every replica samples from the same posteriors and a restart loses
 // nothing.
+//
+// An arm's total is split over shards (up to 32 rows per arm) and Choose
+// sums them. Each transaction counts in one shard that no concurrent
+// transaction holds (it claims the lowest free one with an advisory lock
+// the first time it counts, and keeps it until it ends), so the
+// transactions deciding for one campaign at once, one per consumer
+// partition and per Decide batch, do not wait for each other's commits as
+// they would on one row per arm. Only beyond 32 concurrent counting
+// transactions does one wait for a shard.
 package bandit
 
 import (
@@ -231,7 +240,9 @@ func choose(c Campaign, totals map[string]arm, rng *rand.Rand) Choice {
 
 func (s *Store) totals(ctx context.Context, ws, campaignID string) (map[string]arm, error) {
 	rows, err := s.pool.Query(ctx,
-		`SELECT variant_id, exposures, conversions FROM bandit_arms WHERE workspace_id = $1 AND campaign_id = $2`,
+		`
+SELECT variant_id, sum(exposures)::bigint, sum(conversions)::bigint FROM bandit_arm_counts
+WHERE workspace_id = $1 AND campaign_id = $2 GROUP BY variant_id`,
 		ws, campaignID)
 	if err != nil {
 		return nil, fmt.Errorf("read arms of campaign %s: %w", campaignID, err)
@@ -277,9 +288,9 @@ WITH d AS (
     ON CONFLICT (workspace_id, decision_id) DO NOTHING
     RETURNING variant_id
 )
-INSERT INTO bandit_arms AS a (workspace_id, campaign_id, variant_id, exposures)
-SELECT $1, $2, variant_id, 1 FROM d
-ON CONFLICT (workspace_id, campaign_id, variant_id) DO UPDATE SET exposures = a.exposures + 1`,
+INSERT INTO bandit_arm_counts AS a (workspace_id, campaign_id, variant_id, shard, exposures)
+SELECT $1, $2, variant_id, (SELECT bandit_counter_shard()), 1 FROM d
+ON CONFLICT (workspace_id, campaign_id, variant_id, shard) DO UPDATE SET exposures = a.exposures + 1`,
 		ws, campaignID, variantID, decisionID)
 	if err != nil {
 		return fmt.Errorf("record exposure of decision %s: %w", decisionID, err)
@@ -309,8 +320,10 @@ func (s *Store) RecordExposures(ctx context.Context, tx pgx.Tx, es []Exposure) e
 // of many decisions: the per-decision rows are inserted together and each
 // arm's total moves by the number of its new rows, so a batch of decisions
 // costs no round trip of its own (b is sent with the caller's other
-// statements, in the transaction that writes the decisions). Decision ids
-// already recorded change nothing. It adds nothing when es is empty.
+// statements, in the transaction that writes the decisions). The totals
+// move in the transaction's own shard, so concurrent batches for the same
+// arms do not wait for each other. Decision ids already recorded change
+// nothing. It adds nothing when es is empty.
 func QueueExposures(b *pgx.Batch, es []Exposure) error {
 	if len(es) == 0 {
 		return nil
@@ -325,8 +338,9 @@ func QueueExposures(b *pgx.Batch, es []Exposure) error {
 		}
 		ws[i], campaigns[i], variants[i], decisions[i] = e.WorkspaceID, e.CampaignID, e.VariantID, e.DecisionID
 	}
-	// ORDER BY: two batches touching the same arms lock them in one order,
-	// so they cannot deadlock.
+	// The scalar subquery claims the shard once per statement. ORDER BY:
+	// only the shard's holder writes its rows, but should anything else
+	// ever do so, batches still lock rows in one order and cannot deadlock.
 	b.Queue(`
 WITH d AS (
     INSERT INTO bandit_decisions (workspace_id, decision_id, campaign_id, variant_id)
@@ -334,15 +348,16 @@ WITH d AS (
     ON CONFLICT (workspace_id, decision_id) DO NOTHING
     RETURNING workspace_id, campaign_id, variant_id
 )
-INSERT INTO bandit_arms AS a (workspace_id, campaign_id, variant_id, exposures)
-SELECT workspace_id, campaign_id, variant_id, count(*) FROM d
+INSERT INTO bandit_arm_counts AS a (workspace_id, campaign_id, variant_id, shard, exposures)
+SELECT workspace_id, campaign_id, variant_id, (SELECT bandit_counter_shard()), count(*) FROM d
 GROUP BY workspace_id, campaign_id, variant_id ORDER BY workspace_id, campaign_id, variant_id
-ON CONFLICT (workspace_id, campaign_id, variant_id) DO UPDATE SET exposures = a.exposures + EXCLUDED.exposures`,
+ON CONFLICT (workspace_id, campaign_id, variant_id, shard) DO UPDATE SET exposures = a.exposures + EXCLUDED.exposures`,
 		ws, campaigns, variants, decisions)
 	return nil
 }
 
-// RecordConversion counts the conversion of decisionID, inside tx. It does
+// RecordConversion counts the conversion of decisionID, inside tx, in the
+// transaction's shard (whose row may not have the exposure). It does
 // so at most once per decision, and only when the decision was exposed
 // with this campaign and variant; otherwise (a holdout, a decision never
 // sent, a conversion seen again) it changes nothing and returns nil,
@@ -358,9 +373,9 @@ WITH d AS (
       AND converted_at IS NULL
     RETURNING variant_id
 )
-UPDATE bandit_arms a SET conversions = a.conversions + 1
-FROM d
-WHERE a.workspace_id = $1 AND a.campaign_id = $2 AND a.variant_id = d.variant_id`,
+INSERT INTO bandit_arm_counts AS a (workspace_id, campaign_id, variant_id, shard, conversions)
+SELECT $1, $2, variant_id, (SELECT bandit_counter_shard()), 1 FROM d
+ON CONFLICT (workspace_id, campaign_id, variant_id, shard) DO UPDATE SET conversions = a.conversions + 1`,
 		ws, campaignID, variantID, decisionID)
 	if err != nil {
 		return fmt.Errorf("record conversion of decision %s: %w", decisionID, err)

@@ -9,6 +9,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/pressly/goose/v3"
 
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/postgres"
@@ -430,5 +433,300 @@ func TestRecordExposuresCountsEachDecisionOnce(t *testing.T) {
 	err := s.RecordExposures(ctx, nil, []bandit.Exposure{e("", "d5")})
 	if err == nil || !strings.Contains(err.Error(), "variant_id") {
 		t.Errorf("an exposure without a variant: %v, want an error naming variant_id", err)
+	}
+}
+
+// newPoolOf is newPool with room for conns connections at once (pgxpool's
+// default is the number of CPUs, at least 4).
+func newPoolOf(t testing.TB, conns int32) *pgxpool.Pool {
+	t.Helper()
+	cfg, err := pgxpool.ParseConfig(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.MaxConns = conns
+	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if err := postgres.Migrate(context.Background(), pool, bandit.Migrations, slog.New(slog.DiscardHandler)); err != nil {
+		t.Fatal(err)
+	}
+	return pool
+}
+
+// beginNoWait begins a transaction in which any lock wait longer than a
+// second fails the statement, so a test sees waiting as an error.
+func beginNoWait(t testing.TB, pool *pgxpool.Pool) pgx.Tx {
+	t.Helper()
+	tx, err := pool.Begin(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(context.Background(), `SET LOCAL lock_timeout = '1s'`); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// armRows returns the number of counter rows of each variant of c.
+func armRows(t testing.TB, pool *pgxpool.Pool, c bandit.Campaign) map[string]int64 {
+	t.Helper()
+	rows, err := pool.Query(context.Background(),
+		`SELECT variant_id, count(*) FROM bandit_arm_counts WHERE workspace_id = $1 AND campaign_id = $2 GROUP BY variant_id`,
+		c.WorkspaceID, c.CampaignID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	var v string
+	var n int64
+	if _, err := pgx.ForEachRow(rows, []any{&v, &n}, func() error { got[v] = n; return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return got
+}
+
+// TestConcurrentTransactionsDoNotWait: transactions open at the same time
+// all count exposures and conversions of the same arms, twice each, and
+// none waits for another (each counts in its own shard; on one row per arm
+// every one after the first would wait for the first's commit). After they
+// commit, one of them rolled back, the totals are exact.
+func TestConcurrentTransactionsDoNotWait(t *testing.T) {
+	const txns = 6
+	pool := newPoolOf(t, txns)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-concurrent", Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "B", Weight: 1}}}
+	e := func(variant, decision string) bandit.Exposure {
+		return bandit.Exposure{WorkspaceID: ws, CampaignID: c.CampaignID, VariantID: variant, DecisionID: decision}
+	}
+	// Decisions the transactions convert, exposed beforehand.
+	inTx(t, pool, func(tx pgx.Tx) error {
+		var es []bandit.Exposure
+		for i := range txns {
+			es = append(es, e("A", fmt.Sprintf("conv%d", i)))
+		}
+		return s.RecordExposures(ctx, tx, es)
+	})
+
+	open := make([]pgx.Tx, txns)
+	for i := range open {
+		open[i] = beginNoWait(t, pool)
+		defer open[i].Rollback(ctx)
+	}
+	// Round robin, so that each transaction's second statements come
+	// after every other's first.
+	for round := range 2 {
+		for i, tx := range open {
+			es := []bandit.Exposure{e("A", fmt.Sprintf("t%d-r%d-a", i, round)), e("B", fmt.Sprintf("t%d-r%d-b", i, round))}
+			if err := s.RecordExposures(ctx, tx, es); err != nil {
+				t.Fatalf("transaction %d, round %d: exposures: %v", i, round, err)
+			}
+			if err := s.RecordExposure(ctx, tx, ws, c.CampaignID, "B", fmt.Sprintf("t%d-r%d-one", i, round)); err != nil {
+				t.Fatalf("transaction %d, round %d: exposure: %v", i, round, err)
+			}
+			if err := s.RecordConversion(ctx, tx, ws, c.CampaignID, "A", fmt.Sprintf("conv%d", i)); err != nil {
+				t.Fatalf("transaction %d, round %d: conversion: %v", i, round, err)
+			}
+		}
+	}
+	if err := open[0].Rollback(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, tx := range open[1:] {
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// A: the txns exposures before and 2 per committed transaction, and
+	// one conversion per committed transaction. B: 4 per committed
+	// transaction. Beta = 1 + exposures - conversions.
+	const committed = txns - 1
+	want := map[string][2]float64{
+		"A": {1 + committed, 1 + txns + 2*committed - committed},
+		"B": {1, 1 + 4*committed},
+	}
+	if diff := cmp.Diff(want, posteriors(t, s, c)); diff != "" {
+		t.Errorf("posteriors (-want +got):\n%s", diff)
+	}
+	// A row per arm for each committed transaction's shard (the
+	// rolled-back one's went with it), and A's from the exposures before.
+	if diff := cmp.Diff(map[string]int64{"A": 1 + committed, "B": committed}, armRows(t, pool, c)); diff != "" {
+		t.Errorf("counter rows per arm (-want +got):\n%s", diff)
+	}
+	n, err := s.Prune(ctx, time.Now().Add(time.Hour))
+	if err != nil || n != txns+6*committed {
+		t.Errorf("Prune = %d, %v; want %d rows", n, err, txns+6*committed)
+	}
+	if diff := cmp.Diff(want, posteriors(t, s, c)); diff != "" {
+		t.Errorf("after prune the totals stay (-want +got):\n%s", diff)
+	}
+}
+
+// TestTransactionsBeyondTheShardsWait: with all 32 shards held, one more
+// counting transaction waits for a shard instead of sharing a row
+// unlocked, and its count adds to the shard's once it has it.
+func TestTransactionsBeyondTheShardsWait(t *testing.T) {
+	const shards = 32
+	pool := newPoolOf(t, shards+2)
+	s := bandit.NewStore(pool)
+	ctx := context.Background()
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-full", Variants: []bandit.Variant{{ID: "A", Weight: 1}}}
+	holders := make([]pgx.Tx, shards)
+	for i := range holders {
+		holders[i] = beginNoWait(t, pool)
+		defer holders[i].Rollback(ctx)
+		if err := s.RecordExposure(ctx, holders[i], ws, c.CampaignID, "A", fmt.Sprintf("h%d", i)); err != nil {
+			t.Fatalf("holder %d: %v", i, err)
+		}
+	}
+
+	done := make(chan error, 1)
+	go func() {
+		done <- pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error {
+			return s.RecordExposure(ctx, tx, ws, c.CampaignID, "A", "late")
+		})
+	}()
+	// Wait until the late transaction waits for an advisory lock.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var waiting int
+		if err := pool.QueryRow(ctx, `SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`).Scan(&waiting); err != nil {
+			t.Fatal(err)
+		}
+		if waiting == 1 {
+			break
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("the 33rd transaction did not wait for a shard (err %v)", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the 33rd transaction is not waiting for a shard")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, tx := range holders {
+		if err := tx.Commit(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("the 33rd transaction: %v", err)
+	}
+	if got, want := posteriors(t, s, c)["A"], [2]float64{1, 1 + shards + 1}; got != want {
+		t.Errorf("A's posterior %v, want %v", got, want)
+	}
+	if got := armRows(t, pool, c)["A"]; got != shards {
+		t.Errorf("A has %d counter rows, want %d", got, shards)
+	}
+}
+
+// TestMigrationKeepsTheTotals: the totals in bandit_arms before the
+// counters were sharded are the totals after, and going back down sums
+// the shards into bandit_arms again.
+func TestMigrationKeepsTheTotals(t *testing.T) {
+	pool := pgtest.NewPool(t)
+	ctx := context.Background()
+	db := postgres.DB(pool)
+	defer db.Close()
+	p, err := goose.NewProvider(goose.DialectPostgres, db, bandit.Migrations.FS, goose.WithDisableGlobalRegistry(true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.UpTo(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, `INSERT INTO bandit_arms VALUES ($1, 'c-old', 'A', 40, 3), ($1, 'c-old', 'B', 7, 0)`, ws); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Up(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := bandit.NewStore(pool)
+	c := bandit.Campaign{WorkspaceID: ws, CampaignID: "c-old", Variants: []bandit.Variant{{ID: "A", Weight: 1}, {ID: "B", Weight: 1}}}
+	want := map[string][2]float64{"A": {1 + 3, 1 + 40 - 3}, "B": {1, 1 + 7}}
+	if diff := cmp.Diff(want, posteriors(t, s, c)); diff != "" {
+		t.Fatalf("after the migration (-want +got):\n%s", diff)
+	}
+
+	// Counts in two shards, the migrated one (shard 0, which the first
+	// transaction claims) and another: one transaction stays open while
+	// another counts.
+	open := beginNoWait(t, pool)
+	defer open.Rollback(ctx)
+	if err := s.RecordExposure(ctx, open, ws, "c-old", "A", "d1"); err != nil {
+		t.Fatal(err)
+	}
+	inTx(t, pool, func(tx pgx.Tx) error {
+		if err := s.RecordExposure(ctx, tx, ws, "c-old", "A", "d2"); err != nil {
+			return err
+		}
+		return s.RecordConversion(ctx, tx, ws, "c-old", "A", "d2")
+	})
+	if err := open.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := armRows(t, pool, c)["A"]; got != 2 {
+		t.Fatalf("A has %d counter rows, want 2", got)
+	}
+	if _, err := p.DownTo(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Variant                string
+		Exposures, Conversions int64
+	}
+	rows, err := pool.Query(ctx, `SELECT variant_id, exposures, conversions FROM bandit_arms WHERE campaign_id = 'c-old' ORDER BY variant_id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, pgx.RowToStructByPos[row])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]row{{"A", 42, 4}, {"B", 7, 0}}, got); diff != "" {
+		t.Errorf("bandit_arms after going down (-want +got):\n%s", diff)
+	}
+}
+
+// BenchmarkConcurrentExposures: txns transactions at once, each recording
+// the exposures of ten decisions across the three variants of one campaign
+// and committing, as the consumer's partitions and Decide batches do. An
+// op is one transaction.
+func BenchmarkConcurrentExposures(b *testing.B) {
+	for _, txns := range []int{1, 4, 16} {
+		b.Run(fmt.Sprintf("txns=%d", txns), func(b *testing.B) {
+			pool := newPoolOf(b, int32(txns))
+			s := bandit.NewStore(pool)
+			ctx := context.Background()
+			var next atomic.Int64
+			var wg sync.WaitGroup
+			b.ResetTimer()
+			for range txns {
+				wg.Go(func() {
+					es := make([]bandit.Exposure, 10)
+					for {
+						op := next.Add(1)
+						if op > int64(b.N) {
+							return
+						}
+						for j := range es {
+							es[j] = bandit.Exposure{WorkspaceID: ws, CampaignID: "c-bench", VariantID: []string{"A", "B", "C"}[j%3], DecisionID: fmt.Sprintf("%d-%d", op, j)}
+						}
+						err := pgx.BeginFunc(ctx, pool, func(tx pgx.Tx) error { return s.RecordExposures(ctx, tx, es) })
+						if err != nil {
+							b.Error(err)
+							return
+						}
+					}
+				})
+			}
+			wg.Wait()
+			b.ReportMetric(float64(b.N*10)/b.Elapsed().Seconds(), "exposures/s")
+		})
 	}
 }
