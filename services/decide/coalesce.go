@@ -242,14 +242,12 @@ func (s *Service) decideCalls(ctx context.Context, calls []*decideCall) {
 		}
 	}
 	// The callers have their answers once the decisions are committed (the
-	// outbox publishes what this fails to); publishing after them keeps a
-	// produce and an UPDATE with its commit out of every call's latency.
+	// outbox publishes what this fails to); publishing after them keeps
+	// the produce out of every call's latency.
 	if len(out.decisions) > 0 {
-		s.publishing.Go(func() {
-			if err := s.publishTraced(context.WithoutCancel(ctx), out.decisions, out.values, nil); err != nil {
-				s.logger.WarnContext(ctx, "publish decisions; the outbox will retry", "err", err, "decisions", len(out.decisions))
-			}
-		})
+		if _, err := s.pub.send(out.decisions, out.values, nil); err != nil {
+			s.logger.WarnContext(ctx, "publish decisions; the outbox will retry", "err", err, "decisions", len(out.decisions))
+		}
 	}
 }
 

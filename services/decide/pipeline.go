@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -70,11 +71,17 @@ func (p *pendingRun) key() triggerKey { return triggerKey{p.tr.ws, p.c.GetId(), 
 // runAll decides, inside tx, each pending run (campaign c for trigger tr),
 // or finds the decision an earlier delivery of its trigger made, and sets
 // its res. It is the decision step done for a whole batch at once: one
-// PostgreSQL round trip claims every trigger and reads every user, the
-// contact policy reserves for all of them in one Redis pipeline, and one
-// more round trip writes every decision, wait and bandit exposure. The
-// runs of one user are decided in their order (the contact policy reserves
-// in order). A batch must hold each trigger key once.
+// PostgreSQL round trip reads which triggers are decided already and every
+// user, the contact policy reserves for all of them in one Redis pipeline,
+// and one more round trip inserts every decision (each row written once,
+// final), its outbox row, wait and bandit exposure. The runs of one user
+// are decided in their order (the contact policy reserves in order). A
+// batch must hold each trigger key once.
+//
+// A trigger decided meanwhile by another transaction (a rebalance handing
+// its partition over, one Decide request id sent to two replicas) loses
+// the INSERT: its run answers with the winner's decision, and its contact
+// reservation, bandit exposure and wait are undone.
 //
 // It returns the contact reservations to release if tx does not commit,
 // on error too.
@@ -83,16 +90,12 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 		return nil, nil
 	}
 	now := s.now()
-	ds := make([]*decisionv1.Decision, len(ps))
+	abandonedBefore := now.Add(-s.outboxDelay)
+	keys, users := make([]triggerKey, len(ps)), make([]userKey, len(ps))
 	for i, p := range ps {
-		c, tr := p.c, p.tr
-		ds[i] = &decisionv1.Decision{
-			DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
-			UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
-			Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
-		}
+		keys[i], users[i] = p.key(), userKey{p.tr.ws, p.tr.user}
 	}
-	claimed, users, err := s.store.claimAll(ctx, tx, ds)
+	found, in, err := s.store.readAll(ctx, tx, keys, users, abandonedBefore)
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +104,16 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 		items []*evalItem
 	)
 	for i, p := range ps {
-		d, c := ds[i], p.c
-		if !claimed[i] {
+		if e, ok := found[keys[i]]; ok {
 			s.metrics.duplicates.Inc()
-			d, pending, err := s.store.claimed(ctx, tx, p.tr.ws, c.GetId(), p.tr.id, now.Add(-s.outboxDelay))
-			if err != nil {
-				return nil, err
-			}
-			p.res = runResult{decision: d, publish: pending}
+			p.res = runResult{decision: e.d, publish: e.pending}
 			continue
+		}
+		c, tr := p.c, p.tr
+		d := &decisionv1.Decision{
+			DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
+			UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
+			Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
 		}
 		if wt := c.GetWait(); wt.GetDelay().AsDuration() > 0 {
 			due := now.Add(wt.GetDelay().AsDuration())
@@ -123,9 +127,9 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 			p.res = runResult{decision: d, fresh: true, waiting: true}
 			continue
 		}
-		in := *users[userKey{p.tr.ws, p.tr.user}]
-		if p.tr.profile != nil {
-			in.profile = p.tr.profile
+		in := *in[users[i]]
+		if tr.profile != nil {
+			in.profile = tr.profile
 		}
 		items = append(items, &evalItem{c: c, d: d, in: in})
 		p.res = runResult{decision: d, fresh: true, publish: true}
@@ -134,13 +138,59 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 	if err != nil {
 		return held, err
 	}
-	if err := w.write(ctx, tx); err != nil {
+	lost, err := w.write(ctx, tx)
+	if err != nil {
 		return held, err
+	}
+	if len(lost) > 0 {
+		if held, err = s.lostRaces(ctx, tx, ps, lost, held, abandonedBefore); err != nil {
+			return held, err
+		}
 	}
 	for _, p := range ps {
 		if p.res.fresh {
 			p.res.record = w.records[p.res.decision]
 		}
+	}
+	return held, nil
+}
+
+// lostRaces gives the runs whose decisions lost (were not inserted: their
+// triggers were decided meanwhile by another transaction) the winners'
+// decisions, and releases their contact reservations at once: their
+// messages are the winners' to count. It returns held without them.
+func (s *Service) lostRaces(ctx context.Context, tx pgx.Tx, ps []*pendingRun, lost map[*decisionv1.Decision]bool, held []*contactRequest, abandonedBefore time.Time) ([]*contactRequest, error) {
+	lostIDs := make(map[string]bool, len(lost))
+	var keys []triggerKey
+	for _, p := range ps {
+		if p.res.fresh && lost[p.res.decision] {
+			keys = append(keys, p.key())
+			lostIDs[p.res.decision.GetDecisionId()] = true
+		}
+	}
+	kept := held[:0]
+	for _, r := range held {
+		if lostIDs[r.DecisionID] {
+			s.release(ctx, r)
+		} else {
+			kept = append(kept, r)
+		}
+	}
+	held = kept
+	winners, err := s.store.earlierOf(ctx, tx, keys, abandonedBefore)
+	if err != nil {
+		return held, err
+	}
+	for _, p := range ps {
+		if !p.res.fresh || !lost[p.res.decision] {
+			continue
+		}
+		e, ok := winners[p.key()]
+		if !ok {
+			return held, fmt.Errorf("trigger %s of campaign %s: no decision inserted and none found", p.tr.id, p.c.GetId())
+		}
+		s.metrics.duplicates.Inc()
+		p.res = runResult{decision: e.d, publish: e.pending}
 	}
 	return held, nil
 }
@@ -165,6 +215,9 @@ type writes struct {
 	saves     []decisionSave
 	exposures []bandit.Exposure
 	waits     []waitInsert
+	// ending: the saves finish decisions their waits held, whose rows
+	// exist; otherwise they are new rows.
+	ending bool
 	// records are the saved decisions' records, once written.
 	records map[*decisionv1.Decision][]byte
 }
@@ -176,34 +229,89 @@ type waitInsert struct {
 	exits   []string
 }
 
+// savepoint guards a batch's exposures: a decision that loses its INSERT
+// (see runAll) must not count as an exposure, and the bandit's statement
+// cannot be told which did.
+const savepoint = "decide_write"
+
 // write sends the batch's writes in one round trip: the decisions' rows
-// in one statement, the bandit's exposures in another, and the waits.
-func (w *writes) write(ctx context.Context, tx pgx.Tx) error {
-	b := &pgx.Batch{}
-	recs, err := queueSaves(b, w.saves)
-	if err != nil {
-		return fmt.Errorf("save decisions: %w", err)
+// (and outbox rows) in one statement, the bandit's exposures in another,
+// and the waits. It returns the new decisions not inserted because their
+// triggers were decided meanwhile by another transaction; what else it
+// writes is then written for the others only: the waits' statements
+// insert only for decisions inserted, and the exposures are written again
+// for those only, after rolling back to a savepoint taken before them.
+// That costs a statement when a batch has exposures; losing is rare.
+func (w *writes) write(ctx context.Context, tx pgx.Tx) (map[*decisionv1.Decision]bool, error) {
+	var lost map[*decisionv1.Decision]bool
+	for {
+		guard := !w.ending && len(w.exposures) > 0
+		b := &pgx.Batch{}
+		if guard {
+			b.Queue("SAVEPOINT " + savepoint)
+		}
+		inserted := map[string]bool{}
+		var (
+			recs [][]byte
+			err  error
+		)
+		if w.ending {
+			recs, err = queueUpdates(b, w.saves)
+		} else {
+			recs, err = queueInserts(b, w.saves, inserted)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("save decisions: %w", err)
+		}
+		if w.records == nil {
+			w.records = make(map[*decisionv1.Decision][]byte, len(recs))
+		}
+		for i, r := range recs {
+			w.records[w.saves[i].d] = r
+		}
+		if err := bandit.QueueExposures(b, w.exposures); err != nil {
+			return nil, err
+		}
+		for _, wt := range w.waits {
+			queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
+		}
+		if b.Len() == 0 {
+			return lost, nil
+		}
+		if err := tx.SendBatch(ctx, b).Close(); err != nil {
+			return nil, fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
+		}
+		if w.ending || len(inserted) == len(w.saves) {
+			return lost, nil
+		}
+		if lost == nil {
+			lost = map[*decisionv1.Decision]bool{}
+		}
+		w.saves = slices.DeleteFunc(w.saves, func(sv decisionSave) bool {
+			if !inserted[sv.d.DecisionId] {
+				lost[sv.d] = true
+				return true
+			}
+			return false
+		})
+		w.waits = slices.DeleteFunc(w.waits, func(wt waitInsert) bool { return lost[wt.d] })
+		lostIDs := map[string]bool{}
+		for d := range lost {
+			lostIDs[d.DecisionId] = true
+		}
+		w.exposures = slices.DeleteFunc(w.exposures, func(e bandit.Exposure) bool { return lostIDs[e.DecisionID] })
+		if !guard {
+			return lost, nil
+		}
+		// Another transaction may take a trigger whose row the rollback
+		// undoes; the next round finds that out as this one did.
+		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
+			return nil, fmt.Errorf("undo the exposures of decisions that lost their triggers: %w", err)
+		}
 	}
-	w.records = make(map[*decisionv1.Decision][]byte, len(recs))
-	for i, r := range recs {
-		w.records[w.saves[i].d] = r
-	}
-	if err := bandit.QueueExposures(b, w.exposures); err != nil {
-		return err
-	}
-	for _, wt := range w.waits {
-		queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
-	}
-	if b.Len() == 0 {
-		return nil
-	}
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
-	}
-	return nil
 }
 
-// evaluateAll runs the steps of claimed decisions: audience, consent,
+// evaluateAll runs the steps of decisions not made before: audience, consent,
 // variant, send time, contact policy. It fills each decision and adds its
 // row (and exposure) to w. The contact reservations it returns (also on
 // error: the policy may have made some) must be released if w is not
@@ -446,7 +554,7 @@ func (s *Service) applyVerdict(it *evalItem, verdict contactVerdict, w *writes) 
 	return true
 }
 
-// evaluate runs the steps of one decision whose claim tx holds (a wait
+// evaluate runs the steps of one decision whose row a wait held (a wait
 // that ends), reading its user first, and saves it. The contact
 // reservation it returns (nil when none; also on error) must be released
 // if tx does not commit.
@@ -463,7 +571,7 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	if it.in.unsubscribed, err = s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels); err != nil {
 		return nil, err
 	}
-	var w writes
+	w := writes{ending: true}
 	held, err := s.evaluateAll(ctx, []*evalItem{it}, rng, &w)
 	var r *contactRequest
 	if len(held) > 0 {
@@ -472,7 +580,8 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	if err != nil {
 		return r, err
 	}
-	return r, w.write(ctx, tx)
+	_, err = w.write(ctx, tx)
+	return r, err
 }
 
 // release undoes a contact reservation whose decision did not persist, so
@@ -565,7 +674,11 @@ func (s *Service) fireDue(ctx context.Context, rng *rand.Rand, limit int) (int, 
 		return 0, err
 	}
 	s.finished(ds)
-	return len(ds), s.publish(ctx, ds)
+	if _, err := s.publish(ds); err != nil {
+		// Committed: the outbox sweeper publishes them.
+		s.logger.WarnContext(ctx, "publish decisions; the outbox sweeper will", "err", err)
+	}
+	return len(ds), nil
 }
 
 // finished counts decisions that ended waits.
