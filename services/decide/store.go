@@ -462,11 +462,12 @@ type decisionPage struct {
 // (0: from the newest), of one user and/or campaign when those are set.
 func (s *Store) listDecisions(ctx context.Context, ws, user, campaign string, beforeSeq int64, limit int) (decisionPage, error) {
 	// Only the filters asked for are in the statement, so the planner
-	// picks the (workspace, user, seq) or (workspace, campaign, seq) index.
+	// picks the (workspace, user, seq) or (workspace, campaign, seq) index;
+	// the latter is partial on seq > 0 (see migration 00002), always true.
 	if beforeSeq == 0 {
 		beforeSeq = math.MaxInt64
 	}
-	q := `SELECT seq, record FROM decisions WHERE workspace_id = $1 AND seq < $2`
+	q := `SELECT seq, record FROM decisions WHERE workspace_id = $1 AND seq < $2 AND seq > 0`
 	args := []any{ws, beforeSeq}
 	if user != "" {
 		args = append(args, user)
