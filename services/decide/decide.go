@@ -32,9 +32,9 @@
 // ends), so a redelivered event, a replayed change or a repeated Decide
 // request id finds the decision and changes nothing. Two transactions
 // deciding one trigger at once (a rebalance, one request id on two
-// replicas) both decide it, but only one row is inserted: the other
-// answers with that decision and undoes its contact reservation, bandit
-// exposure and wait. The consumer applies each partition's share of a
+// replicas) both decide it, but only one row is inserted: the other's
+// transaction is rolled back, its contact reservations released, and
+// decided again, finding that decision. The consumer applies each partition's share of a
 // poll in one transaction (one commit per poll, not per decision) and
 // reads each workspace's campaigns once per poll, so a campaign change
 // takes effect from the next poll. Within the transaction the decisions
@@ -804,7 +804,9 @@ func (s *Service) pruneLoop(ctx context.Context, p exposurePruner) {
 }
 
 // retry runs f until it succeeds, backing off up to maxBackoff between
-// attempts; it gives up only when ctx ends.
+// attempts; it gives up only when ctx ends. A race lost to another
+// transaction (errLostRace) is retried at once: the next attempt finds
+// the other's decisions.
 func (s *Service) retry(ctx context.Context, what string, f func() error) error {
 	backoff := 50 * time.Millisecond
 	for {
@@ -814,6 +816,10 @@ func (s *Service) retry(ctx context.Context, what string, f func() error) error 
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errLostRace) {
+			s.logger.DebugContext(ctx, what+": deciding again", "err", err)
+			continue
 		}
 		s.metrics.failures.WithLabelValues(what).Inc()
 		s.logger.WarnContext(ctx, what+" failed; retrying", "err", err, "backoff", backoff)

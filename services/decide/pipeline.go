@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -80,8 +79,10 @@ func (p *pendingRun) key() triggerKey { return triggerKey{p.tr.ws, p.c.GetId(), 
 //
 // A trigger decided meanwhile by another transaction (a rebalance handing
 // its partition over, one Decide request id sent to two replicas) loses
-// the INSERT: its run answers with the winner's decision, and its contact
-// reservation, bandit exposure and wait are undone.
+// the INSERT. runAll then returns errLostRace: the caller rolls tx back
+// (which undoes the loser's bandit exposure; its wait was not inserted),
+// releases the contact reservations and decides again, finding the
+// winner's decision.
 //
 // It returns the contact reservations to release if tx does not commit,
 // on error too.
@@ -142,10 +143,9 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 	if err != nil {
 		return held, err
 	}
-	if len(lost) > 0 {
-		if held, err = s.lostRaces(ctx, tx, ps, lost, held, abandonedBefore); err != nil {
-			return held, err
-		}
+	if lost {
+		s.metrics.duplicates.Inc()
+		return held, errLostRace
 	}
 	for _, p := range ps {
 		if p.res.fresh {
@@ -155,45 +155,12 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 	return held, nil
 }
 
-// lostRaces gives the runs whose decisions lost (were not inserted: their
-// triggers were decided meanwhile by another transaction) the winners'
-// decisions, and releases their contact reservations at once: their
-// messages are the winners' to count. It returns held without them.
-func (s *Service) lostRaces(ctx context.Context, tx pgx.Tx, ps []*pendingRun, lost map[*decisionv1.Decision]bool, held []*contactRequest, abandonedBefore time.Time) ([]*contactRequest, error) {
-	lostIDs := make(map[string]bool, len(lost))
-	var keys []triggerKey
-	for _, p := range ps {
-		if p.res.fresh && lost[p.res.decision] {
-			keys = append(keys, p.key())
-			lostIDs[p.res.decision.GetDecisionId()] = true
-		}
-	}
-	kept := held[:0]
-	for _, r := range held {
-		if lostIDs[r.DecisionID] {
-			s.release(ctx, r)
-		} else {
-			kept = append(kept, r)
-		}
-	}
-	held = kept
-	winners, err := s.store.earlierOf(ctx, tx, keys, abandonedBefore)
-	if err != nil {
-		return held, err
-	}
-	for _, p := range ps {
-		if !p.res.fresh || !lost[p.res.decision] {
-			continue
-		}
-		e, ok := winners[p.key()]
-		if !ok {
-			return held, fmt.Errorf("trigger %s of campaign %s: no decision inserted and none found", p.tr.id, p.c.GetId())
-		}
-		s.metrics.duplicates.Inc()
-		p.res = runResult{decision: e.d, publish: e.pending}
-	}
-	return held, nil
-}
+// errLostRace is a batch with a decision whose trigger another
+// transaction decided meanwhile (see runAll): rare, and undone by deciding
+// the batch again in a new transaction. Undoing only the loser in place
+// would need a savepoint per batch, and a transaction with more than 64
+// subtransactions that wrote slows every session's snapshots.
+var errLostRace = errors.New("a trigger was decided meanwhile by another transaction")
 
 // evalItem is one decision going through evaluateAll.
 type evalItem struct {
@@ -229,86 +196,42 @@ type waitInsert struct {
 	exits   []string
 }
 
-// savepoint guards a batch's exposures: a decision that loses its INSERT
-// (see runAll) must not count as an exposure, and the bandit's statement
-// cannot be told which did.
-const savepoint = "decide_write"
-
 // write sends the batch's writes in one round trip: the decisions' rows
 // (and outbox rows) in one statement, the bandit's exposures in another,
-// and the waits. It returns the new decisions not inserted because their
-// triggers were decided meanwhile by another transaction; what else it
-// writes is then written for the others only: the waits' statements
-// insert only for decisions inserted, and the exposures are written again
-// for those only, after rolling back to a savepoint taken before them.
-// That costs a statement when a batch has exposures; losing is rare.
-func (w *writes) write(ctx context.Context, tx pgx.Tx) (map[*decisionv1.Decision]bool, error) {
-	var lost map[*decisionv1.Decision]bool
-	for {
-		guard := !w.ending && len(w.exposures) > 0
-		b := &pgx.Batch{}
-		if guard {
-			b.Queue("SAVEPOINT " + savepoint)
-		}
-		inserted := map[string]bool{}
-		var (
-			recs [][]byte
-			err  error
-		)
-		if w.ending {
-			recs, err = queueUpdates(b, w.saves)
-		} else {
-			recs, err = queueInserts(b, w.saves, inserted)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("save decisions: %w", err)
-		}
-		if w.records == nil {
-			w.records = make(map[*decisionv1.Decision][]byte, len(recs))
-		}
-		for i, r := range recs {
-			w.records[w.saves[i].d] = r
-		}
-		if err := bandit.QueueExposures(b, w.exposures); err != nil {
-			return nil, err
-		}
-		for _, wt := range w.waits {
-			queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
-		}
-		if b.Len() == 0 {
-			return lost, nil
-		}
-		if err := tx.SendBatch(ctx, b).Close(); err != nil {
-			return nil, fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
-		}
-		if w.ending || len(inserted) == len(w.saves) {
-			return lost, nil
-		}
-		if lost == nil {
-			lost = map[*decisionv1.Decision]bool{}
-		}
-		w.saves = slices.DeleteFunc(w.saves, func(sv decisionSave) bool {
-			if !inserted[sv.d.DecisionId] {
-				lost[sv.d] = true
-				return true
-			}
-			return false
-		})
-		w.waits = slices.DeleteFunc(w.waits, func(wt waitInsert) bool { return lost[wt.d] })
-		lostIDs := map[string]bool{}
-		for d := range lost {
-			lostIDs[d.DecisionId] = true
-		}
-		w.exposures = slices.DeleteFunc(w.exposures, func(e bandit.Exposure) bool { return lostIDs[e.DecisionID] })
-		if !guard {
-			return lost, nil
-		}
-		// Another transaction may take a trigger whose row the rollback
-		// undoes; the next round finds that out as this one did.
-		if _, err := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+savepoint); err != nil {
-			return nil, fmt.Errorf("undo the exposures of decisions that lost their triggers: %w", err)
-		}
+// and the waits. It reports whether a new decision was not inserted
+// because its trigger was decided meanwhile by another transaction: the
+// batch must then be rolled back and decided again (errLostRace); the
+// waits' statements insert only for decisions inserted, so that the
+// batch still succeeds and says so.
+func (w *writes) write(ctx context.Context, tx pgx.Tx) (lost bool, err error) {
+	b := &pgx.Batch{}
+	inserted := map[string]bool{}
+	var recs [][]byte
+	if w.ending {
+		recs, err = queueUpdates(b, w.saves)
+	} else {
+		recs, err = queueInserts(b, w.saves, inserted)
 	}
+	if err != nil {
+		return false, fmt.Errorf("save decisions: %w", err)
+	}
+	w.records = make(map[*decisionv1.Decision][]byte, len(recs))
+	for i, r := range recs {
+		w.records[w.saves[i].d] = r
+	}
+	if err := bandit.QueueExposures(b, w.exposures); err != nil {
+		return false, err
+	}
+	for _, wt := range w.waits {
+		queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
+	}
+	if b.Len() == 0 {
+		return false, nil
+	}
+	if err := tx.SendBatch(ctx, b).Close(); err != nil {
+		return false, fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
+	}
+	return !w.ending && len(inserted) < len(w.saves), nil
 }
 
 // evaluateAll runs the steps of decisions not made before: audience, consent,
@@ -580,7 +503,7 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	if err != nil {
 		return r, err
 	}
-	_, err = w.write(ctx, tx)
+	_, err = w.write(ctx, tx) // a wait's row exists: nothing to lose
 	return r, err
 }
 

@@ -544,7 +544,8 @@ func (s *Store) unpublished(ctx context.Context, olderThan time.Time, limit int)
 
 // queueWait adds to b the statement that holds decision d until due, if
 // d's row was inserted (see writes.write: it may have lost its trigger to
-// another transaction's decision).
+// another transaction's decision, and the batch must then end without an
+// error to say so).
 func queueWait(b *pgx.Batch, d *decisionv1.Decision, due time.Time, waitFor string, exits []string) {
 	var waitForArg any
 	if waitFor != "" {
@@ -691,18 +692,6 @@ func queueEarlier(b *pgx.Batch, keys []triggerKey, abandonedBefore time.Time, fo
 		})
 		return err
 	})
-}
-
-// earlierOf reads the decisions already made for the keys (see
-// queueEarlier).
-func (s *Store) earlierOf(ctx context.Context, tx pgx.Tx, keys []triggerKey, abandonedBefore time.Time) (map[triggerKey]earlier, error) {
-	found := make(map[triggerKey]earlier, len(keys))
-	b := &pgx.Batch{}
-	queueEarlier(b, keys, abandonedBefore, found)
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, fmt.Errorf("read %d decided triggers: %w", len(keys), err)
-	}
-	return found, nil
 }
 
 // readAll reads, in one round trip of three set-based statements (one per
