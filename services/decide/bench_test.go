@@ -240,7 +240,7 @@ func BenchmarkDecideRPCLatency(b *testing.B) {
 		// Calls are started at their scheduled times, late ones at once: a
 		// time.Ticker drops the ticks of a busy receiver, which on a loaded
 		// machine offered well under rate.
-		start := time.Now()
+		start, pgStart := time.Now(), postgresCPU(b, h.store)
 		offered := 0
 		for i := 0; ; i++ {
 			at := start.Add(time.Duration(i) * time.Second / rate)
@@ -268,6 +268,7 @@ func BenchmarkDecideRPCLatency(b *testing.B) {
 		}
 		wg.Wait()
 		elapsed := time.Since(start)
+		pgCPU, pgOK := postgresCPUSince(b, h.store, pgStart)
 		slices.Sort(latencies)
 		pct := func(p float64) float64 {
 			if len(latencies) == 0 {
@@ -280,6 +281,9 @@ func BenchmarkDecideRPCLatency(b *testing.B) {
 		b.ReportMetric(pct(0.5), "p50-ms")
 		b.ReportMetric(pct(0.99), "p99-ms")
 		b.ReportMetric(float64(failures.Load()), "failures")
+		if pgOK && len(latencies) > 0 {
+			b.ReportMetric(float64(pgCPU.Microseconds())/float64(len(latencies)), "pg-cpu-µs/decision")
+		}
 	}
 }
 
