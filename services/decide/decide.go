@@ -225,7 +225,7 @@ func New(o Options) (*Service, error) {
 	if s.waitInterval <= 0 {
 		s.waitInterval = time.Second
 	}
-	s.pub = newPublisher(s.client, s.store, func() { s.metrics.failures.WithLabelValues("publish decision").Inc() }, s.logger)
+	s.pub = newPublisher(s.client, s.store, func(op string) { s.metrics.failures.WithLabelValues(op).Inc() }, s.logger)
 	return s, nil
 }
 
@@ -337,7 +337,7 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err
 	}
 	if _, err := s.pub.send(b.out, b.outRecords, traceOf); err != nil {
 		// Committed: the outbox sweeper publishes them.
-		s.metrics.failures.WithLabelValues("publish decision").Inc()
+		s.metrics.failures.WithLabelValues("publish decisions").Inc()
 		s.logger.WarnContext(ctx, "publish decisions; the outbox sweeper will", "err", err)
 	}
 	return nil

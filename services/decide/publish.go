@@ -40,9 +40,11 @@ const (
 // records in the order Produce was called (idempotently, so retries keep
 // it too).
 type publisher struct {
-	client  *kgo.Client
-	store   *Store
-	failed  func() // counts a failed produce
+	client *kgo.Client
+	store  *Store
+	// failed counts a failed operation: "publish decisions" (a produce)
+	// or "delete outbox".
+	failed  func(operation string)
 	logger  *slog.Logger
 	mu      sync.Mutex
 	acked   []outboxKey // acknowledged, to delete from the outbox
@@ -52,7 +54,7 @@ type publisher struct {
 	full chan struct{}
 }
 
-func newPublisher(client *kgo.Client, store *Store, failed func(), logger *slog.Logger) *publisher {
+func newPublisher(client *kgo.Client, store *Store, failed func(operation string), logger *slog.Logger) *publisher {
 	return &publisher{client: client, store: store, failed: failed, logger: logger, idle: closed(), full: make(chan struct{}, 1)}
 }
 
@@ -142,7 +144,7 @@ func (p *publisher) done(key outboxKey, err error) {
 		close(p.idle)
 	}
 	if err != nil {
-		p.failed()
+		p.failed("publish decisions")
 		p.logger.Warn("produce a decision; the outbox sweeper will publish it", "err", err, "decision_id", key.id)
 		return
 	}
@@ -167,6 +169,7 @@ func (p *publisher) run(ctx context.Context) {
 		case <-p.full:
 		}
 		if err := p.deleteAcked(ctx); err != nil && ctx.Err() == nil {
+			p.failed("delete outbox")
 			p.logger.WarnContext(ctx, "delete published decisions from the outbox; retrying", "err", err)
 		}
 	}
