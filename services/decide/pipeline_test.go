@@ -557,6 +557,37 @@ func TestOutboxPublishesWhatWasNotPublished(t *testing.T) {
 	waitFor(t, func() bool { return outbox() == 0 })
 }
 
+// Run, on its way out, waits for the broker to acknowledge the decisions
+// just published and deletes them from the outbox: a clean stop leaves
+// nothing for another replica's sweeper to publish again.
+func TestRunDrainsTheOutboxOnItsWayOut(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused"))
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(runCtx) }()
+	for i := range 20 {
+		if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), fmt.Sprintf("u%d", i), fmt.Sprint(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decision_outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d decisions left in the outbox after Run returned, want 0", n)
+	}
+	if got := h.decisionsOf(t, c.GetId(), 20); len(got) != 20 {
+		t.Errorf("%d decisions published, want 20", len(got))
+	}
+}
+
 // Caps hold when one user's triggers are decided concurrently: by the
 // consumer and by many Decide calls at once, across campaigns. The cap is
 // counted atomically in Redis, so exactly the cap's worth is sent.
