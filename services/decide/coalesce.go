@@ -3,6 +3,7 @@ package decide
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"math/rand/v2"
 	"sync"
@@ -242,14 +243,12 @@ func (s *Service) decideCalls(ctx context.Context, calls []*decideCall) {
 		}
 	}
 	// The callers have their answers once the decisions are committed (the
-	// outbox publishes what this fails to); publishing after them keeps a
-	// produce and an UPDATE with its commit out of every call's latency.
+	// outbox publishes what this fails to); publishing after them keeps
+	// the produce out of every call's latency.
 	if len(out.decisions) > 0 {
-		s.publishing.Go(func() {
-			if err := s.publishTraced(context.WithoutCancel(ctx), out.decisions, out.values, nil); err != nil {
-				s.logger.WarnContext(ctx, "publish decisions; the outbox will retry", "err", err, "decisions", len(out.decisions))
-			}
-		})
+		if _, err := s.pub.send(out.decisions, out.values, nil); err != nil {
+			s.logger.WarnContext(ctx, "publish decisions; the outbox will retry", "err", err, "decisions", len(out.decisions))
+		}
 	}
 }
 
@@ -263,20 +262,30 @@ func (d *decided) add(o decided) {
 	d.decisions, d.values = append(d.decisions, o.decisions...), append(d.values, o.values...)
 }
 
+// maxLostRaces bounds how many times in a row a batch of Decide calls is
+// decided again because another transaction decided one of its triggers
+// meanwhile (errLostRace): each time finds the decisions made before.
+const maxLostRaces = 3
+
 // decideRuns decides runs in one transaction and returns the decisions
 // to publish.
 func (s *Service) decideRuns(ctx context.Context, runs []*pendingRun) (decided, error) {
 	rng := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
-	var held []*contactRequest
-	err := pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) (err error) {
-		held, err = s.runAll(ctx, tx, runs, rng)
-		return err
-	})
-	if err != nil {
+	for attempt := 1; ; attempt++ {
+		var held []*contactRequest
+		err := pgx.BeginFunc(ctx, s.store.pool, func(tx pgx.Tx) (err error) {
+			held, err = s.runAll(ctx, tx, runs, rng)
+			return err
+		})
+		if err == nil {
+			break
+		}
 		for _, r := range held {
 			s.release(ctx, r)
 		}
-		return decided{}, err
+		if !errors.Is(err, errLostRace) || attempt == maxLostRaces {
+			return decided{}, err
+		}
 	}
 	var out decided
 	for _, p := range runs {

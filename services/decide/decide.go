@@ -27,27 +27,40 @@
 // # Guarantees
 //
 // A trigger yields at most one decision per campaign: the decision row is
-// claimed under the unique key (workspace, campaign, trigger id) in the
-// transaction that saves it, so a redelivered event, a replayed change or a
-// repeated Decide request id finds the claim and changes nothing. The
-// consumer applies each partition's share of a poll in one transaction
-// (one commit per poll, not per decision) and reads each workspace's
-// campaigns once per poll, so a campaign change takes effect from the next
-// poll. Within the transaction the decisions are made in batches (runAll):
-// one round trip claims every trigger and reads every user, one contact
-// policy call reserves for all of them, one round trip writes the
-// decisions, waits and bandit exposures. A record that reads or changes
-// what a queued decision of its user reads or writes (consent, the profile
-// snapshot, waits, conversions) decides the queue first, so the outcome is
-// that of deciding the records one by one. Decide calls made together are
-// coalesced into such batches too (see coalescer). Contact reservations are made inside the transaction and released
-// if it does not commit; a process that dies in between leaves its
-// reservations counted until they expire (contact keeps them 8 days).
-// Decisions are published after their transaction commits and before the
-// consumer commits its offsets (a Decide call is answered once its
-// decision is committed, and the decision published right after); a
-// decision whose publishing failed stays marked unpublished (a
-// transactional outbox) and a sweeper publishes it later. whisper.decisions is therefore at least once: consumers
+// inserted under the unique key (workspace, campaign, trigger id), once,
+// final (a wait's row is inserted 'waiting' and updated when the wait
+// ends), so a redelivered event, a replayed change or a repeated Decide
+// request id finds the decision and changes nothing. Two transactions
+// deciding one trigger at once (a rebalance, one request id on two
+// replicas) both decide it, but only one row is inserted: the other's
+// transaction is rolled back, its contact reservations released, and
+// decided again, finding that decision. The consumer applies each partition's share of a
+// poll in one transaction (one commit per poll, not per decision) and
+// reads each workspace's campaigns once per poll, so a campaign change
+// takes effect from the next poll. Within the transaction the decisions
+// are made in batches (runAll): one round trip reads which triggers are
+// decided already and every user, one contact policy call reserves for
+// all of them, one round trip writes the decisions, their outbox rows,
+// waits and bandit exposures. A record that reads or changes what a
+// queued decision of its user reads or writes (consent, the profile
+// snapshot, waits, conversions) decides the queue first, so the outcome
+// is that of deciding the records one by one. Decide calls made together
+// are coalesced into such batches too (see coalescer). Contact
+// reservations are made inside the transaction and released if it does
+// not commit; a process that dies in between leaves its reservations
+// counted until they expire (contact keeps them 8 days).
+//
+// Every final decision enters a transactional outbox (the
+// decision_outbox table) in the transaction that makes it. Once that
+// commits, its record is handed to the producer without waiting for the
+// broker (in order: a partition's records keep the order they were
+// produced in), and the consumer commits its offsets; a Decide call is
+// answered on the commit and its decision published right after. The
+// broker's acknowledgements are deleted from the outbox in batches by one
+// loop of Run, and Run waits for the outstanding ones (a while) on its
+// way out. A decision still in the outbox outboxDelay after it was made
+// (its produce failed, or its process died first) is published by a
+// sweeper. whisper.decisions is therefore at least once: consumers
 // deduplicate by decision id.
 //
 // Waits are rows in PostgreSQL. A scheduler loop ends those that are due
@@ -180,12 +193,11 @@ type Service struct {
 	outboxDelay, outboxEvery time.Duration
 	metrics                  *metrics
 	lag                      *kafka.ConsumerLag
-	// calls are the Decide calls waiting for their batch; publishing are
-	// the batches being published after their callers were answered.
-	calls      coalescer
-	publishing sync.WaitGroup
-	logger     *slog.Logger
-	now        func() time.Time
+	// calls are the Decide calls waiting for their batch.
+	calls  coalescer
+	pub    *publisher
+	logger *slog.Logger
+	now    func() time.Time
 }
 
 // New returns the service; Run starts its consumer and loops.
@@ -213,16 +225,20 @@ func New(o Options) (*Service, error) {
 	if s.waitInterval <= 0 {
 		s.waitInterval = time.Second
 	}
+	s.pub = newPublisher(s.client, s.store, func(op string) { s.metrics.failures.WithLabelValues(op).Inc() }, s.logger)
 	return s, nil
 }
 
-// Run consumes triggers, ends due waits and sweeps the outbox until ctx
-// ends; it returns nil then. Records not processed by then are consumed
-// again by whoever owns their partition next, harmlessly.
+// Run consumes triggers, ends due waits, sweeps the outbox and deletes
+// what the broker acknowledged from it until ctx ends; it returns nil
+// then, after waiting (a while: drainTimeout) for the acknowledgements of
+// what it published. Records not processed by then are consumed again by
+// whoever owns their partition next, harmlessly.
 func (s *Service) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	defer s.pub.drain()
 	defer wg.Wait()
-	defer s.publishing.Wait()
+	wg.Go(func() { s.pub.run(ctx) })
 	wg.Go(func() { s.waitLoop(ctx) })
 	wg.Go(func() { s.outboxLoop(ctx) })
 	if p, ok := s.bandit.(exposurePruner); ok {
@@ -270,9 +286,12 @@ func (s *Service) Run(ctx context.Context) error {
 
 // processPartition handles one partition's records in order (one user's
 // records are on one partition, so their order holds) in one PostgreSQL
-// transaction, retried whole until it commits or ctx ends, then publishes
-// the decisions they made. One commit per poll rather than per decision is
-// what makes the consumer fast: a commit waits for the disk.
+// transaction, retried whole until it commits or ctx ends, then hands the
+// decisions they made to the publisher, in order, without waiting for the
+// broker: the offsets are committed meanwhile, and a decision the broker
+// does not acknowledge stays in the outbox for the sweeper. One commit per
+// poll rather than per decision is what makes the consumer fast: a commit
+// waits for the disk.
 func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err error) {
 	ctx, spans := tracing.StartProcess(ctx, s.tracing, DefaultGroup, recs)
 	defer func() { spans.End(err) }()
@@ -312,9 +331,16 @@ func (s *Service) processPartition(ctx context.Context, recs []*kgo.Record) (err
 	if len(b.out) == 0 {
 		return nil
 	}
-	return s.retry(ctx, "publish decisions", func() error {
-		return s.publishTraced(ctx, b.out, b.outRecords, func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) })
-	})
+	var traceOf func(int) context.Context
+	if s.tracing != nil {
+		traceOf = func(i int) context.Context { return spans.ContextFor(ctx, b.outTriggers[i]) }
+	}
+	if _, err := s.pub.send(b.out, b.outRecords, traceOf); err != nil {
+		// Committed: the outbox sweeper publishes them.
+		s.metrics.failures.WithLabelValues("publish decisions").Inc()
+		s.logger.WarnContext(ctx, "publish decisions; the outbox sweeper will", "err", err)
+	}
+	return nil
 }
 
 // observe feeds every event of a poll to the send-time optimizer in one
@@ -389,7 +415,7 @@ const maxPending = 500
 
 // queue adds a run to the next decision step. A trigger already queued
 // (delivered twice in one poll) is decided first, so the second finds its
-// claim, as it would in two polls.
+// decision, as it would in two polls.
 func (s *Service) queue(ctx context.Context, tx pgx.Tx, b *batch, p *pendingRun) error {
 	if b.pendingKeys[p.key()] || len(b.pending) >= maxPending {
 		if err := s.flush(ctx, tx, b); err != nil {
@@ -441,8 +467,8 @@ func (b *batch) add(r runResult, rec *kgo.Record) {
 	case r.fresh:
 		b.fresh = append(b.fresh, r.decision)
 	}
-	// A trigger delivered twice in one poll finds its own unpublished
-	// decision the second time: publish it once.
+	// A decision found again (a trigger delivered twice) is published
+	// only once per poll.
 	if r.publish && !b.seen[r.decision.GetDecisionId()] {
 		b.seen[r.decision.GetDecisionId()] = true
 		b.out = append(b.out, r.decision)
@@ -685,38 +711,9 @@ func (s *Service) processChange(ctx context.Context, tx pgx.Tx, ch *profilev1.Pr
 // errNotActive is a Decide call for a campaign that is not active.
 var errNotActive = errors.New("the campaign is not active")
 
-// publish produces decisions to whisper.decisions and marks them
-// published.
-func (s *Service) publish(ctx context.Context, ds []*decisionv1.Decision) error {
-	return s.publishTraced(ctx, ds, nil, nil)
-}
-
-// publishTraced is publish with each record carrying the trace of
-// traceOf(i), the context of decision i's trigger, when traceOf is set.
-// values[i], when there is one, is ds[i] marshaled already.
-func (s *Service) publishTraced(ctx context.Context, ds []*decisionv1.Decision, values [][]byte, traceOf func(i int) context.Context) error {
-	recs := make([]*kgo.Record, 0, len(ds))
-	for i, d := range ds {
-		var b []byte
-		if i < len(values) {
-			b = values[i]
-		}
-		if b == nil {
-			var err error
-			if b, err = proto.Marshal(d); err != nil {
-				return err
-			}
-		}
-		rec := &kgo.Record{Topic: kafka.TopicDecisions, Key: kafka.Key(d.GetWorkspaceId(), d.GetUserId()), Value: b}
-		if traceOf != nil && s.tracing != nil {
-			tracing.InjectRecords(traceOf(i), rec)
-		}
-		recs = append(recs, rec)
-	}
-	if err := s.client.ProduceSync(ctx, recs...).FirstErr(); err != nil {
-		return fmt.Errorf("produce decisions: %w", err)
-	}
-	return s.store.markPublished(ctx, ds, s.now())
+// publish hands committed decisions to the publisher (see publisher.send).
+func (s *Service) publish(ds []*decisionv1.Decision) (*published, error) {
+	return s.pub.send(ds, nil, nil)
 }
 
 func (s *Service) waitLoop(ctx context.Context) {
@@ -746,8 +743,10 @@ func (s *Service) waitLoop(ctx context.Context) {
 }
 
 // outboxLoop publishes the decisions whose publisher failed or stopped
-// (a crash between the commit and the produce): those still unpublished
-// outboxDelay after they were made.
+// (a crash between the commit and the acknowledgement): those still in the
+// outbox outboxDelay after they were made. It waits for the broker, and
+// deletes what it acknowledged, before the next sweep: a broker that is
+// down does not get each decision again every sweep.
 func (s *Service) outboxLoop(ctx context.Context) {
 	t := time.NewTicker(s.outboxEvery)
 	defer t.Stop()
@@ -759,7 +758,14 @@ func (s *Service) outboxLoop(ctx context.Context) {
 		}
 		ds, err := s.store.unpublished(ctx, s.now().Add(-s.outboxDelay), outboxBatch)
 		if err == nil && len(ds) > 0 {
-			err = s.publish(ctx, ds)
+			var p *published
+			if p, err = s.publish(ds); err == nil {
+				err = p.wait(ctx)
+			}
+			if err == nil {
+				// Before the next sweep, which would find them again.
+				err = s.pub.deleteAcked(ctx)
+			}
 		}
 		if err != nil && ctx.Err() == nil {
 			s.metrics.failures.WithLabelValues("publish outbox").Inc()
@@ -798,7 +804,9 @@ func (s *Service) pruneLoop(ctx context.Context, p exposurePruner) {
 }
 
 // retry runs f until it succeeds, backing off up to maxBackoff between
-// attempts; it gives up only when ctx ends.
+// attempts; it gives up only when ctx ends. A race lost to another
+// transaction (errLostRace) is retried at once: the next attempt finds
+// the other's decisions.
 func (s *Service) retry(ctx context.Context, what string, f func() error) error {
 	backoff := 50 * time.Millisecond
 	for {
@@ -808,6 +816,10 @@ func (s *Service) retry(ctx context.Context, what string, f func() error) error 
 		}
 		if ctx.Err() != nil {
 			return ctx.Err()
+		}
+		if errors.Is(err, errLostRace) {
+			s.logger.DebugContext(ctx, what+": deciding again", "err", err)
+			continue
 		}
 		s.metrics.failures.WithLabelValues(what).Inc()
 		s.logger.WarnContext(ctx, what+" failed; retrying", "err", err, "backoff", backoff)

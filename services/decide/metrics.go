@@ -50,7 +50,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"topic", "outcome"}),
 		failures: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "whisper_decide_failures_total",
-			Help: "Failed attempts, by operation; each is retried with backoff and no offset is committed meanwhile.",
+			Help: "Failed attempts, by operation; each is retried: records with backoff and no offset committed meanwhile, a decision the broker refused (publish decisions) by the outbox sweeper, an outbox deletion (delete outbox) at the next one.",
 		}, []string{"operation"}),
 		conversions: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "whisper_decide_conversions_total",

@@ -70,11 +70,19 @@ func (p *pendingRun) key() triggerKey { return triggerKey{p.tr.ws, p.c.GetId(), 
 // runAll decides, inside tx, each pending run (campaign c for trigger tr),
 // or finds the decision an earlier delivery of its trigger made, and sets
 // its res. It is the decision step done for a whole batch at once: one
-// PostgreSQL round trip claims every trigger and reads every user, the
-// contact policy reserves for all of them in one Redis pipeline, and one
-// more round trip writes every decision, wait and bandit exposure. The
-// runs of one user are decided in their order (the contact policy reserves
-// in order). A batch must hold each trigger key once.
+// PostgreSQL round trip reads which triggers are decided already and every
+// user, the contact policy reserves for all of them in one Redis pipeline,
+// and one more round trip inserts every decision (each row written once,
+// final), its outbox row, wait and bandit exposure. The runs of one user
+// are decided in their order (the contact policy reserves in order). A
+// batch must hold each trigger key once.
+//
+// A trigger decided meanwhile by another transaction (a rebalance handing
+// its partition over, one Decide request id sent to two replicas) loses
+// the INSERT. runAll then returns errLostRace: the caller rolls tx back
+// (which undoes the loser's bandit exposure; its wait was not inserted),
+// releases the contact reservations and decides again, finding the
+// winner's decision.
 //
 // It returns the contact reservations to release if tx does not commit,
 // on error too.
@@ -83,16 +91,12 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 		return nil, nil
 	}
 	now := s.now()
-	ds := make([]*decisionv1.Decision, len(ps))
+	abandonedBefore := now.Add(-s.outboxDelay)
+	keys, users := make([]triggerKey, len(ps)), make([]userKey, len(ps))
 	for i, p := range ps {
-		c, tr := p.c, p.tr
-		ds[i] = &decisionv1.Decision{
-			DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
-			UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
-			Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
-		}
+		keys[i], users[i] = p.key(), userKey{p.tr.ws, p.tr.user}
 	}
-	claimed, users, err := s.store.claimAll(ctx, tx, ds)
+	found, in, err := s.store.readAll(ctx, tx, keys, users, abandonedBefore)
 	if err != nil {
 		return nil, err
 	}
@@ -101,15 +105,16 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 		items []*evalItem
 	)
 	for i, p := range ps {
-		d, c := ds[i], p.c
-		if !claimed[i] {
+		if e, ok := found[keys[i]]; ok {
 			s.metrics.duplicates.Inc()
-			d, pending, err := s.store.claimed(ctx, tx, p.tr.ws, c.GetId(), p.tr.id, now.Add(-s.outboxDelay))
-			if err != nil {
-				return nil, err
-			}
-			p.res = runResult{decision: d, publish: pending}
+			p.res = runResult{decision: e.d, publish: e.pending}
 			continue
+		}
+		c, tr := p.c, p.tr
+		d := &decisionv1.Decision{
+			DecisionId: uuid.NewString(), WorkspaceId: tr.ws, CampaignId: c.GetId(), CampaignVersion: c.GetVersion(),
+			UserId: tr.user, TriggerId: tr.id, DecideTime: timestamppb.New(now), Transactional: c.GetTransactional(),
+			Steps: []*decisionv1.Step{tr.step}, TriggerProperties: tr.props,
 		}
 		if wt := c.GetWait(); wt.GetDelay().AsDuration() > 0 {
 			due := now.Add(wt.GetDelay().AsDuration())
@@ -123,9 +128,9 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 			p.res = runResult{decision: d, fresh: true, waiting: true}
 			continue
 		}
-		in := *users[userKey{p.tr.ws, p.tr.user}]
-		if p.tr.profile != nil {
-			in.profile = p.tr.profile
+		in := *in[users[i]]
+		if tr.profile != nil {
+			in.profile = tr.profile
 		}
 		items = append(items, &evalItem{c: c, d: d, in: in})
 		p.res = runResult{decision: d, fresh: true, publish: true}
@@ -134,8 +139,13 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 	if err != nil {
 		return held, err
 	}
-	if err := w.write(ctx, tx); err != nil {
+	lost, err := w.write(ctx, tx)
+	if err != nil {
 		return held, err
+	}
+	if lost {
+		s.metrics.duplicates.Inc()
+		return held, errLostRace
 	}
 	for _, p := range ps {
 		if p.res.fresh {
@@ -144,6 +154,13 @@ func (s *Service) runAll(ctx context.Context, tx pgx.Tx, ps []*pendingRun, rng *
 	}
 	return held, nil
 }
+
+// errLostRace is a batch with a decision whose trigger another
+// transaction decided meanwhile (see runAll): rare, and undone by deciding
+// the batch again in a new transaction. Undoing only the loser in place
+// would need a savepoint per batch, and a transaction with more than 64
+// subtransactions that wrote slows every session's snapshots.
+var errLostRace = errors.New("a trigger was decided meanwhile by another transaction")
 
 // evalItem is one decision going through evaluateAll.
 type evalItem struct {
@@ -165,6 +182,9 @@ type writes struct {
 	saves     []decisionSave
 	exposures []bandit.Exposure
 	waits     []waitInsert
+	// ending: the saves finish decisions their waits held, whose rows
+	// exist; otherwise they are new rows.
+	ending bool
 	// records are the saved decisions' records, once written.
 	records map[*decisionv1.Decision][]byte
 }
@@ -177,33 +197,44 @@ type waitInsert struct {
 }
 
 // write sends the batch's writes in one round trip: the decisions' rows
-// in one statement, the bandit's exposures in another, and the waits.
-func (w *writes) write(ctx context.Context, tx pgx.Tx) error {
+// (and outbox rows) in one statement, the bandit's exposures in another,
+// and the waits. It reports whether a new decision was not inserted
+// because its trigger was decided meanwhile by another transaction: the
+// batch must then be rolled back and decided again (errLostRace); the
+// waits' statements insert only for decisions inserted, so that the
+// batch still succeeds and says so.
+func (w *writes) write(ctx context.Context, tx pgx.Tx) (lost bool, err error) {
 	b := &pgx.Batch{}
-	recs, err := queueSaves(b, w.saves)
+	inserted := map[string]bool{}
+	var recs [][]byte
+	if w.ending {
+		recs, err = queueUpdates(b, w.saves)
+	} else {
+		recs, err = queueInserts(b, w.saves, inserted)
+	}
 	if err != nil {
-		return fmt.Errorf("save decisions: %w", err)
+		return false, fmt.Errorf("save decisions: %w", err)
 	}
 	w.records = make(map[*decisionv1.Decision][]byte, len(recs))
 	for i, r := range recs {
 		w.records[w.saves[i].d] = r
 	}
 	if err := bandit.QueueExposures(b, w.exposures); err != nil {
-		return err
+		return false, err
 	}
 	for _, wt := range w.waits {
 		queueWait(b, wt.d, wt.due, wt.waitFor, wt.exits)
 	}
 	if b.Len() == 0 {
-		return nil
+		return false, nil
 	}
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
+		return false, fmt.Errorf("save %d decisions, %d exposures and %d waits: %w", len(w.saves), len(w.exposures), len(w.waits), err)
 	}
-	return nil
+	return !w.ending && len(inserted) < len(w.saves), nil
 }
 
-// evaluateAll runs the steps of claimed decisions: audience, consent,
+// evaluateAll runs the steps of decisions not made before: audience, consent,
 // variant, send time, contact policy. It fills each decision and adds its
 // row (and exposure) to w. The contact reservations it returns (also on
 // error: the policy may have made some) must be released if w is not
@@ -446,7 +477,7 @@ func (s *Service) applyVerdict(it *evalItem, verdict contactVerdict, w *writes) 
 	return true
 }
 
-// evaluate runs the steps of one decision whose claim tx holds (a wait
+// evaluate runs the steps of one decision whose row a wait held (a wait
 // that ends), reading its user first, and saves it. The contact
 // reservation it returns (nil when none; also on error) must be released
 // if tx does not commit.
@@ -463,7 +494,7 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	if it.in.unsubscribed, err = s.store.consent(ctx, tx, d.WorkspaceId, d.UserId, channels); err != nil {
 		return nil, err
 	}
-	var w writes
+	w := writes{ending: true}
 	held, err := s.evaluateAll(ctx, []*evalItem{it}, rng, &w)
 	var r *contactRequest
 	if len(held) > 0 {
@@ -472,7 +503,8 @@ func (s *Service) evaluate(ctx context.Context, tx pgx.Tx, c *campaignv1.Campaig
 	if err != nil {
 		return r, err
 	}
-	return r, w.write(ctx, tx)
+	_, err = w.write(ctx, tx) // a wait's row exists: nothing to lose
+	return r, err
 }
 
 // release undoes a contact reservation whose decision did not persist, so
@@ -565,7 +597,11 @@ func (s *Service) fireDue(ctx context.Context, rng *rand.Rand, limit int) (int, 
 		return 0, err
 	}
 	s.finished(ds)
-	return len(ds), s.publish(ctx, ds)
+	if _, err := s.publish(ds); err != nil {
+		// Committed: the outbox sweeper publishes them.
+		s.logger.WarnContext(ctx, "publish decisions; the outbox sweeper will", "err", err)
+	}
+	return len(ds), nil
 }
 
 // finished counts decisions that ended waits.

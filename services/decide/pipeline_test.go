@@ -3,6 +3,7 @@ package decide
 import (
 	"context"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"sync"
 	"testing"
@@ -523,12 +524,13 @@ func waitFor(t *testing.T, ok func() bool) {
 }
 
 // A decision committed but never published (the process died between the
-// two) is published by the outbox sweeper.
+// two) is published by the outbox sweeper; one published leaves the outbox.
 func TestOutboxPublishesWhatWasNotPublished(t *testing.T) {
 	h := newHarness(t)
 	h.svc.outboxDelay, h.svc.outboxEvery = time.Second, 100*time.Millisecond
 	ctx := context.Background()
 	c := h.create(t, tokenA, emailCampaign("unused"))
+	h.run(t)
 	res, err := h.decisions[tokenA].Decide(ctx, &decisionv1.DecideRequest{CampaignId: c.GetId(), UserId: "u1"})
 	if err != nil {
 		t.Fatal(err)
@@ -536,20 +538,54 @@ func TestOutboxPublishesWhatWasNotPublished(t *testing.T) {
 	if got := h.decisionsOf(t, c.GetId(), 1); len(got) != 1 {
 		t.Fatalf("%d decisions published, want 1", len(got))
 	}
+	outbox := func() int {
+		var n int
+		if err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decision_outbox`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	waitFor(t, func() bool { return outbox() == 0 })
 	// As if the produce had never happened.
-	if _, err := h.store.pool.Exec(ctx, `UPDATE decisions SET published_at = NULL`); err != nil {
+	if _, err := h.store.pool.Exec(ctx, `INSERT INTO decision_outbox SELECT workspace_id, decision_id, decided_at FROM decisions`); err != nil {
 		t.Fatal(err)
 	}
-	h.run(t)
 	got := h.decisionsOf(t, c.GetId(), 2)
 	if len(got) != 2 || got[1].GetDecisionId() != res.GetDecision().GetDecisionId() {
 		t.Fatalf("after the sweep: %v", got)
 	}
-	waitFor(t, func() bool {
-		var n int
-		err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decisions WHERE published_at IS NULL`).Scan(&n)
-		return err == nil && n == 0
-	})
+	waitFor(t, func() bool { return outbox() == 0 })
+}
+
+// Run, on its way out, waits for the broker to acknowledge the decisions
+// just published and deletes them from the outbox: a clean stop leaves
+// nothing for another replica's sweeper to publish again.
+func TestRunDrainsTheOutboxOnItsWayOut(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused"))
+	runCtx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- h.svc.Run(runCtx) }()
+	for i := range 20 {
+		if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), fmt.Sprintf("u%d", i), fmt.Sprint(i), nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decision_outbox`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	if n != 0 {
+		t.Errorf("%d decisions left in the outbox after Run returned, want 0", n)
+	}
+	if got := h.decisionsOf(t, c.GetId(), 20); len(got) != 20 {
+		t.Errorf("%d decisions published, want 20", len(got))
+	}
 }
 
 // Caps hold when one user's triggers are decided concurrently: by the
@@ -603,6 +639,84 @@ func TestCapsHoldUnderConcurrentTriggers(t *testing.T) {
 	want := map[decisionv1.Outcome]int{decisionv1.Outcome_OUTCOME_SEND: cap, decisionv1.Outcome_OUTCOME_CAPPED: total - cap}
 	if diff := cmp.Diff(want, counts); diff != "" {
 		t.Errorf("outcomes (-want +got):\n%s", diff)
+	}
+}
+
+// Two transactions deciding one trigger at once (a rebalance, or one
+// Decide request id on two replicas): both read it undecided and decide
+// it, the second's INSERT waits for the first and then inserts nothing.
+// The second is rolled back, releasing its contact reservation and bandit
+// exposure, and decided again: it answers with the first's decision. One
+// decision, one exposure, one message counted against the user's cap.
+func TestALostRaceLeavesOneDecision(t *testing.T) {
+	const cap = 2
+	rules := testRules()
+	rules.Channels["email"] = contact.ChannelRules{PerDay: cap, PerWeek: 100}
+	rules.PriorityHeadroom = 0
+	h := newHarnessWith(t, contact.Config{Rules: rules})
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused"))
+	run := func() *pendingRun {
+		return &pendingRun{c: c, tr: trigger{ws: h.wsA, user: "u1", id: "request:race", step: &decisionv1.Step{Name: "trigger", Result: "request"}}}
+	}
+
+	first, err := h.store.pool.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer first.Rollback(ctx)
+	won := run()
+	if _, err := h.svc.runAll(ctx, first, []*pendingRun{won}, rand.New(rand.NewPCG(1, 2))); err != nil {
+		t.Fatal(err)
+	}
+
+	lost := run()
+	second := make(chan error, 1)
+	go func() {
+		_, err := h.svc.decideRuns(ctx, []*pendingRun{lost})
+		second <- err
+	}()
+	// The second's INSERT waits for the first transaction's row.
+	waitFor(t, func() bool {
+		var n int
+		err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'`).Scan(&n)
+		return err == nil && n == 1
+	})
+	if err := first.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-second; err != nil {
+		t.Fatal(err)
+	}
+	if lost.res.fresh || lost.res.publish || lost.res.decision.GetDecisionId() != won.res.decision.GetDecisionId() {
+		t.Errorf("the loser's result: fresh %v, publish %v, decision %s; want the winner's decision %s, not fresh, not to publish",
+			lost.res.fresh, lost.res.publish, lost.res.decision.GetDecisionId(), won.res.decision.GetDecisionId())
+	}
+	if n := h.decisionCount(t, "request:race"); n != 1 {
+		t.Errorf("%d decisions, want 1", n)
+	}
+	if n := h.banditRows(t, "exposure"); n != 1 {
+		t.Errorf("%d bandit exposures, want 1", n)
+	}
+	var outbox int
+	if err := h.store.pool.QueryRow(ctx, `SELECT count(*) FROM decision_outbox`).Scan(&outbox); err != nil {
+		t.Fatal(err)
+	}
+	if outbox != 1 {
+		t.Errorf("%d decisions in the outbox, want 1", outbox)
+	}
+	// One message of the cap's two is counted: one more is sent, the next
+	// is capped.
+	var got []decisionv1.Outcome
+	for _, id := range []string{"after1", "after2"} {
+		d, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), "u1", id, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, d.GetOutcome())
+	}
+	if diff := cmp.Diff([]decisionv1.Outcome{decisionv1.Outcome_OUTCOME_SEND, decisionv1.Outcome_OUTCOME_CAPPED}, got); diff != "" {
+		t.Errorf("the user's next decisions (-want +got):\n%s", diff)
 	}
 }
 

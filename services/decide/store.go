@@ -411,89 +411,9 @@ type userInputs struct {
 	unsubscribed map[consentKey]bool
 }
 
-// claimAndRead is claim plus the reads of evaluate, sent together: one
-// round trip instead of three on the consumer's hot path. The reads are
-// wasted when the trigger was claimed before, which is rare.
-func (s *Store) claimAndRead(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, channels []string) (bool, userInputs, error) {
-	b := &pgx.Batch{}
-	var (
-		claimedID string
-		in        = userInputs{unsubscribed: map[consentKey]bool{}}
-		snap      []byte
-	)
-	b.Queue(`
-		INSERT INTO decisions (workspace_id, decision_id, campaign_id, campaign_version, user_id, trigger_id, outcome, decided_at, record)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, '')
-		ON CONFLICT (workspace_id, campaign_id, trigger_id) DO NOTHING
-		RETURNING decision_id`,
-		d.WorkspaceId, d.DecisionId, d.CampaignId, d.CampaignVersion, d.UserId, d.TriggerId, outcomeWaiting, d.DecideTime.AsTime(),
-	).QueryRow(func(row pgx.Row) error {
-		err := row.Scan(&claimedID)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
-		}
-		return err
-	})
-	b.Queue(`SELECT profile FROM profile_snapshots WHERE workspace_id = $1 AND user_id = $2`, d.WorkspaceId, d.UserId).
-		QueryRow(func(row pgx.Row) error {
-			err := row.Scan(&snap)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return nil
-			}
-			return err
-		})
-	b.Queue(`SELECT channel, topic, subscribed FROM consent WHERE workspace_id = $1 AND user_id = $2 AND channel = ANY ($3)`,
-		d.WorkspaceId, d.UserId, channels).Query(func(rows pgx.Rows) error {
-		for rows.Next() {
-			var (
-				k   consentKey
-				sub bool
-			)
-			if err := rows.Scan(&k.channel, &k.topic, &sub); err != nil {
-				return err
-			}
-			in.unsubscribed[k] = !sub
-		}
-		return rows.Err()
-	})
-	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return false, userInputs{}, fmt.Errorf("claim trigger and read the user: %w", err)
-	}
-	if snap != nil {
-		in.profile = &profilev1.Profile{}
-		if err := proto.Unmarshal(snap, in.profile); err != nil {
-			return false, userInputs{}, fmt.Errorf("decode profile snapshot: %w", err)
-		}
-	}
-	return claimedID != "", in, nil
-}
-
-// claimed returns the decision an earlier delivery of a trigger made, and
-// whether it is final but was not published although it was decided before
-// abandonedBefore (its publisher failed or stopped). One decided since may
-// be in its publisher's hands still (Decide answers before publishing):
-// publishing it again would only duplicate it, and the outbox sweeper
-// publishes it should that publisher fail.
-func (s *Store) claimed(ctx context.Context, q querier, ws, campaignID, triggerID string, abandonedBefore time.Time) (*decisionv1.Decision, bool, error) {
-	var (
-		b       []byte
-		pending bool
-	)
-	err := q.QueryRow(ctx, `
-		SELECT record, published_at IS NULL AND outcome <> 'waiting' AND decided_at < $4 FROM decisions
-		WHERE workspace_id = $1 AND campaign_id = $2 AND trigger_id = $3`, ws, campaignID, triggerID, abandonedBefore).Scan(&b, &pending)
-	if err != nil {
-		return nil, false, fmt.Errorf("read claimed decision: %w", err)
-	}
-	d := &decisionv1.Decision{}
-	if err := proto.Unmarshal(b, d); err != nil {
-		return nil, false, fmt.Errorf("decode decision: %w", err)
-	}
-	return d, pending, nil
-}
-
-// saveDecision writes the decision's outcome and record into its claimed
-// row; goal and deadline are set when a conversion may reward it.
+// saveDecision writes the final outcome and record of a decision a wait
+// held into its row, and puts it in the outbox; goal and deadline are set
+// when a conversion may reward it.
 func (s *Store) saveDecision(ctx context.Context, tx pgx.Tx, d *decisionv1.Decision, goal string, deadline time.Time) error {
 	b, err := proto.Marshal(d)
 	if err != nil {
@@ -504,8 +424,11 @@ func (s *Store) saveDecision(ctx context.Context, tx pgx.Tx, d *decisionv1.Decis
 		goalArg, deadlineArg = goal, deadline
 	}
 	_, err = tx.Exec(ctx, `
-		UPDATE decisions SET outcome = $3, variant_id = $4, decided_at = $5, goal_event = $6, goal_deadline = $7, record = $8, campaign_version = $9
-		WHERE workspace_id = $1 AND decision_id = $2`,
+		WITH d AS (
+			UPDATE decisions SET outcome = $3, variant_id = $4, decided_at = $5, goal_event = $6, goal_deadline = $7, record = $8, campaign_version = $9
+			WHERE workspace_id = $1 AND decision_id = $2
+			RETURNING workspace_id, decision_id, decided_at)
+		INSERT INTO decision_outbox (workspace_id, decision_id, decided_at) SELECT * FROM d ON CONFLICT DO NOTHING`,
 		d.WorkspaceId, d.DecisionId, outcomeName(d.Outcome), d.VariantId, d.DecideTime.AsTime(), goalArg, deadlineArg, b, d.CampaignVersion)
 	if err != nil {
 		return fmt.Errorf("save decision: %w", err)
@@ -539,11 +462,12 @@ type decisionPage struct {
 // (0: from the newest), of one user and/or campaign when those are set.
 func (s *Store) listDecisions(ctx context.Context, ws, user, campaign string, beforeSeq int64, limit int) (decisionPage, error) {
 	// Only the filters asked for are in the statement, so the planner
-	// picks the (workspace, user, seq) or (workspace, campaign, seq) index.
+	// picks the (workspace, user, seq) or (workspace, campaign, seq) index;
+	// the latter is partial on seq > 0 (see migration 00002), always true.
 	if beforeSeq == 0 {
 		beforeSeq = math.MaxInt64
 	}
-	q := `SELECT seq, record FROM decisions WHERE workspace_id = $1 AND seq < $2`
+	q := `SELECT seq, record FROM decisions WHERE workspace_id = $1 AND seq < $2 AND seq > 0`
 	args := []any{ws, beforeSeq}
 	if user != "" {
 		args = append(args, user)
@@ -575,27 +499,30 @@ func (s *Store) listDecisions(ctx context.Context, ws, user, campaign string, be
 	return page, rows.Err()
 }
 
-// markPublished records that the decisions are on whisper.decisions.
-func (s *Store) markPublished(ctx context.Context, ds []*decisionv1.Decision, now time.Time) error {
-	ws, ids := make([]string, len(ds)), make([]string, len(ds))
-	for i, d := range ds {
-		ws[i], ids[i] = d.WorkspaceId, d.DecisionId
+// outboxKey names a decision's row in the outbox.
+type outboxKey struct{ ws, id string }
+
+// deleteOutbox takes acknowledged decisions out of the outbox.
+func (s *Store) deleteOutbox(ctx context.Context, keys []outboxKey) error {
+	ws, ids := make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		ws[i], ids[i] = k.ws, k.id
 	}
 	_, err := s.pool.Exec(ctx, `
-		UPDATE decisions d SET published_at = $3 FROM unnest($1::uuid[], $2::uuid[]) AS x(ws, id)
-		WHERE d.workspace_id = x.ws AND d.decision_id = x.id`, ws, ids, now)
+		DELETE FROM decision_outbox o USING unnest($1::uuid[], $2::uuid[]) AS x(ws, id)
+		WHERE o.workspace_id = x.ws AND o.decision_id = x.id`, ws, ids)
 	if err != nil {
-		return fmt.Errorf("mark decisions published: %w", err)
+		return fmt.Errorf("delete %d published decisions from the outbox: %w", len(keys), err)
 	}
 	return nil
 }
 
-// unpublished returns final decisions not yet published that were decided
-// before olderThan: those whose publisher failed or stopped.
+// unpublished returns decisions in the outbox decided before olderThan:
+// those whose publisher failed or stopped.
 func (s *Store) unpublished(ctx context.Context, olderThan time.Time, limit int) ([]*decisionv1.Decision, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT record FROM decisions WHERE published_at IS NULL AND outcome <> 'waiting' AND decided_at < $1
-		ORDER BY decided_at LIMIT $2`, olderThan, limit)
+		SELECT d.record FROM decision_outbox o JOIN decisions d USING (workspace_id, decision_id)
+		WHERE o.decided_at < $1 ORDER BY o.decided_at LIMIT $2`, olderThan, limit)
 	if err != nil {
 		return nil, fmt.Errorf("read unpublished decisions: %w", err)
 	}
@@ -615,7 +542,10 @@ func (s *Store) unpublished(ctx context.Context, olderThan time.Time, limit int)
 	return out, rows.Err()
 }
 
-// queueWait adds to b the statement that holds decision d until due.
+// queueWait adds to b the statement that holds decision d until due, if
+// d's row was inserted (see writes.write: it may have lost its trigger to
+// another transaction's decision, and the batch must then end without an
+// error to say so).
 func queueWait(b *pgx.Batch, d *decisionv1.Decision, due time.Time, waitFor string, exits []string) {
 	var waitForArg any
 	if waitFor != "" {
@@ -624,7 +554,10 @@ func queueWait(b *pgx.Batch, d *decisionv1.Decision, due time.Time, waitFor stri
 	if exits == nil {
 		exits = []string{}
 	}
-	b.Queue(`INSERT INTO waits (workspace_id, decision_id, user_id, due_at, wait_for_event, exit_events) VALUES ($1, $2, $3, $4, $5, $6)`,
+	b.Queue(`
+		INSERT INTO waits (workspace_id, decision_id, user_id, due_at, wait_for_event, exit_events)
+		SELECT $1::uuid, $2::uuid, $3::text, $4::timestamptz, $5::text, $6::text[]
+		WHERE EXISTS (SELECT 1 FROM decisions WHERE workspace_id = $1 AND decision_id = $2)`,
 		d.WorkspaceId, d.DecisionId, d.UserId, due, waitForArg, exits)
 }
 
@@ -719,46 +652,68 @@ func (s *Store) convert(ctx context.Context, tx pgx.Tx, ws, user, name string, a
 // userKey is one user of a workspace.
 type userKey struct{ ws, user string }
 
-// claimAll is claimAndRead for a batch of decisions, in one round trip of
-// three set-based statements (one per kind, not per decision): the claims,
-// the users' profile snapshots and their consent. claimed[i] says whether
-// ds[i] claimed its trigger; in holds what was read of each distinct user.
-// A batch holds each trigger once (the caller sees to it).
-func (s *Store) claimAll(ctx context.Context, tx pgx.Tx, ds []*decisionv1.Decision) ([]bool, map[userKey]*userInputs, error) {
-	n := len(ds)
+// earlier is a decision an earlier delivery of a trigger made. pending
+// says it is in the outbox although it was decided before the
+// abandonedBefore its reader gave (its publisher failed or stopped); one
+// decided since may still be in its publisher's hands (Decide answers
+// before publishing, the consumer commits offsets before the broker
+// acknowledges): publishing it again would only duplicate it, and the
+// outbox sweeper publishes it should that publisher fail.
+type earlier struct {
+	d       *decisionv1.Decision
+	pending bool
+}
+
+// queueEarlier adds to b one statement reading the decisions already made
+// for the keys into found (by key).
+func queueEarlier(b *pgx.Batch, keys []triggerKey, abandonedBefore time.Time, found map[triggerKey]earlier) {
+	ws, campaigns, triggers := make([]string, len(keys)), make([]string, len(keys)), make([]string, len(keys))
+	for i, k := range keys {
+		ws[i], campaigns[i], triggers[i] = k.ws, k.campaign, k.trigger
+	}
+	b.Queue(`
+		SELECT d.workspace_id::text, d.campaign_id::text, d.trigger_id, d.record, o.decided_at IS NOT NULL AND o.decided_at < $4
+		FROM unnest($1::uuid[], $2::uuid[], $3::text[]) AS x(ws, campaign, trig)
+		JOIN decisions d ON d.workspace_id = x.ws AND d.campaign_id = x.campaign AND d.trigger_id = x.trig
+		LEFT JOIN decision_outbox o ON o.workspace_id = d.workspace_id AND o.decision_id = d.decision_id`,
+		ws, campaigns, triggers, abandonedBefore).Query(func(rows pgx.Rows) error {
+		var (
+			k       triggerKey
+			rec     []byte
+			pending bool
+		)
+		_, err := pgx.ForEachRow(rows, []any{&k.ws, &k.campaign, &k.trigger, &rec, &pending}, func() error {
+			d := &decisionv1.Decision{}
+			if err := proto.Unmarshal(rec, d); err != nil {
+				return fmt.Errorf("decode decision: %w", err)
+			}
+			found[k] = earlier{d: d, pending: pending}
+			return nil
+		})
+		return err
+	})
+}
+
+// readAll reads, in one round trip of three set-based statements (one per
+// kind, not per decision), what deciding a batch needs: the decisions
+// earlier deliveries of its triggers made (see earlier), and the users'
+// profile snapshots and consent (in, by distinct user). A trigger found
+// decided here may also be decided meanwhile by another transaction: the
+// decisions' INSERT finds that out (see writes.write).
+func (s *Store) readAll(ctx context.Context, tx pgx.Tx, keys []triggerKey, users []userKey, abandonedBefore time.Time) (map[triggerKey]earlier, map[userKey]*userInputs, error) {
 	var (
-		ws, ids, campaigns, users, triggers = make([]string, n), make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		versions                            = make([]int32, n)
-		at                                  = make([]time.Time, n)
-		uws, uusers                         []string
-		in                                  = map[userKey]*userInputs{}
+		uws, uusers []string
+		in          = make(map[userKey]*userInputs, len(users))
+		found       = map[triggerKey]earlier{}
 	)
-	for i, d := range ds {
-		ws[i], ids[i], campaigns[i], users[i], triggers[i] = d.WorkspaceId, d.DecisionId, d.CampaignId, d.UserId, d.TriggerId
-		versions[i], at[i] = d.CampaignVersion, d.DecideTime.AsTime()
-		k := userKey{d.WorkspaceId, d.UserId}
+	for _, k := range users {
 		if in[k] == nil {
 			in[k] = &userInputs{unsubscribed: map[consentKey]bool{}}
 			uws, uusers = append(uws, k.ws), append(uusers, k.user)
 		}
 	}
-	claimedIDs := make(map[string]bool, n)
 	b := &pgx.Batch{}
-	b.Queue(`
-		INSERT INTO decisions (workspace_id, decision_id, campaign_id, campaign_version, user_id, trigger_id, outcome, decided_at, record)
-		SELECT ws, id, campaign, version, usr, trig, $7, at, '' FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $8::timestamptz[])
-			AS x(ws, id, campaign, version, usr, trig, at)
-		ON CONFLICT (workspace_id, campaign_id, trigger_id) DO NOTHING
-		RETURNING decision_id::text`,
-		ws, ids, campaigns, versions, users, triggers, outcomeWaiting, at,
-	).Query(func(rows pgx.Rows) error {
-		var id string
-		_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
-			claimedIDs[id] = true
-			return nil
-		})
-		return err
-	})
+	queueEarlier(b, keys, abandonedBefore, found)
 	b.Queue(`
 		SELECT p.workspace_id::text, p.user_id, p.profile FROM profile_snapshots p
 		JOIN unnest($1::uuid[], $2::text[]) AS u(ws, usr) ON p.workspace_id = u.ws AND p.user_id = u.usr`, uws, uusers).
@@ -797,58 +752,111 @@ func (s *Store) claimAll(ctx context.Context, tx pgx.Tx, ds []*decisionv1.Decisi
 			return err
 		})
 	if err := tx.SendBatch(ctx, b).Close(); err != nil {
-		return nil, nil, fmt.Errorf("claim %d triggers and read their users: %w", n, err)
+		return nil, nil, fmt.Errorf("read %d triggers and their users: %w", len(keys), err)
 	}
-	claimed := make([]bool, n)
-	for i, d := range ds {
-		claimed[i] = claimedIDs[d.DecisionId]
-	}
-	return claimed, in, nil
+	return found, in, nil
 }
 
-// decisionSave is one decision to write into its claimed row; goal and
-// deadline are set when a conversion may reward it.
+// decisionSave is one decision to write; goal and deadline are set when a
+// conversion may reward it.
 type decisionSave struct {
 	d        *decisionv1.Decision
 	goal     string
 	deadline time.Time
 }
 
-// queueSaves adds to b one statement writing every save into its claimed
-// row (saveDecision for a batch), and returns each decision's record as
+// saveColumns are saves' column values, and each decision's record as
 // written, which is also what whisper.decisions gets.
-func queueSaves(b *pgx.Batch, saves []decisionSave) ([][]byte, error) {
+type saveColumns struct {
+	ws, ids, campaigns, users, triggers, outcomes, variants []string
+	at                                                      []time.Time
+	goals                                                   []*string
+	deadlines                                               []*time.Time
+	records                                                 [][]byte
+	versions                                                []int32
+}
+
+func columnsOf(saves []decisionSave) (saveColumns, error) {
 	n := len(saves)
-	if n == 0 {
-		return nil, nil
+	c := saveColumns{
+		ws: make([]string, n), ids: make([]string, n), campaigns: make([]string, n), users: make([]string, n),
+		triggers: make([]string, n), outcomes: make([]string, n), variants: make([]string, n),
+		at: make([]time.Time, n), goals: make([]*string, n), deadlines: make([]*time.Time, n),
+		records: make([][]byte, n), versions: make([]int32, n),
 	}
-	var (
-		ws, ids, outcomes, variants = make([]string, n), make([]string, n), make([]string, n), make([]string, n)
-		at                          = make([]time.Time, n)
-		goals                       = make([]*string, n)
-		deadlines                   = make([]*time.Time, n)
-		records                     = make([][]byte, n)
-		versions                    = make([]int32, n)
-	)
 	for i, sv := range saves {
 		d := sv.d
 		rec, err := proto.Marshal(d)
 		if err != nil {
-			return nil, err
+			return saveColumns{}, err
 		}
-		ws[i], ids[i], outcomes[i], variants[i] = d.WorkspaceId, d.DecisionId, outcomeName(d.Outcome), d.VariantId
-		at[i], records[i], versions[i] = d.DecideTime.AsTime(), rec, d.CampaignVersion
+		c.ws[i], c.ids[i], c.campaigns[i], c.users[i], c.triggers[i] = d.WorkspaceId, d.DecisionId, d.CampaignId, d.UserId, d.TriggerId
+		c.outcomes[i], c.variants[i] = outcomeName(d.Outcome), d.VariantId
+		c.at[i], c.records[i], c.versions[i] = d.DecideTime.AsTime(), rec, d.CampaignVersion
 		if sv.goal != "" {
 			g, dl := sv.goal, sv.deadline
-			goals[i], deadlines[i] = &g, &dl
+			c.goals[i], c.deadlines[i] = &g, &dl
 		}
 	}
+	return c, nil
+}
+
+// queueInserts adds to b one statement inserting every save as a new
+// decision row, final ones into the outbox too, unless its trigger has a
+// decision already (another transaction's, made meanwhile); inserted gets
+// the ids of the rows inserted. It returns each decision's record.
+func queueInserts(b *pgx.Batch, saves []decisionSave, inserted map[string]bool) ([][]byte, error) {
+	if len(saves) == 0 {
+		return nil, nil
+	}
+	c, err := columnsOf(saves)
+	if err != nil {
+		return nil, err
+	}
 	b.Queue(`
-		UPDATE decisions d SET outcome = x.outcome, variant_id = x.variant, decided_at = x.at, goal_event = x.goal,
-			goal_deadline = x.deadline, record = x.record, campaign_version = x.version
-		FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::timestamptz[], $8::bytea[], $9::int[])
-			AS x(ws, id, outcome, variant, at, goal, deadline, record, version)
-		WHERE d.workspace_id = x.ws AND d.decision_id = x.id`,
-		ws, ids, outcomes, variants, at, goals, deadlines, records, versions)
-	return records, nil
+		WITH d AS (
+			INSERT INTO decisions (workspace_id, decision_id, campaign_id, campaign_version, user_id, trigger_id, outcome, variant_id,
+				decided_at, goal_event, goal_deadline, record)
+			SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::text[], $7::text[], $8::text[],
+				$9::timestamptz[], $10::text[], $11::timestamptz[], $12::bytea[])
+			ON CONFLICT (workspace_id, campaign_id, trigger_id) DO NOTHING
+			RETURNING workspace_id, decision_id, decided_at, outcome),
+		o AS (
+			INSERT INTO decision_outbox (workspace_id, decision_id, decided_at)
+			SELECT workspace_id, decision_id, decided_at FROM d WHERE outcome <> 'waiting')
+		SELECT decision_id::text FROM d`,
+		c.ws, c.ids, c.campaigns, c.versions, c.users, c.triggers, c.outcomes, c.variants, c.at, c.goals, c.deadlines, c.records,
+	).Query(func(rows pgx.Rows) error {
+		var id string
+		_, err := pgx.ForEachRow(rows, []any{&id}, func() error {
+			inserted[id] = true
+			return nil
+		})
+		return err
+	})
+	return c.records, nil
+}
+
+// queueUpdates adds to b one statement writing every save, final, into
+// the row its wait held (saveDecision for a batch) and into the outbox. It
+// returns each decision's record.
+func queueUpdates(b *pgx.Batch, saves []decisionSave) ([][]byte, error) {
+	if len(saves) == 0 {
+		return nil, nil
+	}
+	c, err := columnsOf(saves)
+	if err != nil {
+		return nil, err
+	}
+	b.Queue(`
+		WITH d AS (
+			UPDATE decisions d SET outcome = x.outcome, variant_id = x.variant, decided_at = x.at, goal_event = x.goal,
+				goal_deadline = x.deadline, record = x.record, campaign_version = x.version
+			FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::timestamptz[], $6::text[], $7::timestamptz[], $8::bytea[], $9::int[])
+				AS x(ws, id, outcome, variant, at, goal, deadline, record, version)
+			WHERE d.workspace_id = x.ws AND d.decision_id = x.id
+			RETURNING d.workspace_id, d.decision_id, d.decided_at)
+		INSERT INTO decision_outbox (workspace_id, decision_id, decided_at) SELECT * FROM d ON CONFLICT DO NOTHING`,
+		c.ws, c.ids, c.outcomes, c.variants, c.at, c.goals, c.deadlines, c.records, c.versions)
+	return c.records, nil
 }

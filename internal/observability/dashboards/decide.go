@@ -68,7 +68,7 @@ func Decide() *dashboard.DashboardBuilder {
 			description: "Records consumed per second, by topic and outcome: applied, or skipped (undecodable or without a user id).",
 			queries:     q(query(`sum by (topic, outcome) (rate(whisper_decide_records_total{`+ns+`}[$__rate_interval]))`, "{{topic}} {{outcome}}"))}.timeseries()).
 		WithPanel(panel{title: "Failed attempts by operation", unit: units.OpsPerSecond, width: 8,
-			description: "Failed attempts per second, by operation (process records, observe activity, publish decisions, publish outbox, end waits, prune bandit). Each is retried with backoff and no offset is committed meanwhile. Alert DecideFailing fires after 10 minutes of them.",
+			description: "Failed attempts per second, by operation (process records, observe activity, publish decisions, publish outbox, delete outbox, end waits, prune bandit). Each is retried: records with backoff, no offset committed meanwhile; a decision the broker refused (publish decisions) by the outbox sweeper; acknowledged ones not deleted from the outbox (delete outbox) at the next deletion. Alert DecideFailing fires after 10 minutes of them.",
 			queries:     q(query(`sum by (operation) (rate(whisper_decide_failures_total{`+ns+`}[$__rate_interval]))`, "{{operation}}"))}.timeseries()).
 		WithPanel(panel{title: "Failed attempts in range", unit: units.Short, width: 8,
 			description: "Failed attempts of every operation over the selected range. Any is worth a look at the pods' logs (grep retrying).",
