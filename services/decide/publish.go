@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
@@ -99,7 +98,7 @@ func (p *publisher) send(ds []*decisionv1.Decision, values [][]byte, traceOf fun
 		}
 		if v == nil {
 			var err error
-			if v, err = proto.Marshal(d); err != nil {
+			if v, err = d.MarshalVT(); err != nil {
 				return nil, fmt.Errorf("encode decision: %w", err)
 			}
 		}

@@ -786,7 +786,7 @@ func columnsOf(saves []decisionSave) (saveColumns, error) {
 	}
 	for i, sv := range saves {
 		d := sv.d
-		rec, err := proto.Marshal(d)
+		rec, err := d.MarshalVT() // generated, without proto.Marshal's reflection
 		if err != nil {
 			return saveColumns{}, err
 		}

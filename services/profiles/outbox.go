@@ -8,7 +8,6 @@ import (
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/twmb/franz-go/pkg/kgo"
-	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
@@ -136,7 +135,7 @@ func insertOutbox(ctx context.Context, tx pgx.Tx, changes []change, now time.Tim
 			ChangeTime:        timestamppb.New(now),
 			MergedProfileIds:  c.mergedIDs,
 		}
-		b, err := proto.Marshal(pc)
+		b, err := pc.MarshalVT() // generated, without proto.Marshal's reflection
 		if err != nil {
 			return 0, fmt.Errorf("encode change of %s: %w", c.key.id, err)
 		}
