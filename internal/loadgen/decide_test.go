@@ -89,13 +89,15 @@ func TestRunDecide(t *testing.T) {
 		outcome decisionv1.Outcome
 		err     *connect.Error
 		timeout time.Duration
-		check   func(DecideResult) error
+		// maxInFlight is DecideConfig.MaxInFlight; 0 is its default.
+		maxInFlight int
+		check       func(DecideResult) error
 		// Whether the completed target passes; the p99 target is
 		// checked only to fail for a server slower than it (on a busy
 		// machine a fast one may miss it too).
 		completed, slow bool
 	}{
-		{"sends", 2 * time.Millisecond, decisionv1.Outcome_OUTCOME_SEND, nil, 0,
+		{"sends", 2 * time.Millisecond, decisionv1.Outcome_OUTCOME_SEND, nil, 0, 0,
 			func(r DecideResult) error {
 				if r.Completed != r.Offered || r.Outcomes["OUTCOME_SEND"] != r.Completed || r.Errors != nil {
 					return errors.New("want every call completed with OUTCOME_SEND")
@@ -103,23 +105,35 @@ func TestRunDecide(t *testing.T) {
 				if r.Latency.Count != uint64(r.Completed) || r.Latency.P50 < 2*time.Millisecond || r.LatencyP90 < r.Latency.P50 || r.LatencyP90 > r.Latency.P99 {
 					return errors.New("want a latency per completed call, none under the server's 2ms, p50 <= p90 <= p99")
 				}
+				if r.SendSpan < duration || r.SendSpan > duration+150*time.Millisecond || r.CompletedPerSec != float64(r.Completed)/r.SendSpan.Seconds() {
+					return errors.New("want the window's calls sent in about its duration, the completed rate over that")
+				}
 				return nil
 			}, true, false},
-		{"slow, many calls in flight", 30 * time.Millisecond, decisionv1.Outcome_OUTCOME_CAPPED, nil, 0,
+		{"slow, many calls in flight", 30 * time.Millisecond, decisionv1.Outcome_OUTCOME_CAPPED, nil, 0, 0,
 			func(r DecideResult) error {
 				if r.Completed != r.Offered || r.Outcomes["OUTCOME_CAPPED"] != r.Completed || r.Latency.P50 < 30*time.Millisecond {
 					return errors.New("want every call completed with OUTCOME_CAPPED after 30ms")
 				}
 				return nil
 			}, true, true},
-		{"refused", 0, 0, connect.NewError(connect.CodeFailedPrecondition, errors.New("campaign not active")), 0,
+		{"held back by MaxInFlight", 20 * time.Millisecond, decisionv1.Outcome_OUTCOME_SEND, nil, 0, 10,
+			func(r DecideResult) error {
+				// 10 calls of 20ms at a time: 500 calls/s at most, so
+				// the window's 300 calls take about 0.7s to leave.
+				if r.Completed != r.Offered || r.MaxLag < 100*time.Millisecond || r.SendSpan < 500*time.Millisecond || r.CompletedPerSec > 600 {
+					return errors.New("want every call completed, but late, at 500 calls/s at most")
+				}
+				return nil
+			}, false, true},
+		{"refused", 0, 0, connect.NewError(connect.CodeFailedPrecondition, errors.New("campaign not active")), 0, 0,
 			func(r DecideResult) error {
 				if r.Completed != 0 || r.Errors["failed_precondition"] != r.Offered || !strings.Contains(r.ErrorSamples["failed_precondition"], "campaign not active") {
 					return errors.New("want every call failed_precondition, with the server's message as sample")
 				}
 				return nil
 			}, false, false},
-		{"timeout", time.Second, 0, nil, 20 * time.Millisecond,
+		{"timeout", time.Second, 0, nil, 20 * time.Millisecond, 0,
 			func(r DecideResult) error {
 				if r.Completed != 0 || r.Errors["deadline_exceeded"] != r.Offered {
 					return errors.New("want every call deadline_exceeded")
@@ -133,7 +147,7 @@ func TestRunDecide(t *testing.T) {
 				users: map[string]int{}, requests: map[string]int{}, campaign: map[string]int{}}
 			url := f.serve(t, "wt_test")
 			res, err := RunDecide(t.Context(), DecideConfig{URL: url, APIToken: "wt_test", CampaignID: "c1",
-				Rate: rate, Warmup: warmup, Duration: duration, Timeout: tt.timeout})
+				Rate: rate, Warmup: warmup, Duration: duration, Timeout: tt.timeout, MaxInFlight: tt.maxInFlight})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -206,8 +220,9 @@ func TestDecideJudge(t *testing.T) {
 	}{
 		{"all good", func(*DecideResult) {}, []bool{true, true}},
 		{"p99 at the target", func(r *DecideResult) { r.Latency.P99 = 10 * time.Millisecond }, []bool{false, true}},
-		{"99% completed", func(r *DecideResult) { r.Completed, r.Latency.Count = 990, 990 }, []bool{true, true}},
-		{"98.9% completed", func(r *DecideResult) { r.Completed, r.Latency.Count = 989, 989 }, []bool{true, false}},
+		{"99% completed", func(r *DecideResult) { r.Completed, r.CompletedPerSec, r.Latency.Count = 990, 990, 990 }, []bool{true, true}},
+		{"98.9% completed", func(r *DecideResult) { r.Completed, r.CompletedPerSec, r.Latency.Count = 989, 989, 989 }, []bool{true, false}},
+		{"all completed, sent in twice the time", func(r *DecideResult) { r.CompletedPerSec = 500 }, []bool{true, false}},
 		{"nothing measured", func(r *DecideResult) { *r = DecideResult{TargetRate: 1000} }, []bool{false, false}},
 	}
 	for _, tt := range tests {
