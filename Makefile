@@ -72,7 +72,7 @@ run: ## Run the whole platform on embedded defaults (whisper dev)
 	$(BIN)/whisper dev
 
 .PHONY: bench
-bench: build ## Benchmarks: ingestion load, profile freshness and event to delivery on whisper dev, profiles consumer, platformctl vs conftest, micro-benchmarks
+bench: build ## Benchmarks: ingestion load, profile freshness, event to delivery and Decide latency on whisper dev, profiles consumer, platformctl vs conftest, micro-benchmarks
 	WHISPER_TARGET=ingest WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
 	  $(BIN)/whisper-load --whisper $(BIN)/whisper $(BENCH_FLAGS)
 	# The same with tracing on (every span exported over OTLP to a sink in whisper-load):
@@ -85,6 +85,10 @@ bench: build ## Benchmarks: ingestion load, profile freshness and event to deliv
 	# whose signed webhooks reach a receiver in whisper-load. Target: p99 < 2 s.
 	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
 	  $(BIN)/whisper-load --whisper $(BIN)/whisper --mode=delivery --rate=1000 --batch-size=10 $(BENCH_FLAGS)
+	# Decide RPC latency: 1,000 Decide calls/s, each a new user, over one h2c connection.
+	# Target (issue #4): p99 < 10 ms, with at least 99 % of the calls answered.
+	WHISPER_DEV_REDIS_URL=$${WHISPER_DEV_REDIS_URL-redis://127.0.0.1:6379/0} \
+	  $(BIN)/whisper-load --whisper $(BIN)/whisper --mode=decide --rate=1000 $(BENCH_FLAGS)
 	go test -run '^$$' -bench BenchmarkConsumerThroughput -benchtime=1x ./services/profiles
 	-go run ./internal/gitops/policybench -build=false
 	go test -run '^$$' -bench . -benchmem ./services/ingest ./internal/auth ./internal/telemetry

@@ -25,10 +25,20 @@ import (
 	"github.com/whisperhq/whisper/services/deliver/channel"
 )
 
-// noCapsRules are decide's contact rules for the delivery benchmark's
-// `whisper dev`: no quiet hours and caps no run reaches, so every trigger
-// is sent at once (each is a new user's anyway).
+// noCapsRules are decide's contact rules for the delivery and decide
+// benchmarks' `whisper dev`: no quiet hours and caps no run reaches, so
+// every decision is a send at once (each is a new user's anyway).
 const noCapsRules = `{"rules": {"other_channels": {"per_day": 1000, "per_week": 1000}, "quiet_start": "00:00", "quiet_end": "00:00"}}`
+
+// writeNoCapsRules writes noCapsRules where WHISPER_DECIDE_CONTACT_RULES
+// can name it, and returns its path.
+func writeNoCapsRules() (string, error) {
+	rules := filepath.Join(os.TempDir(), "whisper-load-contact-rules.json")
+	if err := os.WriteFile(rules, []byte(noCapsRules), 0o600); err != nil {
+		return "", fmt.Errorf("contact rules of whisper dev: %w", err)
+	}
+	return rules, nil
+}
 
 // delivery runs the event-to-delivery benchmark against the instance o
 // names, starting one when it names none: a webhook campaign whose
@@ -66,8 +76,8 @@ func delivery(ctx context.Context, o options, logger *slog.Logger) (_ *loadgen.D
 			return nil, err
 		}
 		defer func() { err = errors.Join(err, stopTracing()) }()
-		rules := filepath.Join(os.TempDir(), "whisper-load-contact-rules.json")
-		if err := os.WriteFile(rules, []byte(noCapsRules), 0o600); err != nil {
+		rules, err := writeNoCapsRules()
+		if err != nil {
 			return nil, err
 		}
 		env = append(env, "WHISPER_DELIVER_WEBHOOK_SECRET="+secret, "WHISPER_DELIVER_WEBHOOK_ALLOW_PRIVATE=true",
@@ -107,12 +117,7 @@ func delivery(ctx context.Context, o options, logger *slog.Logger) (_ *loadgen.D
 // its webhooks.
 func createHookCampaign(ctx context.Context, url, apiToken, hookURL, trigger string) (pause func() error, err error) {
 	hc := &http.Client{Timeout: 30 * time.Second}
-	auth := connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
-		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
-			req.Header().Set("Authorization", "Bearer "+apiToken)
-			return next(ctx, req)
-		}
-	}))
+	auth := bearerAuth(apiToken)
 	contents := contentv1connect.NewContentServiceClient(hc, url, auth)
 	tmpl, err := contents.CreateTemplate(ctx, &contentv1.CreateTemplateRequest{Template: &contentv1.Template{
 		Name: "whisper-load " + trigger, Channel: contentv1.Channel_CHANNEL_WEBHOOK, DefaultLocale: "en",
@@ -138,4 +143,14 @@ func createHookCampaign(ctx context.Context, url, apiToken, hookURL, trigger str
 		}
 		return nil
 	}, nil
+}
+
+// bearerAuth sends apiToken with every call of a management client.
+func bearerAuth(apiToken string) connect.ClientOption {
+	return connect.WithInterceptors(connect.UnaryInterceptorFunc(func(next connect.UnaryFunc) connect.UnaryFunc {
+		return func(ctx context.Context, req connect.AnyRequest) (connect.AnyResponse, error) {
+			req.Header().Set("Authorization", "Bearer "+apiToken)
+			return next(ctx, req)
+		}
+	}))
 }

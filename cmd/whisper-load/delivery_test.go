@@ -26,12 +26,17 @@ import (
 	"github.com/whisperhq/whisper/services/targets"
 )
 
-// TestDeliveryAgainstPlatform runs --mode=delivery against every target
-// in process (as `whisper dev` runs them): the campaign is created and
-// paused through the public API, every trigger's webhook arrives once and
-// verifies; with the wrong secret every webhook is refused.
-func TestDeliveryAgainstPlatform(t *testing.T) {
-	const admin, secret = "whisper-load-test-admin-0123456789", "whsec_whisper_load_test"
+// platform is every target in process, as `whisper dev` runs them, on
+// kfake, a real PostgreSQL and Redis, with a workspace of its own.
+type platform struct {
+	url, writeKey, apiToken string
+}
+
+// startPlatform starts the platform with decide's noCapsRules and the
+// config configure changes, and stops it when the test ends.
+func startPlatform(t *testing.T, configure func(*targets.Config)) platform {
+	t.Helper()
+	const admin = "whisper-load-test-admin-0123456789"
 	_, brokers := kafkatest.NewCluster(t)
 	fs := flag.NewFlagSet("t", flag.ContinueOnError)
 	var cfg targets.Config
@@ -43,8 +48,8 @@ func TestDeliveryAgainstPlatform(t *testing.T) {
 	cfg.Kafka.Brokers, cfg.Kafka.Partitions = brokers, 3
 	cfg.DatabaseURL, cfg.RedisURL, cfg.AdminToken = pgtest.NewDatabase(t), redistest.URL(t), admin
 	cfg.DecideContactRules = rules
-	cfg.Deliver.WebhookSecret, cfg.Deliver.WebhookAllowPrivate = secret, true
 	cfg.HTTP.ShutdownTimeout = 10 * time.Second
+	configure(&cfg)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +87,37 @@ func TestDeliveryAgainstPlatform(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return platform{url: url, writeKey: wk.GetSecret(), apiToken: tok.GetSecret()}
+}
+
+// assertCampaignsPaused checks that the workspace holds n campaigns, all
+// paused: every run pauses the campaign it created.
+func assertCampaignsPaused(t *testing.T, p platform, n int) {
+	t.Helper()
+	campaigns := campaignv1connect.NewCampaignServiceClient(http.DefaultClient, p.url, rpctest.Bearer(p.apiToken))
+	list, err := campaigns.ListCampaigns(t.Context(), &campaignv1.ListCampaignsRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(list.GetCampaigns()); got != n {
+		t.Errorf("%d campaigns, want %d: one per run", got, n)
+	}
+	for _, c := range list.GetCampaigns() {
+		if c.GetStatus() != campaignv1.CampaignStatus_CAMPAIGN_STATUS_PAUSED {
+			t.Errorf("campaign %q is %v after its run, want paused", c.GetName(), c.GetStatus())
+		}
+	}
+}
+
+// TestDeliveryAgainstPlatform runs --mode=delivery against every target
+// in process (as `whisper dev` runs them): the campaign is created and
+// paused through the public API, every trigger's webhook arrives once and
+// verifies; with the wrong secret every webhook is refused.
+func TestDeliveryAgainstPlatform(t *testing.T) {
+	const secret = "whsec_whisper_load_test"
+	p := startPlatform(t, func(cfg *targets.Config) {
+		cfg.Deliver.WebhookSecret, cfg.Deliver.WebhookAllowPrivate = secret, true
+	})
 
 	tests := []struct {
 		name   string
@@ -104,7 +140,7 @@ func TestDeliveryAgainstPlatform(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
-			code := run(t.Context(), []string{"--mode=delivery", "--url", url, "--write-key", wk.GetSecret(), "--api-token", tok.GetSecret(),
+			code := run(t.Context(), []string{"--mode=delivery", "--url", p.url, "--write-key", p.writeKey, "--api-token", p.apiToken,
 				"--webhook-secret", tt.secret, "--rate", "200", "--batch-size", "10", "--warmup", "300ms", "--duration", "1s",
 				"--probe-timeout", tt.wait, "--json"}, &stdout, &stderr)
 			if code != 0 {
@@ -117,17 +153,5 @@ func TestDeliveryAgainstPlatform(t *testing.T) {
 			tt.check(t, r.Delivery)
 		})
 	}
-	campaigns := campaignv1connect.NewCampaignServiceClient(http.DefaultClient, url, rpctest.Bearer(tok.GetSecret()))
-	list, err := campaigns.ListCampaigns(ctx, &campaignv1.ListCampaignsRequest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if n := len(list.GetCampaigns()); n != len(tests) {
-		t.Errorf("%d campaigns, want one per run", n)
-	}
-	for _, c := range list.GetCampaigns() {
-		if c.GetStatus() != campaignv1.CampaignStatus_CAMPAIGN_STATUS_PAUSED {
-			t.Errorf("campaign %q is %v after its run, want paused", c.GetName(), c.GetStatus())
-		}
-	}
+	assertCampaignsPaused(t, p, len(tests))
 }

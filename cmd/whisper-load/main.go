@@ -13,6 +13,12 @@
 // whisper-load (checking every signature), sends batches at a fixed rate,
 // each with one event that triggers the campaign, and times from the
 // batch's send to the webhook's arrival.
+//
+// With --mode=decide it measures the Decide RPC: it creates an email
+// campaign through the public API and calls DecisionService.Decide at a
+// fixed rate, open loop, each call for a new user, every call multiplexed
+// on one HTTP/2 cleartext connection, and times each call from send to
+// answer.
 package main
 
 import (
@@ -52,8 +58,13 @@ measures from the send until the signed webhook reaches a receiver in
 whisper-load (with --url it needs --api-token and --webhook-secret, and the
 instance must reach --hook-addr: loopback needs
 --deliver-webhook-allow-private; its contact rules apply: no quiet hours
-for a clean run). Flags fall back to WHISPER_LOAD_*
-variables: --connections is WHISPER_LOAD_CONNECTIONS.
+for a clean run). --mode=decide calls DecisionService.Decide --rate times
+a second (default 1000 in this mode) on an email campaign it creates, each
+call a new user, over one h2c connection, and measures each call's latency
+(with --url it needs --api-token, not --write-key; the instance's contact
+rules apply: no quiet hours and high caps for a run whose decisions send).
+Flags fall back to WHISPER_LOAD_* variables: --connections is
+WHISPER_LOAD_CONNECTIONS.
 
 flags:
 `
@@ -91,7 +102,12 @@ const (
 	modeIngest    = "ingest"
 	modeFreshness = "freshness"
 	modeDelivery  = "delivery"
+	modeDecide    = "decide"
 )
+
+// decideRate is --rate in decide mode when not given: issue #4's
+// 1,000 req/s.
+const decideRate = 1000
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("whisper-load", flag.ContinueOnError)
@@ -118,11 +134,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&o.tracing, "tracing", false, "run `whisper dev` with tracing on, every span exported over OTLP to a sink in this process that discards them; off, OTEL_SDK_DISABLED=true keeps it off whatever the environment says")
 	fs.BoolVar(&o.jsonOut, "json", false, "print the report as JSON instead of a table")
 	fs.BoolVar(&o.check, "check", false, "exit 3 when a target is missed")
-	fs.StringVar(&o.mode, "mode", modeIngest, "what to measure: ingest (throughput, latency, ceiling), freshness (ack to GetProfile) or delivery (event to webhook)")
-	fs.StringVar(&o.apiToken, "api-token", "", "API token of --write-key's workspace, for GetProfile and the campaign (freshness and delivery with --url)")
-	fs.Float64Var(&o.rate, "rate", 5000, "events/s sent open loop (freshness, delivery)")
+	fs.StringVar(&o.mode, "mode", modeIngest, "what to measure: ingest (throughput, latency, ceiling), freshness (ack to GetProfile), delivery (event to webhook) or decide (Decide RPC latency)")
+	fs.StringVar(&o.apiToken, "api-token", "", "API token of --write-key's workspace, for GetProfile, the campaign and Decide (freshness, delivery and decide with --url)")
+	fs.Float64Var(&o.rate, "rate", 5000, "events/s sent open loop (freshness, delivery); Decide calls/s (decide, where the default is 1000)")
 	fs.IntVar(&o.batchSize, "batch-size", 100, "events per request, one of them the probe or trigger (freshness, delivery)")
-	fs.IntVar(&o.maxInFlight, "max-in-flight", 256, "requests awaiting an answer at most (freshness, delivery)")
+	fs.IntVar(&o.maxInFlight, "max-in-flight", 256, "requests awaiting an answer at most (freshness, delivery, decide)")
 	fs.DurationVar(&o.pollInterval, "poll-interval", 25*time.Millisecond, "how often each pending probe's profile is read (freshness)")
 	fs.IntVar(&o.pollConcurrency, "poll-concurrency", 8, "GetProfile calls in flight at most (freshness)")
 	fs.DurationVar(&o.probeTimeout, "probe-timeout", 30*time.Second, "how long a probe may stay invisible before it counts as unseen (freshness); how long after the last request missing webhooks are awaited (delivery)")
@@ -137,6 +153,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "whisper-load: %v\n", err)
 		return 2
+	}
+	rateGiven := false // by a flag or its variable: config.Parse sets both
+	fs.Visit(func(f *flag.Flag) { rateGiven = rateGiven || f.Name == "rate" })
+	if o.mode == modeDecide && !rateGiven {
+		o.rate = decideRate
 	}
 	if err := o.validate(); err != nil {
 		fmt.Fprintf(stderr, "whisper-load: %v\n", err)
@@ -153,6 +174,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		report, err = freshness(ctx, o, logger)
 	case modeDelivery:
 		report, err = delivery(ctx, o, logger)
+	case modeDecide:
+		report, err = decide(ctx, o, logger)
 	default:
 		report, err = bench(ctx, o, kafkaDefaults, logger)
 	}
@@ -179,7 +202,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func (o options) validate() error {
 	var errs []error
-	if o.url != "" && o.writeKey == "" {
+	if o.url != "" && o.writeKey == "" && o.mode != modeDecide {
 		errs = append(errs, errors.New("--write-key: required with --url"))
 	}
 	if o.url == "" && o.whisper == "" {
@@ -224,8 +247,18 @@ func (o options) validate() error {
 		if o.probeTimeout <= 0 {
 			errs = append(errs, fmt.Errorf("--probe-timeout: must be positive, got %v", o.probeTimeout))
 		}
+	case modeDecide:
+		if o.url != "" && o.apiToken == "" {
+			errs = append(errs, errors.New("--api-token: required with --url in decide mode"))
+		}
+		if o.rate <= 0 {
+			errs = append(errs, fmt.Errorf("--rate: must be positive, got %v", o.rate))
+		}
+		if o.maxInFlight < 1 {
+			errs = append(errs, fmt.Errorf("--max-in-flight: must be at least 1, got %d", o.maxInFlight))
+		}
 	default:
-		errs = append(errs, fmt.Errorf("--mode: must be %s, %s or %s, got %q", modeIngest, modeFreshness, modeDelivery, o.mode))
+		errs = append(errs, fmt.Errorf("--mode: must be %s, %s, %s or %s, got %q", modeIngest, modeFreshness, modeDelivery, modeDecide, o.mode))
 	}
 	if o.tracing && o.url != "" {
 		errs = append(errs, errors.New("--tracing: only when whisper-load starts whisper dev, not with --url"))

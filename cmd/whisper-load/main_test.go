@@ -192,7 +192,7 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--url", "http://x"}, "--write-key: required with --url"},
 		{[]string{"--connections", "0"}, "--connections: must be at least 1"},
 		{[]string{"--duration", "0s"}, "--duration: must be positive"},
-		{[]string{"--mode", "soak"}, `--mode: must be ingest, freshness or delivery, got "soak"`},
+		{[]string{"--mode", "soak"}, `--mode: must be ingest, freshness, delivery or decide, got "soak"`},
 		{[]string{"--mode", "delivery", "--url", "http://x", "--write-key", "k"}, "--api-token: required with --url in delivery mode"},
 		{[]string{"--mode", "delivery", "--url", "http://x", "--write-key", "k", "--api-token", "t"}, "--webhook-secret: required with --url in delivery mode"},
 		{[]string{"--mode", "delivery", "--batch-size", "1"}, "--batch-size: must be at least 2"},
@@ -200,6 +200,10 @@ func TestFlagErrors(t *testing.T) {
 		{[]string{"--mode", "freshness", "--rate", "0"}, "--rate: must be positive"},
 		{[]string{"--mode", "freshness", "--batch-size", "1"}, "--batch-size: must be at least 2"},
 		{[]string{"--mode", "freshness", "--poll-interval", "0s"}, "--poll-interval: must be positive"},
+		{[]string{"--mode", "decide", "--url", "http://x"}, "--api-token: required with --url in decide mode"},
+		{[]string{"--mode", "decide", "--rate", "0"}, "--rate: must be positive, got 0"},
+		{[]string{"--mode", "decide", "--rate", "-5"}, "--rate: must be positive, got -5"},
+		{[]string{"--mode", "decide", "--max-in-flight", "0"}, "--max-in-flight: must be at least 1"},
 		{[]string{"--tracing", "--url", "http://x", "--write-key", "k"}, "--tracing: only when whisper-load starts whisper dev"},
 	}
 	for _, tt := range tests {

@@ -5,6 +5,11 @@
 // fast the same records go straight into the broker, so the ingest number can
 // be read against what the broker and machine allow at all.
 //
+// The other benchmarks pace their requests open loop at a fixed rate
+// (paceOpenLoop): RunFreshness (ingest ack to GetProfile), RunDelivery
+// (event to signed webhook) and RunDecide (the Decide RPC, over one h2c
+// connection).
+//
 // The generator shares the machine with the server it measures, so it does
 // as little as possible per request: no JSON encoding, no allocation of
 // bodies, latencies into a fixed-size histogram.
