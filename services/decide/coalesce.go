@@ -176,7 +176,6 @@ func (s *Service) handOff() {
 // again in a transaction of its own, so one bad call cannot fail the
 // others. Calls with the same trigger (request id) share one decision.
 func (s *Service) decideCalls(ctx context.Context, calls []*decideCall) {
-	type campaignKey struct{ ws, id string }
 	type lookup struct {
 		c   *campaignv1.Campaign
 		err error
@@ -195,7 +194,7 @@ func (s *Service) decideCalls(ctx context.Context, calls []*decideCall) {
 		k := campaignKey{call.ws, call.campaignID}
 		l, ok := campaigns[k]
 		if !ok {
-			l.c, l.err = s.store.getCampaign(ctx, s.store.pool, call.ws, call.campaignID, 0)
+			l.c, l.err = s.campaignCache.get(ctx, s.store, k, s.now())
 			if l.err == nil && l.c.GetStatus() != campaignv1.CampaignStatus_CAMPAIGN_STATUS_ACTIVE {
 				l.err = errNotActive
 			}
@@ -304,4 +303,57 @@ func (s *Service) decideRuns(ctx context.Context, runs []*pendingRun) (decided, 
 		}
 	}
 	return out, nil
+}
+
+// campaignTTL is how long Decide batches use a campaign one of them read:
+// about as long as the consumer uses the campaigns it reads once per poll,
+// so a campaign changed on another replica is decided with its new
+// version or status within a second there too. Changes made through this
+// process take effect at once (forget). Reading it per batch was a
+// transaction of its own in every batch, when batches are often one call.
+const campaignTTL = time.Second
+
+// maxCachedCampaigns bounds the cache; past it, it starts over.
+const maxCachedCampaigns = 10_000
+
+type campaignKey struct{ ws, id string }
+
+// campaigns caches the latest version of the campaigns Decide calls name.
+type campaigns struct {
+	mu sync.Mutex
+	m  map[campaignKey]cachedCampaign
+}
+
+type cachedCampaign struct {
+	c    *campaignv1.Campaign
+	read time.Time
+}
+
+// get returns campaign k, from the cache when it was read less than
+// campaignTTL before now. Lookups that fail (not found) are not kept.
+func (cs *campaigns) get(ctx context.Context, store *Store, k campaignKey, now time.Time) (*campaignv1.Campaign, error) {
+	cs.mu.Lock()
+	e, ok := cs.m[k]
+	cs.mu.Unlock()
+	if ok && now.Sub(e.read) < campaignTTL {
+		return e.c, nil
+	}
+	c, err := store.getCampaign(ctx, store.pool, k.ws, k.id, 0)
+	if err != nil {
+		return nil, err
+	}
+	cs.mu.Lock()
+	if cs.m == nil || len(cs.m) >= maxCachedCampaigns {
+		cs.m = map[campaignKey]cachedCampaign{}
+	}
+	cs.m[k] = cachedCampaign{c: c, read: now}
+	cs.mu.Unlock()
+	return c, nil
+}
+
+// forget drops campaign k, changed through this process.
+func (cs *campaigns) forget(ws, id string) {
+	cs.mu.Lock()
+	delete(cs.m, campaignKey{ws, id})
+	cs.mu.Unlock()
 }

@@ -308,3 +308,27 @@ func TestDecideBatchesEndWithTheirCalls(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Decide uses a campaign it read for up to campaignTTL: one paused by
+// another replica is still decided for that long, then refused. (One
+// paused through this process is refused at once: TestDecideRPC.)
+func TestDecideCampaignCache(t *testing.T) {
+	h := newHarness(t)
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused"))
+	now := time.Now()
+	h.svc.now = func() time.Time { return now }
+	if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), "u1", "r1", nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.store.setStatus(ctx, h.wsA, c.GetId(), statusPaused, now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), "u2", "r2", nil); err != nil {
+		t.Fatalf("within campaignTTL of the read: %v, want the campaign as read", err)
+	}
+	now = now.Add(campaignTTL)
+	if _, err := h.svc.decideNow(ctx, h.wsA, c.GetId(), "u3", "r3", nil); !errors.Is(err, errNotActive) {
+		t.Fatalf("campaignTTL after the read: %v, want %v", err, errNotActive)
+	}
+}

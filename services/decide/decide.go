@@ -194,10 +194,12 @@ type Service struct {
 	metrics                  *metrics
 	lag                      *kafka.ConsumerLag
 	// calls are the Decide calls waiting for their batch.
-	calls  coalescer
-	pub    *publisher
-	logger *slog.Logger
-	now    func() time.Time
+	calls coalescer
+	// campaignCache holds the campaigns Decide calls named lately.
+	campaignCache campaigns
+	pub           *publisher
+	logger        *slog.Logger
+	now           func() time.Time
 }
 
 // New returns the service; Run starts its consumer and loops.

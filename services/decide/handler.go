@@ -98,6 +98,7 @@ func (h *Handler) UpdateCampaign(ctx context.Context, req *campaignv1.UpdateCamp
 	if err != nil {
 		return nil, h.storeError(ctx, "update campaign", err)
 	}
+	h.svc.campaignCache.forget(ws, id)
 	return &campaignv1.UpdateCampaignResponse{Campaign: c}, nil
 }
 
@@ -178,6 +179,7 @@ func (h *Handler) setStatus(ctx context.Context, requested, campaignID, status s
 	if err != nil {
 		return nil, h.storeError(ctx, "set campaign status", err)
 	}
+	h.svc.campaignCache.forget(ws, id)
 	return c, nil
 }
 
