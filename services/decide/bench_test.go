@@ -178,24 +178,34 @@ func postgresCPU(b *testing.B, s *Store) map[int]time.Duration {
 	}
 	out := map[int]time.Duration{}
 	for _, pid := range pids {
-		stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
+		cpu, ok := procCPU(int(pid))
+		if !ok {
 			return nil // another machine's PostgreSQL, or a backend gone
 		}
-		// Fields 14 and 15 (utime, stime) in clock ticks, 100 a second on
-		// Linux; the command (field 2) may hold spaces, so count after it.
-		f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-		if len(f) < 13 {
-			return nil
-		}
-		ut, err1 := strconv.ParseInt(f[11], 10, 64)
-		st, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			return nil
-		}
-		out[int(pid)] = time.Duration(ut+st) * 10 * time.Millisecond
+		out[int(pid)] = cpu
 	}
 	return out
+}
+
+// procCPU reads the user and system CPU time process pid has used from
+// /proc; false when it cannot (no such process, or no /proc).
+func procCPU(pid int) (time.Duration, bool) {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// Fields 14 and 15 (utime, stime) in clock ticks, 100 a second on
+	// Linux; the command (field 2) may hold spaces, so count after it.
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseInt(f[11], 10, 64)
+	st, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return time.Duration(ut+st) * 10 * time.Millisecond, true
 }
 
 // postgresCPUSince is the CPU the store's backends used since start

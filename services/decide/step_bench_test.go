@@ -130,34 +130,18 @@ func BenchmarkDecisionStep(b *testing.B) {
 // redis-server has used, or -1 when there is none to read (Redis elsewhere,
 // or no /proc).
 func localRedisCPU() func() time.Duration {
-	pid := ""
-	stats, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, f := range stats {
+	pid := 0
+	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
+	for _, f := range comms {
 		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "redis-server" {
-			pid = filepath.Base(filepath.Dir(f))
+			pid, _ = strconv.Atoi(filepath.Base(filepath.Dir(f)))
 			break
 		}
 	}
 	return func() time.Duration {
-		if pid == "" {
-			return -1
+		if cpu, ok := procCPU(pid); pid != 0 && ok {
+			return cpu
 		}
-		b, err := os.ReadFile("/proc/" + pid + "/stat")
-		if err != nil {
-			return -1
-		}
-		// Fields after the command (which may hold spaces) end with ")";
-		// utime and stime are the 14th and 15th fields, in clock ticks
-		// (100 a second on Linux).
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		if len(f) < 13 {
-			return -1
-		}
-		ut, err1 := strconv.ParseInt(f[11], 10, 64)
-		st, err2 := strconv.ParseInt(f[12], 10, 64)
-		if err1 != nil || err2 != nil {
-			return -1
-		}
-		return time.Duration(ut+st) * 10 * time.Millisecond
+		return -1
 	}
 }
