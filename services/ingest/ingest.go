@@ -91,7 +91,7 @@ func New(o Options) *Service {
 		s.now = time.Now
 	}
 	if o.Redis != nil {
-		s.dedup = &dedup{rdb: o.Redis, now: s.now}
+		s.dedup = newDedup(o.Redis, s.now)
 	}
 	return s
 }
