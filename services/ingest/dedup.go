@@ -101,11 +101,11 @@ type setCheck struct {
 	exists *redis.IntCmd // nil when presence was known
 }
 
-// seen reports, for each id, whether it was already produced.
-func (d *dedup) seen(ctx context.Context, ws string, ids []string) ([]bool, error) {
+// seen reports, for each id, whether it was already produced; members
+// are the ids' fingerprints.
+func (d *dedup) seen(ctx context.Context, ws string, ids []string, members []any) ([]bool, error) {
 	today := d.now().UTC()
 	yesterday := today.Add(-24 * time.Hour)
-	members := fingerprints(ids)
 	var text []any // legacy members, built when a legacy set exists
 	pipe := d.rdb.Pipeline()
 	checks := make([]setCheck, 0, 4)
@@ -180,14 +180,14 @@ func (d *dedup) learn(key string, exists bool, now time.Time) {
 	}
 }
 
-// mark records ids as produced today.
-func (d *dedup) mark(ctx context.Context, ws string, ids []string) error {
-	if len(ids) == 0 {
+// mark records the ids of members, their fingerprints, as produced today.
+func (d *dedup) mark(ctx context.Context, ws string, members []any) error {
+	if len(members) == 0 {
 		return nil
 	}
 	key := dedupKey(ws, d.now().UTC())
 	pipe := d.rdb.Pipeline()
-	pipe.SAdd(ctx, key, fingerprints(ids)...)
+	pipe.SAdd(ctx, key, members...)
 	pipe.Expire(ctx, key, 2*DedupWindow+time.Hour)
 	_, err := pipe.Exec(ctx)
 	return err

@@ -20,7 +20,7 @@ func TestDedupWindowAcrossDays(t *testing.T) {
 	ws := "ws-" + randomHex(t)
 
 	ids := []string{"a", "8d3f1c2e-0b5a-4e0e-9d7c-2f4b1a6c9e10"}
-	if err := d.mark(ctx, ws, ids[:1]); err != nil {
+	if err := d.mark(ctx, ws, fingerprints(ids[:1])); err != nil {
 		t.Fatal(err)
 	}
 	for _, step := range []struct {
@@ -34,7 +34,7 @@ func TestDedupWindowAcrossDays(t *testing.T) {
 		{26 * time.Hour, []bool{false, false}},
 	} {
 		now = time.Date(2024, 5, 1, 23, 0, 0, 0, time.UTC).Add(step.after)
-		got, err := d.seen(ctx, ws, ids)
+		got, err := d.seen(ctx, ws, ids, fingerprints(ids))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -59,7 +59,7 @@ func TestDedupReadsLegacySets(t *testing.T) {
 	if err := rdb.SAdd(ctx, legacyYesterday, "old-1").Err(); err != nil {
 		t.Fatal(err)
 	}
-	got, err := d.seen(ctx, ws, []string{"old-1", "new-1"})
+	got, err := d.seen(ctx, ws, []string{"old-1", "new-1"}, fingerprints([]string{"old-1", "new-1"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,14 +70,14 @@ func TestDedupReadsLegacySets(t *testing.T) {
 	// Gone (expired): for a minute dedup trusts that it was there, then
 	// asks again and stops checking it.
 	rdb.Del(ctx, legacyYesterday)
-	if _, err := d.seen(ctx, ws, []string{"x"}); err != nil {
+	if _, err := d.seen(ctx, ws, []string{"x"}, fingerprints([]string{"x"})); err != nil {
 		t.Fatal(err)
 	}
 	if p, known := d.present(legacyYesterday, now); !known || !p {
 		t.Errorf("within a minute, presence of the legacy set = %v (known %v), want still present", p, known)
 	}
 	now = now.Add(presenceTTL + time.Second)
-	if _, err := d.seen(ctx, ws, []string{"x"}); err != nil {
+	if _, err := d.seen(ctx, ws, []string{"x"}, fingerprints([]string{"x"})); err != nil {
 		t.Fatal(err)
 	}
 	if p, known := d.present(legacyYesterday, now); !known || p {
@@ -86,7 +86,7 @@ func TestDedupReadsLegacySets(t *testing.T) {
 	// A set that appears is found within the minute after.
 	rdb.SAdd(ctx, legacyYesterday, "old-2")
 	now = now.Add(presenceTTL + time.Second)
-	got, err = d.seen(ctx, ws, []string{"old-2"})
+	got, err = d.seen(ctx, ws, []string{"old-2"}, fingerprints([]string{"old-2"}))
 	if err != nil || !got[0] {
 		t.Errorf("seen(old-2) = %v, %v; want caught once the set is asked about again", got, err)
 	}

@@ -140,8 +140,16 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 		toCheck = append(toCheck, clientIDs[j])
 		checkIdx = append(checkIdx, clientIdx[j])
 	}
+	// fingerprint[i]: the dedup set member of call i's client id, when
+	// it is checked; computed once for the check and the mark.
+	var fingerprint []any
 	if s.dedup != nil && len(toCheck) > 0 {
-		seen, err := s.dedup.seen(ctx, ws, toCheck)
+		members := fingerprints(toCheck)
+		fingerprint = make([]any, len(req.calls))
+		for k, i := range checkIdx {
+			fingerprint[i] = members[k]
+		}
+		seen, err := s.dedup.seen(ctx, ws, toCheck, members)
 		if err != nil {
 			// Dedup is an optimisation over at-least-once delivery:
 			// without Redis, produce rather than refuse.
@@ -171,12 +179,19 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 	// Generated ids are never sent again, so only the client's are kept in
 	// the dedup window.
 	clientID := make([]string, len(records))
+	var marks []any
+	if fingerprint != nil {
+		marks = make([]any, len(records))
+	}
 	for j, i := range callOf {
 		if req.calls[i].messageID != "" {
 			clientID[j] = ids[i]
+			if marks != nil {
+				marks[j] = fingerprint[i]
+			}
 		}
 	}
-	if err := s.produce(ctx, ws, records, clientID); err != nil {
+	if err := s.produce(ctx, ws, records, clientID, marks); err != nil {
 		return nil, err
 	}
 	s.metrics.batchSize.Observe(float64(len(req.calls)))
@@ -203,10 +218,11 @@ func allTrue(n int) []bool {
 
 // produce writes records and waits, at most the ack timeout, for the
 // broker's answer on each. clientID[j] is the client's message id of
-// records[j], claimed by the caller, or empty. Whenever the answers come,
+// records[j], claimed by the caller, or empty; marks[j], when marks is not
+// nil, is its dedup fingerprint, or nil. Whenever the answers come,
 // even after the caller gave up, the acknowledged ids are marked in the
 // dedup window and every claim is released with its outcome.
-func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record, clientID []string) error {
+func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record, clientID []string, marks []any) error {
 	if len(records) == 0 {
 		return nil
 	}
@@ -255,21 +271,21 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 		// then end the claims. A retry in this process waits on the claim,
 		// so it sees the outcome even before the mark lands in Redis.
 		n := 0
-		var ackedIDs []string
+		var acked []any
 		for j, yes := range ok {
 			if yes {
 				n++
-				if clientID[j] != "" {
-					ackedIDs = append(ackedIDs, clientID[j])
+				if marks != nil && marks[j] != nil {
+					acked = append(acked, marks[j])
 				}
 			}
 		}
 		s.metrics.acked.Add(float64(n))
-		if s.dedup != nil {
+		if s.dedup != nil && len(acked) > 0 {
 			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := s.dedup.mark(markCtx, ws, ackedIDs); err != nil {
+			if err := s.dedup.mark(markCtx, ws, acked); err != nil {
 				s.metrics.dedupErrors.Inc()
-				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(ackedIDs))
+				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(acked))
 			}
 			cancel()
 		}
