@@ -149,7 +149,9 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 		for k, i := range checkIdx {
 			fingerprint[i] = members[k]
 		}
+		start := time.Now()
 		seen, err := s.dedup.seen(ctx, ws, toCheck, members)
+		s.metrics.stage.WithLabelValues(stageDedupCheck).Observe(time.Since(start).Seconds())
 		if err != nil {
 			// Dedup is an optimisation over at-least-once delivery:
 			// without Redis, produce rather than refuse.
@@ -239,6 +241,7 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 		firstErr error
 		ok       = make([]bool, len(records))
 	)
+	start := time.Now()
 	wg.Add(len(records))
 	for i, r := range records {
 		s.producer.TryProduce(ctx, r, func(_ *kgo.Record, err error) {
@@ -262,6 +265,7 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 	acked := make(chan struct{})
 	go func() {
 		wg.Wait()
+		s.metrics.stage.WithLabelValues(stageProduce).Observe(time.Since(start).Seconds())
 		close(acked)
 		if firstErr != nil { // no write once wg is done
 			span.SetStatus(codes.Error, firstErr.Error())
@@ -283,7 +287,10 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 		s.metrics.acked.Add(float64(n))
 		if s.dedup != nil && len(acked) > 0 {
 			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			if err := s.dedup.mark(markCtx, ws, acked); err != nil {
+			start := time.Now()
+			err := s.dedup.mark(markCtx, ws, acked)
+			s.metrics.stage.WithLabelValues(stageDedupMark).Observe(time.Since(start).Seconds())
+			if err != nil {
 				s.metrics.dedupErrors.Inc()
 				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(acked))
 			}

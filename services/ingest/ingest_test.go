@@ -58,6 +58,7 @@ type stack struct {
 	ws      string
 	key     string
 	now     time.Time
+	reg     *prometheus.Registry
 }
 
 type stackConfig struct {
@@ -91,11 +92,11 @@ func newStack(t *testing.T, opts ...stackOption) *stack {
 		t.Fatal(err)
 	}
 	s := &stack{brokers: brokers, cluster: cluster, ws: "ws-" + randHex(), key: "wk_" + randHex(),
-		now: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)}
+		now: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC), reg: prometheus.NewRegistry()}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := ingest.New(ingest.Options{
 		Producer: producer, Redis: rdb, WriteKeys: keys{s.key: s.ws},
-		Registerer: prometheus.NewRegistry(), Logger: logger, Now: func() time.Time { return s.now },
+		Registerer: s.reg, Logger: logger, Now: func() time.Time { return s.now },
 		AckTimeout: sc.ackTimeout,
 	})
 	srv := rpc.NewServer(rpc.Config{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, ReadyTimeout: time.Second}, logger, prometheus.NewRegistry())
@@ -369,6 +370,36 @@ func TestDedupWindow(t *testing.T) {
 	if extra := kafkatest.ReadAll(t, s.brokers, kafka.TopicEvents, 3, time.Second); len(extra) != 2 {
 		t.Errorf("topic holds %d records, want 2", len(extra))
 	}
+	// Every attempt checked Redis; the first produced and marked.
+	for stage, want := range map[string]uint64{"dedup_check": 3, "produce": 1, "dedup_mark": 1} {
+		if got := s.histogramCount(t, "whisper_ingest_stage_duration_seconds", "stage", stage); got != want {
+			t.Errorf("stage %s timed %d times, want %d", stage, got, want)
+		}
+	}
+}
+
+// histogramCount returns the sample count of the histogram name whose
+// label has value.
+func (s *stack) histogramCount(t *testing.T, name, label, value string) uint64 {
+	t.Helper()
+	families, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == label && l.GetValue() == value {
+					return m.GetHistogram().GetSampleCount()
+				}
+			}
+		}
+	}
+	t.Fatalf("no %s{%s=%q}", name, label, value)
+	return 0
 }
 
 func TestConnectAndGRPCClients(t *testing.T) {

@@ -22,7 +22,18 @@ type metrics struct {
 	acked        prometheus.Counter
 	produceFails *prometheus.CounterVec
 	batchSize    prometheus.Histogram
+	// stage times the parts of a request that wait on another service:
+	// the dedup check, the broker's acknowledgement, and the dedup mark
+	// after it (off the request's path).
+	stage *prometheus.HistogramVec
 }
+
+// Stages, the values of the stage label.
+const (
+	stageDedupCheck = "dedup_check"
+	stageProduce    = "produce"
+	stageDedupMark  = "dedup_mark"
+)
 
 func newMetrics(reg prometheus.Registerer, producer *kgo.Client) *metrics {
 	m := &metrics{
@@ -55,8 +66,16 @@ func newMetrics(reg prometheus.Registerer, producer *kgo.Client) *metrics {
 			Help:    "Events per accepted request.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
+		stage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "whisper_ingest_stage_duration_seconds",
+			Help:    "Time per request spent in a stage: dedup_check (Redis lookup of the message ids), produce (until the broker acknowledged every record), dedup_mark (Redis write after the acknowledgement).",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+		}, []string{"stage"}),
 	}
-	reg.MustRegister(m.accepted, m.rejected, m.deduplicated, m.dedupErrors, m.acked, m.produceFails, m.batchSize,
+	for _, st := range []string{stageDedupCheck, stageProduce, stageDedupMark} {
+		m.stage.WithLabelValues(st)
+	}
+	reg.MustRegister(m.accepted, m.rejected, m.deduplicated, m.dedupErrors, m.acked, m.produceFails, m.batchSize, m.stage,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "whisper_ingest_producer_buffered_records",
 			Help: "Records handed to the producer and not yet acknowledged by the broker.",

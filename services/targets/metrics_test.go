@@ -32,6 +32,7 @@ func TestMetricCatalogue(t *testing.T) {
 		{"whisper_ingest_events_accepted_total", contract.Counter, []string{"api", "type"}, 0},
 		{"whisper_ingest_producer_failed_records_total", contract.Counter, []string{"cause"}, 0},
 		{"whisper_ingest_request_events", contract.Histogram, nil, 1024},
+		{"whisper_ingest_stage_duration_seconds", contract.Histogram, []string{"stage"}, 0.001},
 		{"whisper_ingest_producer_buffered_records", contract.Gauge, nil, 0},
 		// kprom registers when the client is created, with a constant
 		// client_id label.

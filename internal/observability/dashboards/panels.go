@@ -121,12 +121,15 @@ func Ingest() *dashboard.DashboardBuilder {
 				query(`histogram_quantile(0.5, sum by (le) (rate(whisper_ingest_request_events_bucket{`+ns+`}[$__rate_interval])))`, "p50"),
 				query(`histogram_quantile(0.99, sum by (le) (rate(whisper_ingest_request_events_bucket{`+ns+`}[$__rate_interval])))`, "p99"),
 			)}.timeseries()).
-		WithPanel(panel{title: "Deduplicated events", unit: units.CountsPerSecond, width: 12,
+		WithPanel(panel{title: "Deduplicated events", unit: units.CountsPerSecond, width: 8,
 			description: "Events not produced again because their message id was produced within the dedup window: client retries absorbed.",
 			queries:     q(query(`sum(rate(whisper_ingest_events_deduplicated_total{`+ns+`}[$__rate_interval]))`, "deduplicated"))}.timeseries()).
-		WithPanel(panel{title: "Dedup errors", unit: units.OpsPerSecond, width: 12,
+		WithPanel(panel{title: "Dedup errors", unit: units.OpsPerSecond, width: 8,
 			description: "Failed dedup lookups or marks in Redis. Events are still produced (at least once), but retries may then be doubled downstream. Check Redis.",
 			queries:     q(query(`sum by (pod) (rate(whisper_ingest_dedup_errors_total{`+ns+`}[$__rate_interval]))`, "{{pod}}"))}.timeseries()).
+		WithPanel(panel{title: "Request stage p99 latency", unit: units.Seconds, width: 8,
+			description: "99th percentile time a request spends per stage: dedup_check (Redis lookup, on the request's path), produce (until the broker acknowledged every record), dedup_mark (Redis write after the answer, off the path). Tells a slow Redis from a slow broker.",
+			queries:     q(query(`histogram_quantile(0.99, sum by (stage, le) (rate(whisper_ingest_stage_duration_seconds_bucket{`+ns+`}[$__rate_interval])))`, "{{stage}}"))}.timeseries()).
 		WithRow(row("Producer (whisper.events)")).
 		WithPanel(panel{title: "Records acknowledged and failed", unit: units.CountsPerSecond, width: 8,
 			description: "Records the broker acknowledged, and records the producer could not write by cause: buffer_full, broker, ack_timeout (may still land).",
