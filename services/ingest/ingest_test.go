@@ -370,10 +370,11 @@ func TestDedupWindow(t *testing.T) {
 	if extra := kafkatest.ReadAll(t, s.brokers, kafka.TopicEvents, 3, time.Second); len(extra) != 2 {
 		t.Errorf("topic holds %d records, want 2", len(extra))
 	}
-	// Every attempt checked Redis; the first produced and marked.
-	for stage, want := range map[string]uint64{"dedup_check": 3, "produce": 1, "dedup_mark": 1} {
-		if got := s.histogramCount(t, "whisper_ingest_stage_duration_seconds", "stage", stage); got != want {
-			t.Errorf("stage %s timed %d times, want %d", stage, got, want)
+	// The first attempt checked Redis, produced and marked. A later one
+	// checks Redis too unless it found the first's claim still held.
+	for stage, want := range map[string][2]uint64{"dedup_check": {1, 3}, "produce": {1, 1}, "dedup_mark": {1, 1}} {
+		if got := s.histogramCount(t, "whisper_ingest_stage_duration_seconds", "stage", stage); got < want[0] || got > want[1] {
+			t.Errorf("stage %s timed %d times, want %d to %d", stage, got, want[0], want[1])
 		}
 	}
 }
