@@ -1,17 +1,12 @@
 package decide
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net/http"
-	"os"
 	"slices"
-	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -24,6 +19,7 @@ import (
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	"github.com/whisperhq/whisper/internal/gen/whisper/decision/v1/decisionv1connect"
 	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/proccpu"
 	"github.com/whisperhq/whisper/internal/rpctest"
 )
 
@@ -178,34 +174,13 @@ func postgresCPU(b *testing.B, s *Store) map[int]time.Duration {
 	}
 	out := map[int]time.Duration{}
 	for _, pid := range pids {
-		cpu, ok := procCPU(int(pid))
+		cpu, ok := proccpu.Of(int(pid))
 		if !ok {
 			return nil // another machine's PostgreSQL, or a backend gone
 		}
 		out[int(pid)] = cpu
 	}
 	return out
-}
-
-// procCPU reads the user and system CPU time process pid has used from
-// /proc; false when it cannot (no such process, or no /proc).
-func procCPU(pid int) (time.Duration, bool) {
-	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	// Fields 14 and 15 (utime, stime) in clock ticks, 100 a second on
-	// Linux; the command (field 2) may hold spaces, so count after it.
-	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
-	if len(f) < 13 {
-		return 0, false
-	}
-	ut, err1 := strconv.ParseInt(f[11], 10, 64)
-	st, err2 := strconv.ParseInt(f[12], 10, 64)
-	if err1 != nil || err2 != nil {
-		return 0, false
-	}
-	return time.Duration(ut+st) * 10 * time.Millisecond, true
 }
 
 // postgresCPUSince is the CPU the store's backends used since start
@@ -299,9 +274,9 @@ func BenchmarkDecideRPCLatency(b *testing.B) {
 
 // processCPU is the user and system CPU time the test process has used.
 func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+	cpu, err := proccpu.Self()
+	if err != nil {
 		b.Fatal(err)
 	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	return cpu
 }

@@ -4,11 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"path/filepath"
 	"slices"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -21,6 +17,7 @@ import (
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/internal/proccpu"
 	"github.com/whisperhq/whisper/services/decide/sendtime"
 )
 
@@ -78,7 +75,7 @@ func BenchmarkDecisionStep(b *testing.B) {
 	}
 
 	rng := rand.New(rand.NewPCG(1, 2))
-	redisCPU := localRedisCPU()
+	redisCPU := proccpu.Named("redis-server")
 	cpu0, redis0 := processCPU(b), redisCPU()
 	decided, sent, next := 0, 0, 0
 	b.ResetTimer()
@@ -123,25 +120,5 @@ func BenchmarkDecisionStep(b *testing.B) {
 	b.ReportMetric(float64(cpu.Microseconds())/float64(decided), "cpu-µs/decision")
 	if r := redisCPU(); r >= 0 && redis0 >= 0 {
 		b.ReportMetric(float64((r-redis0).Microseconds())/float64(decided), "redis-cpu-µs/decision")
-	}
-}
-
-// localRedisCPU returns a function reading the CPU time a local
-// redis-server has used, or -1 when there is none to read (Redis elsewhere,
-// or no /proc).
-func localRedisCPU() func() time.Duration {
-	pid := 0
-	comms, _ := filepath.Glob("/proc/[0-9]*/comm")
-	for _, f := range comms {
-		if b, err := os.ReadFile(f); err == nil && strings.TrimSpace(string(b)) == "redis-server" {
-			pid, _ = strconv.Atoi(filepath.Base(filepath.Dir(f)))
-			break
-		}
-	}
-	return func() time.Duration {
-		if cpu, ok := procCPU(pid); pid != 0 && ok {
-			return cpu
-		}
-		return -1
 	}
 }
