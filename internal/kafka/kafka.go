@@ -51,7 +51,10 @@ func (c *Config) RegisterFlags(fs *flag.FlagSet) {
 	fs.IntVar(&c.Partitions, "kafka-partitions", 12, "partitions of topics this process creates")
 	fs.IntVar(&c.ReplicationFactor, "kafka-replication-factor", -1, "replication factor of topics this process creates (-1: broker default)")
 	fs.IntVar(&c.MaxBufferedBytes, "kafka-max-buffered-bytes", 64<<20, "bytes a producer may hold unacknowledged before it refuses more")
-	fs.DurationVar(&c.Linger, "kafka-linger", 2*time.Millisecond, "how long a producer waits to fill a batch")
+	// Ingest answers only once the broker acknowledged, so the linger is
+	// part of every request's latency; 1 ms rather than 2 raised ingest's
+	// throughput at 8 connections by a sixth, and did not lower it at 32.
+	fs.DurationVar(&c.Linger, "kafka-linger", time.Millisecond, "how long a producer waits to fill a batch")
 }
 
 // Validate reports the first setting that cannot work, naming its flag.
