@@ -104,7 +104,8 @@ type setCheck struct {
 // seen reports, for each id, whether it was already produced; members
 // are the ids' fingerprints.
 func (d *dedup) seen(ctx context.Context, ws string, ids []string, members []any) ([]bool, error) {
-	today := d.now().UTC()
+	now := d.now()
+	today := now.UTC()
 	yesterday := today.Add(-24 * time.Hour)
 	var text []any // legacy members, built when a legacy set exists
 	pipe := d.rdb.Pipeline()
@@ -114,7 +115,6 @@ func (d *dedup) seen(ctx context.Context, ws string, ids []string, members []any
 		key    string
 		legacy bool
 	}{{dedupKey(ws, yesterday), false}, {legacyKey(ws, today), true}, {legacyKey(ws, yesterday), true}}
-	now := d.now()
 	for _, o := range optional {
 		p, known := d.present(o.key, now)
 		if known && !p {

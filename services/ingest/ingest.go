@@ -275,24 +275,24 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 		// then end the claims. A retry in this process waits on the claim,
 		// so it sees the outcome even before the mark lands in Redis.
 		n := 0
-		var acked []any
+		var toMark []any
 		for j, yes := range ok {
 			if yes {
 				n++
 				if marks != nil && marks[j] != nil {
-					acked = append(acked, marks[j])
+					toMark = append(toMark, marks[j])
 				}
 			}
 		}
 		s.metrics.acked.Add(float64(n))
-		if s.dedup != nil && len(acked) > 0 {
+		if s.dedup != nil && len(toMark) > 0 {
 			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			start := time.Now()
-			err := s.dedup.mark(markCtx, ws, acked)
-			s.metrics.stage.WithLabelValues(stageDedupMark).Observe(time.Since(start).Seconds())
+			markStart := time.Now()
+			err := s.dedup.mark(markCtx, ws, toMark)
+			s.metrics.stage.WithLabelValues(stageDedupMark).Observe(time.Since(markStart).Seconds())
 			if err != nil {
 				s.metrics.dedupErrors.Inc()
-				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(acked))
+				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(toMark))
 			}
 			cancel()
 		}
