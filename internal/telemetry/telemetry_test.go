@@ -13,6 +13,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/emptypb"
+
+	"github.com/whisperhq/whisper/internal/metricstest"
 )
 
 const (
@@ -71,7 +73,7 @@ func TestREDRecordsCallsByProcedureAndCode(t *testing.T) {
 		t.Errorf("whisper_rpc_requests_total (-want +got):\n%s", diff)
 	}
 	for proc, n := range map[string]uint64{procOK: 2, procFail: 1} {
-		if got := histogramCount(t, reg, "whisper_rpc_request_duration_seconds", "procedure", proc); got != n {
+		if got := metricstest.Series(t, reg, "whisper_rpc_request_duration_seconds", "procedure", proc).GetHistogram().GetSampleCount(); got != n {
 			t.Errorf("duration observations of %s = %d, want %d", proc, got, n)
 		}
 	}
@@ -97,7 +99,7 @@ func TestRouteRecordsRequestsByRouteMethodAndCode(t *testing.T) {
 	if diff := cmp.Diff(want, counters(t, reg, "whisper_http_requests_total")); diff != "" {
 		t.Errorf("whisper_http_requests_total (-want +got):\n%s", diff)
 	}
-	if got := histogramCount(t, reg, "whisper_http_request_duration_seconds", "route", "/v1/track"); got != 3 {
+	if got := metricstest.Series(t, reg, "whisper_http_request_duration_seconds", "route", "/v1/track").GetHistogram().GetSampleCount(); got != 3 {
 		t.Errorf("duration observations = %d, want 3", got)
 	}
 }
@@ -124,27 +126,6 @@ func counters(t testing.TB, reg *prometheus.Registry, name string) map[string]fl
 		}
 	}
 	return out
-}
-
-func histogramCount(t testing.TB, reg *prometheus.Registry, name, label, value string) uint64 {
-	t.Helper()
-	families, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, lp := range m.GetLabel() {
-				if lp.GetName() == label && lp.GetValue() == value {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	return 0
 }
 
 // serverRequest captures a real server-side request of procOK: its Spec

@@ -35,6 +35,7 @@ import (
 	"github.com/whisperhq/whisper/internal/gen/whisper/ingest/v1/ingestv1connect"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/kafkatest"
+	"github.com/whisperhq/whisper/internal/metricstest"
 	"github.com/whisperhq/whisper/internal/redistest"
 	"github.com/whisperhq/whisper/internal/rpc"
 	"github.com/whisperhq/whisper/internal/rpctest"
@@ -373,34 +374,10 @@ func TestDedupWindow(t *testing.T) {
 	// The first attempt checked Redis, produced and marked. A later one
 	// checks Redis too unless it found the first's claim still held.
 	for stage, want := range map[string][2]uint64{"dedup_check": {1, 3}, "produce": {1, 1}, "dedup_mark": {1, 1}} {
-		if got := s.histogramCount(t, "whisper_ingest_stage_duration_seconds", "stage", stage); got < want[0] || got > want[1] {
+		if got := metricstest.Series(t, s.reg, "whisper_ingest_stage_duration_seconds", "stage", stage).GetHistogram().GetSampleCount(); got < want[0] || got > want[1] {
 			t.Errorf("stage %s timed %d times, want %d to %d", stage, got, want[0], want[1])
 		}
 	}
-}
-
-// histogramCount returns the sample count of the histogram name whose
-// label has value.
-func (s *stack) histogramCount(t *testing.T, name, label, value string) uint64 {
-	t.Helper()
-	families, err := s.reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetHistogram().GetSampleCount()
-				}
-			}
-		}
-	}
-	t.Fatalf("no %s{%s=%q}", name, label, value)
-	return 0
 }
 
 func TestConnectAndGRPCClients(t *testing.T) {

@@ -34,6 +34,7 @@ import (
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
 	"github.com/whisperhq/whisper/internal/kafkatest"
+	"github.com/whisperhq/whisper/internal/metricstest"
 	"github.com/whisperhq/whisper/internal/pgtest"
 	"github.com/whisperhq/whisper/internal/postgres"
 	"github.com/whisperhq/whisper/internal/redistest"
@@ -372,13 +373,13 @@ func TestIdentityAliasAndReplay(t *testing.T) {
 	// published again and the Redis mirror holds the same values.
 	reg := h.consume(t, "g2-replay")
 	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) && recordCount(reg, "duplicate") < 14 {
+	for time.Now().Before(deadline) && recordCount(t, reg, "duplicate") < 14 {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if n := recordCount(reg, "duplicate"); n != 14 {
+	if n := recordCount(t, reg, "duplicate"); n != 14 {
 		t.Fatalf("replay: %v duplicates, want 14", n)
 	}
-	if n := recordCount(reg, "applied"); n != 0 {
+	if n := recordCount(t, reg, "applied"); n != 0 {
 		t.Errorf("replay: %v records applied again, want 0", n)
 	}
 	res, err := h.handler.GetProfile(as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: "u1"}})
@@ -489,29 +490,8 @@ func (h *harness) readChanges(t *testing.T, n int64) []*profilev1.ProfileChange 
 }
 
 // recordCount reads whisper_profiles_records_total{outcome}.
-func recordCount(reg *prometheus.Registry, outcome string) float64 {
-	return counterValue(reg, "whisper_profiles_records_total", "outcome", outcome)
-}
-
-// counterValue reads the counter name{label="value"}; 0 when absent.
-func counterValue(reg *prometheus.Registry, name, label, value string) float64 {
-	mfs, err := reg.Gather()
-	if err != nil {
-		return -1
-	}
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == label && l.GetValue() == value {
-					return m.GetCounter().GetValue()
-				}
-			}
-		}
-	}
-	return 0
+func recordCount(t testing.TB, reg *prometheus.Registry, outcome string) float64 {
+	return metricstest.Series(t, reg, "whisper_profiles_records_total", "outcome", outcome).GetCounter().GetValue()
 }
 
 func TestOutOfOrderTraits(t *testing.T) {
@@ -749,7 +729,7 @@ func TestDatabaseDown(t *testing.T) {
 	t.Cleanup(func() { h.setDatabaseUp(t, true) })
 	h.produce(t, track(wsA, "u1", "", "Viewed", 0), track(wsA, "u2", "", "Viewed", 0))
 	waitFor(t, "failed attempts while the database is down", func() bool {
-		return counterValue(reg, "whisper_profiles_failures_total", "operation", "apply events") >= 2
+		return metricstest.Series(t, reg, "whisper_profiles_failures_total", "operation", "apply events").GetCounter().GetValue() >= 2
 	})
 	if n := h.committed(t, "g"); n != 1 {
 		t.Fatalf("committed offsets sum to %d while the database was down, want 1", n)
@@ -760,7 +740,7 @@ func TestDatabaseDown(t *testing.T) {
 		h.waitProfile(t, as(wsA), &profilev1.GetProfileRequest{Id: &profilev1.GetProfileRequest_UserId{UserId: u}}, want(u))
 	}
 	waitFor(t, "every offset to be committed", func() bool { return h.committed(t, "g") == 3 })
-	if n := recordCount(reg, "applied"); n != 3 {
+	if n := recordCount(t, reg, "applied"); n != 3 {
 		t.Errorf("%v records applied, want 3", n)
 	}
 }
@@ -1021,7 +1001,7 @@ func TestRedisDown(t *testing.T) {
 	mr.Close()
 	h.produce(t, track(wsA, "u1", "", "Viewed", 0), track(wsA, "u2", "", "Viewed", 0))
 	waitFor(t, "failed mirror attempts", func() bool {
-		return counterValue(reg, "whisper_profiles_failures_total", "operation", "mirror to redis") >= 2
+		return metricstest.Series(t, reg, "whisper_profiles_failures_total", "operation", "mirror to redis").GetCounter().GetValue() >= 2
 	})
 	if n := h.committed(t, "g"); n != 1 {
 		t.Fatalf("committed offsets sum to %d while Redis was down, want 1", n)
@@ -1033,7 +1013,7 @@ func TestRedisDown(t *testing.T) {
 	waitFor(t, "u1 mirrored", mirrored("u1"))
 	waitFor(t, "u2 mirrored", mirrored("u2"))
 	waitFor(t, "every offset to be committed", func() bool { return h.committed(t, "g") == 3 })
-	if n, d := recordCount(reg, "applied"), recordCount(reg, "duplicate"); n != 3 || d != 0 {
+	if n, d := recordCount(t, reg, "applied"), recordCount(t, reg, "duplicate"); n != 3 || d != 0 {
 		t.Errorf("%v records applied and %v duplicates, want 3 and 0", n, d)
 	}
 }
