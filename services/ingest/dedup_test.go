@@ -9,15 +9,22 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/whisperhq/whisper/internal/redistest"
 )
 
+// newTestDedup returns a dedup on real Redis whose clock reads *now, its
+// client, and a new workspace id.
+func newTestDedup(t *testing.T, now *time.Time) (*dedup, *redis.Client, string) {
+	rdb := redistest.New(t)
+	return newDedup(rdb, func() time.Time { return *now }), rdb, "ws-" + randomHex(t)
+}
+
 func TestDedupWindowAcrossDays(t *testing.T) {
 	ctx := context.Background()
-	rdb := redistest.New(t)
 	now := time.Date(2024, 5, 1, 23, 0, 0, 0, time.UTC)
-	d := newDedup(rdb, func() time.Time { return now })
-	ws := "ws-" + randomHex(t)
+	d, rdb, ws := newTestDedup(t, &now)
 
 	ids := []string{"a", "8d3f1c2e-0b5a-4e0e-9d7c-2f4b1a6c9e10"}
 	if err := d.mark(ctx, ws, fingerprints(ids[:1])); err != nil {
@@ -51,10 +58,8 @@ func TestDedupWindowAcrossDays(t *testing.T) {
 // ids are still caught, and once it is gone it is no longer asked about.
 func TestDedupReadsLegacySets(t *testing.T) {
 	ctx := context.Background()
-	rdb := redistest.New(t)
 	now := time.Date(2024, 5, 2, 1, 0, 0, 0, time.UTC)
-	d := newDedup(rdb, func() time.Time { return now })
-	ws := "ws-" + randomHex(t)
+	d, rdb, ws := newTestDedup(t, &now)
 	legacyYesterday := "whisper:ingest:dedup:{" + ws + "}:20240501"
 	if err := rdb.SAdd(ctx, legacyYesterday, "old-1").Err(); err != nil {
 		t.Fatal(err)
