@@ -151,7 +151,7 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 		}
 		start := time.Now()
 		seen, err := s.dedup.seen(ctx, ws, toCheck, members)
-		s.metrics.stage.WithLabelValues(stageDedupCheck).Observe(time.Since(start).Seconds())
+		s.metrics.dedupCheck.Observe(time.Since(start).Seconds())
 		if err != nil {
 			// Dedup is an optimisation over at-least-once delivery:
 			// without Redis, produce rather than refuse.
@@ -265,7 +265,7 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 	acked := make(chan struct{})
 	go func() {
 		wg.Wait()
-		s.metrics.stage.WithLabelValues(stageProduce).Observe(time.Since(start).Seconds())
+		s.metrics.produce.Observe(time.Since(start).Seconds())
 		close(acked)
 		if firstErr != nil { // no write once wg is done
 			span.SetStatus(codes.Error, firstErr.Error())
@@ -289,7 +289,7 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
 			markStart := time.Now()
 			err := s.dedup.mark(markCtx, ws, toMark)
-			s.metrics.stage.WithLabelValues(stageDedupMark).Observe(time.Since(markStart).Seconds())
+			s.metrics.dedupMark.Observe(time.Since(markStart).Seconds())
 			if err != nil {
 				s.metrics.dedupErrors.Inc()
 				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(toMark))

@@ -22,18 +22,11 @@ type metrics struct {
 	acked        prometheus.Counter
 	produceFails *prometheus.CounterVec
 	batchSize    prometheus.Histogram
-	// stage times the parts of a request that wait on another service:
-	// the dedup check, the broker's acknowledgement, and the dedup mark
-	// after it (off the request's path).
-	stage *prometheus.HistogramVec
+	// The parts of a request that wait on another service: the dedup
+	// check, the broker's acknowledgement, and the dedup mark after it
+	// (off the request's path); children of one histogram by stage.
+	dedupCheck, produce, dedupMark prometheus.Observer
 }
-
-// Stages, the values of the stage label.
-const (
-	stageDedupCheck = "dedup_check"
-	stageProduce    = "produce"
-	stageDedupMark  = "dedup_mark"
-)
 
 func newMetrics(reg prometheus.Registerer, producer *kgo.Client) *metrics {
 	m := &metrics{
@@ -66,16 +59,14 @@ func newMetrics(reg prometheus.Registerer, producer *kgo.Client) *metrics {
 			Help:    "Events per accepted request.",
 			Buckets: prometheus.ExponentialBuckets(1, 2, 11),
 		}),
-		stage: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "whisper_ingest_stage_duration_seconds",
-			Help:    "Time per request spent in a stage: dedup_check (Redis lookup of the message ids), produce (until the broker acknowledged every record), dedup_mark (Redis write after the acknowledgement).",
-			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
-		}, []string{"stage"}),
 	}
-	for _, st := range []string{stageDedupCheck, stageProduce, stageDedupMark} {
-		m.stage.WithLabelValues(st)
-	}
-	reg.MustRegister(m.accepted, m.rejected, m.deduplicated, m.dedupErrors, m.acked, m.produceFails, m.batchSize, m.stage,
+	stage := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "whisper_ingest_stage_duration_seconds",
+		Help:    "Time per request spent in a stage: dedup_check (Redis lookup of the message ids), produce (until the broker acknowledged every record), dedup_mark (Redis write after the acknowledgement).",
+		Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 10},
+	}, []string{"stage"})
+	m.dedupCheck, m.produce, m.dedupMark = stage.WithLabelValues("dedup_check"), stage.WithLabelValues("produce"), stage.WithLabelValues("dedup_mark")
+	reg.MustRegister(m.accepted, m.rejected, m.deduplicated, m.dedupErrors, m.acked, m.produceFails, m.batchSize, stage,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "whisper_ingest_producer_buffered_records",
 			Help: "Records handed to the producer and not yet acknowledged by the broker.",
