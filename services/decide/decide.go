@@ -748,7 +748,8 @@ func (s *Service) waitLoop(ctx context.Context) {
 // (a crash between the commit and the acknowledgement): those still in the
 // outbox outboxDelay after they were made. It waits for the broker, and
 // deletes what it acknowledged, before the next sweep: a broker that is
-// down does not get each decision again every sweep.
+// down does not get each decision again every sweep. After each sweep it
+// measures the outbox's size and the age of its oldest decision.
 func (s *Service) outboxLoop(ctx context.Context) {
 	t := time.NewTicker(s.outboxEvery)
 	defer t.Stop()
@@ -773,6 +774,15 @@ func (s *Service) outboxLoop(ctx context.Context) {
 			s.metrics.failures.WithLabelValues("publish outbox").Inc()
 			s.logger.WarnContext(ctx, "publish unpublished decisions; retrying", "err", err)
 		}
+		n, age, err := s.store.outboxBacklog(ctx, s.now())
+		if err != nil {
+			if ctx.Err() == nil {
+				s.logger.WarnContext(ctx, "measure the outbox backlog", "err", err)
+			}
+			continue
+		}
+		s.metrics.outboxBacklog.Set(float64(n))
+		s.metrics.outboxAge.Set(age.Seconds())
 	}
 }
 

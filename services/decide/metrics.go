@@ -18,6 +18,8 @@ type metrics struct {
 	records        *prometheus.CounterVec
 	failures       *prometheus.CounterVec
 	conversions    *prometheus.CounterVec
+	outboxBacklog  prometheus.Gauge
+	outboxAge      prometheus.Gauge
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -56,9 +58,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "whisper_decide_conversions_total",
 			Help: "Goal events attributed to a decision within its campaign's attribution window, by campaign id (bounded by the number of campaigns with a goal).",
 		}, []string{"campaign"}),
+		outboxBacklog: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "whisper_decide_outbox_backlog_records",
+			Help: "Decisions in the outbox: committed, not yet acknowledged by the broker on whisper.decisions (or acknowledged and not yet deleted), as of the last sweep.",
+		}),
+		outboxAge: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "whisper_decide_outbox_oldest_age_seconds",
+			Help: "Age of the oldest decision in the outbox as of the last sweep; 0 when it is empty.",
+		}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.decisions, m.duplicates, m.policyDuration, m.regoDuration, m.waits, m.records, m.failures, m.conversions)
+		reg.MustRegister(m.decisions, m.duplicates, m.policyDuration, m.regoDuration, m.waits, m.records, m.failures, m.conversions,
+			m.outboxBacklog, m.outboxAge)
 	}
 	return m
 }

@@ -11,6 +11,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/protobuf/proto"
@@ -555,6 +556,29 @@ func TestOutboxPublishesWhatWasNotPublished(t *testing.T) {
 		t.Fatalf("after the sweep: %v", got)
 	}
 	waitFor(t, func() bool { return outbox() == 0 })
+}
+
+// The sweeper measures the outbox: its size and the age of its oldest
+// decision, whether or not that decision is old enough to publish yet.
+func TestOutboxBacklogIsMeasured(t *testing.T) {
+	h := newHarness(t)
+	h.svc.outboxDelay, h.svc.outboxEvery = time.Hour, 50*time.Millisecond
+	ctx := context.Background()
+	c := h.create(t, tokenA, emailCampaign("unused"))
+	h.run(t)
+	if _, err := h.decisions[tokenA].Decide(ctx, &decisionv1.DecideRequest{CampaignId: c.GetId(), UserId: "u1"}); err != nil {
+		t.Fatal(err)
+	}
+	h.decisionsOf(t, c.GetId(), 1)
+	gauges := func() (float64, float64) {
+		return testutil.ToFloat64(h.svc.metrics.outboxBacklog), testutil.ToFloat64(h.svc.metrics.outboxAge)
+	}
+	waitFor(t, func() bool { n, age := gauges(); return n == 0 && age == 0 })
+	// A decision ten minutes old, as if its publisher had died then.
+	if _, err := h.store.pool.Exec(ctx, `INSERT INTO decision_outbox SELECT workspace_id, decision_id, now() - interval '10 minutes' FROM decisions`); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { n, age := gauges(); return n == 1 && age >= 600 && age < 660 })
 }
 
 // Run, on its way out, waits for the broker to acknowledge the decisions

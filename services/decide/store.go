@@ -517,6 +517,20 @@ func (s *Store) deleteOutbox(ctx context.Context, keys []outboxKey) error {
 	return nil
 }
 
+// outboxBacklog returns how many decisions are in the outbox and the age
+// of the oldest.
+func (s *Store) outboxBacklog(ctx context.Context, now time.Time) (int64, time.Duration, error) {
+	var n int64
+	var oldest *time.Time
+	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(decided_at) FROM decision_outbox`).Scan(&n, &oldest); err != nil {
+		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
+	}
+	if oldest == nil {
+		return n, 0, nil
+	}
+	return n, max(0, now.Sub(*oldest)), nil
+}
+
 // unpublished returns decisions in the outbox decided before olderThan:
 // those whose publisher failed or stopped.
 func (s *Store) unpublished(ctx context.Context, olderThan time.Time, limit int) ([]*decisionv1.Decision, error) {

@@ -50,6 +50,8 @@ func TestMetricCatalogue(t *testing.T) {
 		{"whisper_profiles_outbox_published_total", contract.Counter, nil, 0},
 		{"whisper_profiles_outbox_backlog_records", contract.Gauge, nil, 0},
 		{"whisper_profiles_outbox_oldest_age_seconds", contract.Gauge, nil, 0},
+		{"whisper_decide_outbox_backlog_records", contract.Gauge, nil, 0},
+		{"whisper_decide_outbox_oldest_age_seconds", contract.Gauge, nil, 0},
 		// Connection pools, read at scrape time by telemetry's collectors.
 		{"whisper_pgxpool_acquired_connections", contract.Gauge, []string{"pool"}, 0},
 		{"whisper_pgxpool_empty_acquires_total", contract.Counter, []string{"pool"}, 0},

@@ -13,7 +13,7 @@ const (
 )
 
 // Decide is the decide target's service dashboard: the CampaignService and
-// DecisionService, what the pipeline decides per campaign, the contact
+// DecisionService, what the pipeline decides per campaign, its outbox, the contact
 // policy's cost, waits and conversions, its consumer of whisper.events and
 // whisper.profiles, and the saturation of its PostgreSQL and Redis pools.
 //
@@ -21,7 +21,7 @@ const (
 // does not measure its own (profiles does); fetched and buffered records
 // stand in for it.
 func Decide() *dashboard.DashboardBuilder {
-	green, orange := "green", "orange"
+	green, orange, red := "green", "orange", "red"
 	b := withNamespace(newDashboard("whisper-decide", "Whisper / Decide",
 		"The decide target: the CampaignService and DecisionService, decisions per campaign and outcome, contact-policy latency, waits, conversions, its whisper.events and whisper.profiles consumer, and its PostgreSQL and Redis pools.", "decide")).
 		WithRow(row("CampaignService and DecisionService (RED)")).
@@ -63,6 +63,14 @@ func Decide() *dashboard.DashboardBuilder {
 				query(`histogram_quantile(0.5, sum by (le) (rate(whisper_decide_policy_reserve_duration_seconds_bucket{`+ns+`}[$__rate_interval])))`, "p50"),
 				query(`histogram_quantile(0.99, sum by (le) (rate(whisper_decide_policy_reserve_duration_seconds_bucket{`+ns+`}[$__rate_interval])))`, "p99"),
 			)}.timeseries()).
+		WithRow(row("Outbox (whisper.decisions)")).
+		WithPanel(panel{title: "Outbox backlog", unit: units.Short, width: 12,
+			description: "Decisions committed and not yet acknowledged on whisper.decisions (or acknowledged and not yet deleted), as of each replica's last sweep. Every replica measures the same table, hence max. Normally a handful: rows leave within a second.",
+			queries:     q(query(`max(whisper_decide_outbox_backlog_records{`+ns+`})`, "backlog"))}.timeseries()).
+		WithPanel(panel{title: "Oldest decision in the outbox", unit: units.Seconds, width: 12,
+			description: "Age of the oldest decision in the outbox: how late deliver learns of it at worst. The sweeper publishes what is 30 s old; alert DecideOutboxBacklog fires past 5 minutes.",
+			queries:     q(query(`max(whisper_decide_outbox_oldest_age_seconds{`+ns+`})`, "age"))}.
+			stat(0, step(nil, green), step(cog.ToPtr(60.0), orange), step(cog.ToPtr(300.0), red))).
 		WithRow(row("Consumer (whisper.events, whisper.profiles)")).
 		WithPanel(panel{title: "Records by topic and outcome", unit: units.CountsPerSecond, width: 8,
 			description: "Records consumed per second, by topic and outcome: applied, or skipped (undecodable or without a user id).",
