@@ -17,6 +17,7 @@ import (
 	campaignv1 "github.com/whisperhq/whisper/internal/gen/whisper/campaign/v1"
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
+	"github.com/whisperhq/whisper/internal/postgres"
 )
 
 // ErrNotFound is a campaign or decision that does not exist in the
@@ -520,15 +521,7 @@ func (s *Store) deleteOutbox(ctx context.Context, keys []outboxKey) error {
 // outboxBacklog returns how many decisions are in the outbox and the age
 // of the oldest.
 func (s *Store) outboxBacklog(ctx context.Context, now time.Time) (int64, time.Duration, error) {
-	var n int64
-	var oldest *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(decided_at) FROM decision_outbox`).Scan(&n, &oldest); err != nil {
-		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
-	}
-	if oldest == nil {
-		return n, 0, nil
-	}
-	return n, max(0, now.Sub(*oldest)), nil
+	return postgres.Backlog(ctx, s.pool, "decision_outbox", "decided_at", now)
 }
 
 // unpublished returns decisions in the outbox decided before olderThan:

@@ -12,6 +12,7 @@ import (
 
 	profilev1 "github.com/whisperhq/whisper/internal/gen/whisper/profile/v1"
 	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/postgres"
 )
 
 // change is what happened to one profile in one transaction, as far as
@@ -203,13 +204,5 @@ func (s *Store) drainOutbox(ctx context.Context, limit int, produce func(context
 // outboxBacklog returns how many changes wait in the outbox and the age
 // of the oldest.
 func (s *Store) outboxBacklog(ctx context.Context, now time.Time) (int64, time.Duration, error) {
-	var n int64
-	var oldest *time.Time
-	if err := s.pool.QueryRow(ctx, `SELECT count(*), min(created_at) FROM profile_outbox`).Scan(&n, &oldest); err != nil {
-		return 0, 0, fmt.Errorf("outbox backlog: %w", err)
-	}
-	if oldest == nil {
-		return n, 0, nil
-	}
-	return n, max(0, now.Sub(*oldest)), nil
+	return postgres.Backlog(ctx, s.pool, "profile_outbox", "created_at", now)
 }
