@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/uuid"
@@ -143,14 +144,24 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 	// fingerprint[i]: the dedup set member of call i's client id, when
 	// it is checked; computed once for the check and the mark.
 	var fingerprint []any
+	var members []any
 	if s.dedup != nil && len(toCheck) > 0 {
-		members := fingerprints(toCheck)
+		members = fingerprints(toCheck)
 		fingerprint = make([]any, len(req.calls))
 		for k, i := range checkIdx {
 			fingerprint[i] = members[k]
 		}
+	}
+	// The records are built while Redis answers: a repeat is rare, and
+	// its record is then dropped unsent, while the wait for Redis is in
+	// every request. The build runs beside and this goroutine waits for
+	// Redis, so the answer wakes the request directly.
+	var seen []bool
+	build := s.buildRecords(req, ws, receivedAt, ids, skip, members != nil)
+	if members != nil {
 		start := time.Now()
-		seen, err := s.dedup.seen(ctx, ws, toCheck, members)
+		var err error
+		seen, err = s.dedup.seen(ctx, ws, toCheck, members)
 		s.metrics.dedupCheck.Observe(time.Since(start).Seconds())
 		if err != nil {
 			// Dedup is an optimisation over at-least-once delivery:
@@ -158,24 +169,27 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 			s.metrics.dedupErrors.Inc()
 			s.logger.WarnContext(ctx, "dedup lookup failed; producing without it", "err", err)
 		}
-		var already, rest []string
-		for k, id := range toCheck {
-			if k < len(seen) && seen[k] {
-				skip[checkIdx[k]] = true
-				already = append(already, id)
-			} else {
-				rest = append(rest, id)
-			}
-		}
-		s.flights.release(ws, already, allTrue(len(already)))
-		toCheck = rest
 	}
+	<-build.done
+	records, callOf := build.records, build.callOf
+	var already, rest []string
+	for k, id := range toCheck {
+		if k < len(seen) && seen[k] {
+			skip[checkIdx[k]] = true
+			already = append(already, id)
+		} else {
+			rest = append(rest, id)
+		}
+	}
+	s.flights.release(ws, already, allTrue(len(already)))
 	// toCheck now holds exactly the claims this request will produce.
-
-	records, callOf, err := req.records(ws, receivedAt, ids, skip)
-	if err != nil {
+	toCheck = rest
+	if build.err != nil {
 		s.flights.release(ws, toCheck, nil)
-		return nil, err
+		return nil, build.err
+	}
+	if len(already) > 0 {
+		records, callOf = unskipped(records, callOf, skip)
 	}
 	s.metrics.deduplicated.Add(float64(len(req.calls) - len(records)))
 	// Generated ids are never sent again, so only the client's are kept in
@@ -210,6 +224,43 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 	return ids, nil
 }
 
+// recordsBuild is req.records running beside the request: its results are
+// set when done closes.
+type recordsBuild struct {
+	done    chan struct{}
+	records []*kgo.Record
+	callOf  []int
+	err     error
+}
+
+// buildRecords runs req.records, in another goroutine when beside is
+// set. skip must not change until done closes.
+func (s *Service) buildRecords(req *request, ws string, receivedAt time.Time, ids []string, skip []bool, beside bool) *recordsBuild {
+	b := &recordsBuild{done: make(chan struct{})}
+	run := func() {
+		defer close(b.done)
+		b.records, b.callOf, b.err = req.records(ws, receivedAt, ids, skip)
+	}
+	if beside {
+		go run()
+	} else {
+		run()
+	}
+	return b
+}
+
+// unskipped keeps the records whose calls are not skipped, in place.
+func unskipped(records []*kgo.Record, callOf []int, skip []bool) ([]*kgo.Record, []int) {
+	n := 0
+	for j, i := range callOf {
+		if !skip[i] {
+			records[n], callOf[n] = records[j], i
+			n++
+		}
+	}
+	return records[:n], callOf[:n]
+}
+
 func allTrue(n int) []bool {
 	b := make([]bool, n)
 	for i := range b {
@@ -236,16 +287,31 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 	ctx, span := tracing.StartSend(ctx, s.tracing, kafka.TopicEvents, len(records))
 	tracing.InjectRecords(ctx, records...)
 	var (
-		wg       sync.WaitGroup
+		pending  atomic.Int64
 		mu       sync.Mutex
 		firstErr error
 		ok       = make([]bool, len(records))
+		acked    = make(chan struct{})
 	)
 	start := time.Now()
-	wg.Add(len(records))
+	// The last answer wakes the request itself: no goroutine waits in
+	// between, so one fewer hand-over is on every request's path.
+	pending.Store(int64(len(records)))
+	answered := func() {
+		s.metrics.produce.Observe(time.Since(start).Seconds())
+		close(acked)
+		if firstErr != nil { // no write once all answered
+			span.SetStatus(codes.Error, firstErr.Error())
+		}
+		span.End()
+		// Off the producer's goroutine, which answers other requests'
+		// records too: remember the acked ids, then end the claims. A
+		// retry in this process waits on the claim, so it sees the
+		// outcome even before the mark lands in Redis.
+		go s.afterAnswer(ctx, ws, clientID, marks, ok)
+	}
 	for i, r := range records {
 		s.producer.TryProduce(ctx, r, func(_ *kgo.Record, err error) {
-			defer wg.Done()
 			if err != nil {
 				mu.Lock()
 				if firstErr == nil {
@@ -257,47 +323,14 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 					cause = "buffer_full"
 				}
 				s.metrics.produceFails.WithLabelValues(cause).Inc()
-				return
+			} else {
+				ok[i] = true
 			}
-			ok[i] = true
+			if pending.Add(-1) == 0 {
+				answered()
+			}
 		})
 	}
-	acked := make(chan struct{})
-	go func() {
-		wg.Wait()
-		s.metrics.produce.Observe(time.Since(start).Seconds())
-		close(acked)
-		if firstErr != nil { // no write once wg is done
-			span.SetStatus(codes.Error, firstErr.Error())
-		}
-		span.End()
-		// After the answer, off the request's path: remember the acked ids,
-		// then end the claims. A retry in this process waits on the claim,
-		// so it sees the outcome even before the mark lands in Redis.
-		n := 0
-		var toMark []any
-		for j, yes := range ok {
-			if yes {
-				n++
-				if marks != nil && marks[j] != nil {
-					toMark = append(toMark, marks[j])
-				}
-			}
-		}
-		s.metrics.acked.Add(float64(n))
-		if s.dedup != nil && len(toMark) > 0 {
-			markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-			markStart := time.Now()
-			err := s.dedup.mark(markCtx, ws, toMark)
-			s.metrics.dedupMark.Observe(time.Since(markStart).Seconds())
-			if err != nil {
-				s.metrics.dedupErrors.Inc()
-				s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(toMark))
-			}
-			cancel()
-		}
-		s.flights.release(ws, clientID, ok)
-	}()
 	timer := time.NewTimer(s.ackTimeout)
 	defer timer.Stop()
 	select {
@@ -320,4 +353,33 @@ func (s *Service) produce(ctx context.Context, ws string, records []*kgo.Record,
 		return fmt.Errorf("%w: %d of %d records not written: %v", ErrUnavailable, n, len(records), firstErr)
 	}
 	return nil
+}
+
+// afterAnswer counts the acknowledged records, marks the acknowledged
+// client ids in the dedup window and releases every claim with its outcome
+// (see produce).
+func (s *Service) afterAnswer(ctx context.Context, ws string, clientID []string, marks []any, ok []bool) {
+	n := 0
+	var toMark []any
+	for j, yes := range ok {
+		if yes {
+			n++
+			if marks != nil && marks[j] != nil {
+				toMark = append(toMark, marks[j])
+			}
+		}
+	}
+	s.metrics.acked.Add(float64(n))
+	if s.dedup != nil && len(toMark) > 0 {
+		markCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		markStart := time.Now()
+		err := s.dedup.mark(markCtx, ws, toMark)
+		s.metrics.dedupMark.Observe(time.Since(markStart).Seconds())
+		if err != nil {
+			s.metrics.dedupErrors.Inc()
+			s.logger.Warn("dedup mark failed; a retry may produce these events again", "err", err, "events", len(toMark))
+		}
+		cancel()
+	}
+	s.flights.release(ws, clientID, ok)
 }

@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -21,6 +22,7 @@ import (
 	"connectrpc.com/connect"
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -56,6 +58,8 @@ type stack struct {
 	url     string
 	brokers []string
 	cluster *kfake.Cluster
+	rdb     *redis.Client
+	config  stackConfig
 	ws      string
 	key     string
 	now     time.Time
@@ -70,10 +74,9 @@ type stackConfig struct {
 
 type stackOption func(*stackConfig)
 
-func newStack(t *testing.T, opts ...stackOption) *stack {
+func newStack(t testing.TB, opts ...stackOption) *stack {
 	t.Helper()
 	cluster, brokers := kafkatest.NewCluster(t)
-	rdb := redistest.New(t)
 	sc := stackConfig{
 		kafka:      kafka.Config{Brokers: brokers, Partitions: 4, ReplicationFactor: -1, MaxBufferedBytes: 16 << 20, Linger: time.Millisecond},
 		ackTimeout: 10 * time.Second,
@@ -81,8 +84,26 @@ func newStack(t *testing.T, opts ...stackOption) *stack {
 	for _, o := range opts {
 		o(&sc)
 	}
-	cfg := sc.kafka
-	producer, err := kafka.NewClient(cfg, "ingest-test", nil, sc.kgo...)
+	s := &stack{brokers: brokers, cluster: cluster, rdb: redistest.New(t), config: sc,
+		ws: "ws-" + randHex(), key: "wk_" + randHex(),
+		now: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC), reg: prometheus.NewRegistry()}
+	s.url = s.serve(t, s.reg)
+	return s
+}
+
+// peer starts another ingest process on the stack's broker and Redis, as a
+// second replica behind a load balancer would be, and returns its URL.
+func (s *stack) peer(t testing.TB) string {
+	t.Helper()
+	return s.serve(t, prometheus.NewRegistry())
+}
+
+// serve starts an ingest service with its own producer on a new listener,
+// its metrics in reg, and returns its URL.
+func (s *stack) serve(t testing.TB, reg *prometheus.Registry) string {
+	t.Helper()
+	cfg := s.config.kafka
+	producer, err := kafka.NewClient(cfg, "ingest-test", nil, s.config.kgo...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,13 +113,11 @@ func newStack(t *testing.T, opts ...stackOption) *stack {
 	if err := kafka.EnsureTopics(ctx, producer, cfg, kafka.TopicEvents); err != nil {
 		t.Fatal(err)
 	}
-	s := &stack{brokers: brokers, cluster: cluster, ws: "ws-" + randHex(), key: "wk_" + randHex(),
-		now: time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC), reg: prometheus.NewRegistry()}
 	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
 	svc := ingest.New(ingest.Options{
-		Producer: producer, Redis: rdb, WriteKeys: keys{s.key: s.ws},
-		Registerer: s.reg, Logger: logger, Now: func() time.Time { return s.now },
-		AckTimeout: sc.ackTimeout,
+		Producer: producer, Redis: s.rdb, WriteKeys: keys{s.key: s.ws},
+		Registerer: reg, Logger: logger, Now: func() time.Time { return s.now },
+		AckTimeout: s.config.ackTimeout,
 	})
 	srv := rpc.NewServer(rpc.Config{Addr: "127.0.0.1:0", ShutdownTimeout: 5 * time.Second, ReadyTimeout: time.Second}, logger, prometheus.NewRegistry())
 	for pattern, h := range svc.Routes() {
@@ -118,8 +137,7 @@ func newStack(t *testing.T, opts ...stackOption) *stack {
 			t.Errorf("serve: %v", err)
 		}
 	})
-	s.url = "http://" + ln.Addr().String()
-	return s
+	return "http://" + ln.Addr().String()
 }
 
 func randHex() string {
@@ -129,9 +147,15 @@ func randHex() string {
 }
 
 // post sends body to path with the write key as Basic-auth user name.
-func (s *stack) post(t *testing.T, path, body string, header http.Header) (int, string) {
+func (s *stack) post(t testing.TB, path, body string, header http.Header) (int, string) {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, s.url+path, strings.NewReader(body))
+	return s.postTo(t, s.url, path, body, header)
+}
+
+// postTo is post to the process at url.
+func (s *stack) postTo(t testing.TB, url, path, body string, header http.Header) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodPost, url+path, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +166,7 @@ func (s *stack) post(t *testing.T, path, body string, header http.Header) (int, 
 	return do(t, req)
 }
 
-func do(t *testing.T, req *http.Request) (int, string) {
+func do(t testing.TB, req *http.Request) (int, string) {
 	t.Helper()
 	res, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -377,6 +401,48 @@ func TestDedupWindow(t *testing.T) {
 		if got := metricstest.Series(t, s.reg, "whisper_ingest_stage_duration_seconds", "stage", stage).GetHistogram().GetSampleCount(); got < want[0] || got > want[1] {
 			t.Errorf("stage %s timed %d times, want %d to %d", stage, got, want[0], want[1])
 		}
+	}
+}
+
+// A retry that reaches another replica is caught by the Redis window:
+// the items it already produced are dropped, the new ones are produced in
+// the batch's order.
+func TestDedupAcrossReplicas(t *testing.T) {
+	s := newStack(t)
+	track := func(id string) string { return `{"type":"track","messageId":"` + id + `","userId":"u","event":"e"}` }
+	if code, res := s.post(t, "/v1/batch", `{"batch":[`+track("r1")+`,`+track("r2")+`]}`, nil); code != 200 {
+		t.Fatalf("first replica: %d %s", code, res)
+	}
+	// The first replica marks after the broker's answer, off the request.
+	waitFor(t, func() bool {
+		return metricstest.Series(t, s.reg, "whisper_ingest_stage_duration_seconds", "stage", "dedup_mark").GetHistogram().GetSampleCount() == 1
+	})
+	retry := `{"batch":[` + strings.Join([]string{track("r3"), track("r1"), track("r4"), track("r2"), track("r5")}, ",") + `]}`
+	if code, res := s.postTo(t, s.peer(t), "/v1/batch", retry, nil); code != 200 {
+		t.Fatalf("second replica: %d %s", code, res)
+	}
+	recs := kafkatest.ReadAll(t, s.brokers, kafka.TopicEvents, 5, 10*time.Second)
+	var order []string
+	for _, r := range recs {
+		order = append(order, decode(t, r).GetMessageId())
+	}
+	// One user: one partition, in the order produced.
+	if want := []string{"r1", "r2", "r3", "r4", "r5"}; !slices.Equal(order, want) {
+		t.Errorf("topic holds %v, want %v", order, want)
+	}
+	if extra := kafkatest.ReadAll(t, s.brokers, kafka.TopicEvents, 6, time.Second); len(extra) != 5 {
+		t.Errorf("topic holds %d records, want 5", len(extra))
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 10s")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
