@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/whisperhq/whisper/internal/config"
+	"github.com/whisperhq/whisper/internal/loadgen"
+	"github.com/whisperhq/whisper/internal/proccpu"
 )
 
 // Credentials pinned in the child so the benchmark knows them; re-pinning
@@ -195,4 +197,24 @@ func (w *bannerWriter) workspaceID() string {
 		return string(m[1])
 	}
 	return ""
+}
+
+// cpuMeter watches the CPU time of the processes a run on this machine
+// spends: whisper-load itself, the `whisper dev` child pid (with its
+// in-process broker) and the local redis-server when there is one.
+func cpuMeter(pid int) loadgen.CPUMeter {
+	redis := proccpu.Named("redis-server")
+	return func() map[string]time.Duration {
+		use := map[string]time.Duration{}
+		if self, err := proccpu.Self(); err == nil {
+			use["whisper-load"] = self
+		}
+		if dev, ok := proccpu.Of(pid); ok {
+			use["whisper dev"] = dev
+		}
+		if r := redis(); r >= 0 {
+			use["redis-server"] = r
+		}
+		return use
+	}
 }

@@ -273,6 +273,7 @@ func (o options) validate() error {
 // it names none.
 func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.Logger) (_ *loadgen.Report, err error) {
 	note := "the load generator runs on this machine; the server at " + o.url
+	var meter loadgen.CPUMeter // only for a server started here
 	if o.url == "" {
 		env, stopTracing, err := tracingEnv(o.tracing, logger)
 		if err != nil {
@@ -288,6 +289,7 @@ func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.L
 		defer func() { err = errors.Join(err, dev.stop()) }()
 		o.url, o.writeKey, o.brokers, o.workspaceID = dev.url, dev.writeKey, dev.brokers, dev.workspaceID
 		note = "load generator, whisper dev and its in-process broker share these CPUs, so the server gets only part of them"
+		meter = cpuMeter(dev.cmd.Process.Pid)
 	}
 	if o.workspaceID == "" {
 		o.workspaceID = uuid.NewString()
@@ -303,7 +305,7 @@ func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.L
 	}
 	report.Ingest, err = loadgen.RunIngest(ctx, loadgen.IngestConfig{
 		URL: strings.TrimSuffix(o.url, "/"), WriteKey: o.writeKey, Connections: o.connections,
-		Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout, Bodies: bodies, Logger: logger,
+		Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout, Bodies: bodies, Logger: logger, CPU: meter,
 	})
 	if err != nil {
 		return nil, err
@@ -313,7 +315,7 @@ func bench(ctx context.Context, o options, kafkaCfg kafka.Config, logger *slog.L
 		kafkaCfg.Linger = o.linger
 		ceiling, err := loadgen.RunCeiling(ctx, loadgen.CeilingConfig{
 			Kafka: kafkaCfg, WorkspaceID: o.workspaceID, InFlight: o.connections * bodies.BatchSize(),
-			Warmup: o.warmup, Duration: o.duration, Bodies: bodies, Logger: logger,
+			Warmup: o.warmup, Duration: o.duration, Bodies: bodies, Logger: logger, CPU: meter,
 		})
 		if err != nil {
 			return nil, err

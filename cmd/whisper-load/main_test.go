@@ -10,6 +10,8 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -210,6 +212,18 @@ func TestFlagErrors(t *testing.T) {
 		var stdout, stderr bytes.Buffer
 		if code := run(t.Context(), tt.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), tt.want) {
 			t.Errorf("run(%q) = %d, stderr %q; want 2 and %q", tt.args, code, stderr.String(), tt.want)
+		}
+	}
+}
+
+func TestCPUMeterReadsItselfAndTheServer(t *testing.T) {
+	use := cpuMeter(os.Getpid())()
+	if _, ok := use["whisper-load"]; !ok {
+		t.Errorf("meter read %v, want whisper-load's own CPU", use)
+	}
+	if runtime.GOOS == "linux" {
+		if _, ok := use["whisper dev"]; !ok {
+			t.Errorf("meter read %v, want the server's CPU from /proc", use)
 		}
 	}
 }

@@ -38,6 +38,9 @@ type CeilingConfig struct {
 	Warmup, Duration time.Duration
 	Bodies           *Bodies
 	Logger           *slog.Logger
+	// CPU, when set, is read at the start and the end of the measured
+	// window, for the CPU time each process spent per acknowledged record.
+	CPU CPUMeter
 }
 
 // CeilingResult is the outcome of RunCeiling.
@@ -50,6 +53,9 @@ type CeilingResult struct {
 	Acked         int64            `json:"acked_records"`
 	RecordsPerSec float64          `json:"records_per_sec"`
 	Errors        map[string]int64 `json:"errors,omitempty"`
+	// CPUPerRecord is the CPU time each process watched by the config's
+	// CPU meter spent per acknowledged record in the window, in µs.
+	CPUPerRecord CPUUse `json:"cpu_us_per_record,omitempty"`
 }
 
 // ceilingRecords builds the records ingestion would produce for the events
@@ -182,12 +188,17 @@ func RunCeiling(ctx context.Context, cfg CeilingConfig) (res CeilingResult, err 
 
 	var windowErr error
 	var before int64
+	var cpu CPUUse
 	if windowErr = sleepCtx(ctx, cfg.Warmup); windowErr == nil {
+		since := cpuSince(cfg.CPU)
 		before = acked.Load()
 		measure.Store(true)
-		windowErr = sleepCtx(ctx, cfg.Duration)
+		if windowErr = sleepCtx(ctx, cfg.Duration); windowErr == nil {
+			cpu = since()
+		}
 	}
 	res.Acked = acked.Load() - before
+	res.CPUPerRecord = cpu.per(res.Acked)
 	measure.Store(false)
 	close(stop)
 	<-produced

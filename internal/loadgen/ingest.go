@@ -31,6 +31,9 @@ type IngestConfig struct {
 	Timeout time.Duration
 	Bodies  *Bodies
 	Logger  *slog.Logger
+	// CPU, when set, is read at the start and the end of the measured
+	// window, for the CPU time each process spent per accepted event.
+	CPU CPUMeter
 }
 
 // Window is what happened in one stretch of a run.
@@ -56,6 +59,9 @@ type IngestResult struct {
 	// ErrorSamples holds one message per error kind (for a status, the
 	// start of the answer's body), for diagnosis.
 	ErrorSamples map[string]string `json:"error_samples,omitempty"`
+	// CPUPerEvent is the CPU time each process watched by the config's
+	// CPU meter spent per accepted event in the measured window, in µs.
+	CPUPerEvent CPUUse `json:"cpu_us_per_event,omitempty"`
 }
 
 // worker is one connection's loop state; everything a request needs is
@@ -134,6 +140,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 	windowStart := start.Add(cfg.Warmup)
 	windowEnd := windowStart.Add(cfg.Duration)
 	cfg.Logger.InfoContext(ctx, "ingest load", "url", target, "connections", cfg.Connections, "warmup", cfg.Warmup, "duration", cfg.Duration)
+	cpu := cpuWindow(ctx, cfg.CPU, windowStart, windowEnd)
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		wg.Go(func() { w.run(ctx, client, cfg.Bodies, &seq, windowStart, windowEnd) })
@@ -163,6 +170,7 @@ func RunIngest(ctx context.Context, cfg IngestConfig) (IngestResult, error) {
 	}
 	res.Latency = hist.Summary()
 	res.EventsPerSec = float64(res.Measured.Accepted) / cfg.Duration.Seconds()
+	res.CPUPerEvent = cpu(res.Measured.Accepted)
 	return res, nil
 }
 

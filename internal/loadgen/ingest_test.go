@@ -158,3 +158,63 @@ func TestRunIngestConnectionRefused(t *testing.T) {
 		t.Errorf("against a closed port: %+v, want every request counted as connection refused", res.Total)
 	}
 }
+
+// The CPU meter is read at the window's start and end, and what each
+// process used in between is divided by the events accepted in it.
+func TestRunIngestMeasuresCPUPerEvent(t *testing.T) {
+	f := &fakeIngest{t: t, answer: func(int) int { return http.StatusOK }, status: map[int]int{}, ids: map[string]bool{}}
+	srv := httptest.NewServer(f)
+	defer srv.Close()
+	bodies, err := NewBodies(BodiesOptions{Templates: 3, BatchSize: 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var readAt []time.Time
+	meter := func() map[string]time.Duration {
+		mu.Lock()
+		defer mu.Unlock()
+		readAt = append(readAt, time.Now())
+		// The server used 2 s more by the second reading; "gone" is
+		// read only once and so left out.
+		use := map[string]time.Duration{"server": time.Duration(len(readAt)) * 2 * time.Second}
+		if len(readAt) == 1 {
+			use["gone"] = time.Second
+		}
+		return use
+	}
+	start := time.Now()
+	res, err := RunIngest(t.Context(), IngestConfig{
+		URL: srv.URL, WriteKey: "wk_test", Connections: 2,
+		Warmup: 100 * time.Millisecond, Duration: 300 * time.Millisecond, Bodies: bodies, CPU: meter,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(readAt) != 2 || readAt[0].Sub(start) < 100*time.Millisecond || readAt[1].Sub(start) < 400*time.Millisecond {
+		t.Fatalf("meter read at %v after the start, want at the window's start (100ms) and end (400ms)", readAt)
+	}
+	want := 2e6 / float64(res.Measured.Accepted)
+	if got := res.CPUPerEvent; len(got) != 1 || got["server"] != want {
+		t.Errorf("CPUPerEvent = %v, want server %.3f µs", got, want)
+	}
+}
+
+func TestCPURatioNeedsTheSameProcesses(t *testing.T) {
+	r := Report{
+		Ingest:  IngestResult{EventsPerSec: 100, CPUPerEvent: CPUUse{"dev": 8, "redis": 2}},
+		Ceiling: &CeilingResult{RecordsPerSec: 300, CPUPerRecord: CPUUse{"dev": 2.5, "redis": 0.5}},
+	}
+	r.Judge()
+	if r.CPURatio != 0.3 {
+		t.Errorf("CPURatio = %v, want 3 µs over 10 µs = 0.3", r.CPURatio)
+	}
+	if got := r.Ingest.CPUPerEvent.String(); got != "dev 8.0 µs, redis 2.0 µs: 10.0 µs" {
+		t.Errorf("String() = %q", got)
+	}
+	r.Ceiling.CPUPerRecord = CPUUse{"dev": 3}
+	r.Judge()
+	if r.CPURatio != 0 {
+		t.Errorf("CPURatio = %v over different processes, want none", r.CPURatio)
+	}
+}

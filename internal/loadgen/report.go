@@ -25,8 +25,12 @@ type Report struct {
 	Ceiling *CeilingResult `json:"ceiling,omitempty"`
 	// Ratio is ingest events/s over ceiling records/s; zero without a
 	// ceiling.
-	Ratio   float64  `json:"ratio"`
-	Targets []Target `json:"targets"`
+	Ratio float64 `json:"ratio"`
+	// CPURatio is the ceiling's CPU time per record over ingestion's per
+	// event, all watched processes together: the ratio the two would have
+	// on equal CPU. Zero unless both phases watched the same processes.
+	CPURatio float64  `json:"cpu_ratio,omitempty"`
+	Targets  []Target `json:"targets"`
 }
 
 // Machine says where the numbers come from.
@@ -54,6 +58,7 @@ type Target struct {
 
 // Judge fills Ratio and Targets from the results.
 func (r *Report) Judge() {
+	r.Ratio, r.CPURatio = 0, 0
 	r.Targets = []Target{{
 		Name: "ingest throughput", Want: fmt.Sprintf(">= %d events/s", TargetEventsPerSec),
 		Got: fmt.Sprintf("%.0f events/s", r.Ingest.EventsPerSec), Pass: r.Ingest.EventsPerSec >= TargetEventsPerSec,
@@ -63,6 +68,10 @@ func (r *Report) Judge() {
 	}}
 	if r.Ceiling != nil && r.Ceiling.RecordsPerSec > 0 {
 		r.Ratio = r.Ingest.EventsPerSec / r.Ceiling.RecordsPerSec
+		in, c := r.Ingest.CPUPerEvent, r.Ceiling.CPUPerRecord
+		if len(in) > 0 && slices.Equal(slices.Sorted(maps.Keys(in)), slices.Sorted(maps.Keys(c))) && in.Total() > 0 {
+			r.CPURatio = c.Total() / in.Total()
+		}
 		r.Targets = append(r.Targets, Target{
 			Name: "ingest / ceiling", Want: fmt.Sprintf(">= %.0f%%", TargetRatio*100),
 			Got: fmt.Sprintf("%.1f%%", r.Ratio*100), Pass: r.Ratio >= TargetRatio,
@@ -111,6 +120,9 @@ func (r *Report) WriteText(w io.Writer) error {
 	for _, k := range slices.Sorted(maps.Keys(in.ErrorSamples)) {
 		fmt.Fprintf(tw, "  sample %s\t%s\n", k, in.ErrorSamples[k])
 	}
+	if len(in.CPUPerEvent) > 0 {
+		fmt.Fprintf(tw, "  CPU per event\t%s\n", in.CPUPerEvent)
+	}
 	if c := r.Ceiling; c != nil {
 		fmt.Fprintf(tw, "\nCEILING (franz-go straight to the broker)\n")
 		fmt.Fprintf(tw, "  topic\t%s (%d partitions, scratch)\n", c.Topic, c.Partitions)
@@ -124,7 +136,13 @@ func (r *Report) WriteText(w io.Writer) error {
 		for _, k := range slices.Sorted(maps.Keys(c.Errors)) {
 			fmt.Fprintf(tw, "  errors %s\t%d\n", k, c.Errors[k])
 		}
+		if len(c.CPUPerRecord) > 0 {
+			fmt.Fprintf(tw, "  CPU per record\t%s\n", c.CPUPerRecord)
+		}
 		fmt.Fprintf(tw, "\nratio ingest/ceiling\t%.1f%%\n", r.Ratio*100)
+		if r.CPURatio > 0 {
+			fmt.Fprintf(tw, "ratio at equal CPU\t%.1f%% (ceiling's CPU per record over ingestion's per event)\n", r.CPURatio*100)
+		}
 	} else {
 		fmt.Fprintf(tw, "\nCEILING\tskipped (no --brokers)\n")
 	}
