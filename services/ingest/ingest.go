@@ -182,8 +182,7 @@ func (s *Service) accept(ctx context.Context, api, ws string, req *request) ([]s
 		}
 	}
 	s.flights.release(ws, already, allTrue(len(already)))
-	// toCheck now holds exactly the claims this request will produce.
-	toCheck = rest
+	toCheck = rest // exactly the claims this request will produce
 	if build.err != nil {
 		s.flights.release(ws, toCheck, nil)
 		return nil, build.err
