@@ -213,10 +213,12 @@ func (h *harness) decisionsOf(t *testing.T, campaign string, want int) []*decisi
 }
 
 // settledDecisions gives stray extra decisions a second to appear, then
-// returns the campaign's decisions.
-func (h *harness) settledDecisions(t *testing.T, campaign string) []*decisionv1.Decision {
+// returns the campaign's decisions, reading until it finds at least the
+// seen ones already read: one read may find none when the reading
+// consumer is slow to start on a busy machine.
+func (h *harness) settledDecisions(t *testing.T, campaign string, seen int) []*decisionv1.Decision {
 	time.Sleep(time.Second)
-	return h.readDecisions(t, campaign, 0, 0)
+	return h.readDecisions(t, campaign, seen, 20*time.Second)
 }
 
 func (h *harness) readDecisions(t *testing.T, campaign string, want int, wait time.Duration) []*decisionv1.Decision {

@@ -52,7 +52,7 @@ func TestEventTriggersOneDecision(t *testing.T) {
 		track(h.wsA, "m3", "u1", "Viewed", t0, `{}`),                    // another event
 	)
 	h.decisionsOf(t, c.GetId(), 1)
-	got := h.settledDecisions(t, c.GetId())
+	got := h.settledDecisions(t, c.GetId(), 1)
 	if len(got) != 1 {
 		t.Fatalf("got %d decisions, want 1: %v", len(got), got)
 	}
@@ -125,7 +125,7 @@ func TestEventTriggersOneDecision(t *testing.T) {
 	})
 	cancel()
 	<-done
-	if got := h.settledDecisions(t, c.GetId()); len(got) != 1 {
+	if got := h.settledDecisions(t, c.GetId(), 1); len(got) != 1 {
 		t.Errorf("after replay: %d decisions on the topic, want 1", len(got))
 	}
 	list, err := h.decisions[tokenA].ListDecisions(context.Background(), &decisionv1.ListDecisionsRequest{CampaignId: c.GetId()})
@@ -388,7 +388,7 @@ func TestDecideRPC(t *testing.T) {
 	if got := first.GetDecision().GetOutcome(); got != decisionv1.Outcome_OUTCOME_SEND {
 		t.Errorf("outcome %v", got)
 	}
-	if got := h.settledDecisions(t, c.GetId()); len(got) != 1 {
+	if got := h.settledDecisions(t, c.GetId(), 1); len(got) != 1 {
 		t.Errorf("%d decisions published, want 1", len(got))
 	}
 	if _, err := h.campaigns[tokenA].PauseCampaign(ctx, &campaignv1.PauseCampaignRequest{CampaignId: c.GetId()}); err != nil {
@@ -497,7 +497,7 @@ func TestWorkspaceIsolation(t *testing.T) {
 	h.produce(t, kafka.TopicEvents, h.wsB, "u1", track(h.wsB, "i1", "u1", "Cart Abandoned", t0, ""))
 	h.produce(t, kafka.TopicEvents, h.wsA, "u1", track(h.wsA, "i2", "u1", "Cart Abandoned", t0, ""))
 	h.decisionsOf(t, a.GetId(), 1)
-	got := h.settledDecisions(t, a.GetId())
+	got := h.settledDecisions(t, a.GetId(), 1)
 	if len(got) != 1 || got[0].GetWorkspaceId() != h.wsA {
 		t.Fatalf("decisions %v", got)
 	}
