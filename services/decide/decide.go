@@ -774,15 +774,9 @@ func (s *Service) outboxLoop(ctx context.Context) {
 			s.metrics.failures.WithLabelValues("publish outbox").Inc()
 			s.logger.WarnContext(ctx, "publish unpublished decisions; retrying", "err", err)
 		}
-		n, age, err := s.store.outboxBacklog(ctx, s.now())
-		if err != nil {
-			if ctx.Err() == nil {
-				s.logger.WarnContext(ctx, "measure the outbox backlog", "err", err)
-			}
-			continue
-		}
-		s.metrics.outboxBacklog.Set(float64(n))
-		s.metrics.outboxAge.Set(age.Seconds())
+		s.metrics.outbox.Measure(ctx, s.logger.With("queue", "decision outbox"), func(ctx context.Context) (int64, time.Duration, error) {
+			return s.store.outboxBacklog(ctx, s.now())
+		})
 	}
 }
 

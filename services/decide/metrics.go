@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	decisionv1 "github.com/whisperhq/whisper/internal/gen/whisper/decision/v1"
+	"github.com/whisperhq/whisper/internal/telemetry"
 )
 
 type metrics struct {
@@ -18,8 +19,7 @@ type metrics struct {
 	records        *prometheus.CounterVec
 	failures       *prometheus.CounterVec
 	conversions    *prometheus.CounterVec
-	outboxBacklog  prometheus.Gauge
-	outboxAge      prometheus.Gauge
+	outbox         telemetry.BacklogGauges
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -58,18 +58,13 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "whisper_decide_conversions_total",
 			Help: "Goal events attributed to a decision within its campaign's attribution window, by campaign id (bounded by the number of campaigns with a goal).",
 		}, []string{"campaign"}),
-		outboxBacklog: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "whisper_decide_outbox_backlog_records",
-			Help: "Decisions in the outbox: committed, not yet acknowledged by the broker on whisper.decisions (or acknowledged and not yet deleted), as of the last sweep.",
-		}),
-		outboxAge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "whisper_decide_outbox_oldest_age_seconds",
-			Help: "Age of the oldest decision in the outbox as of the last sweep; 0 when it is empty.",
-		}),
+		outbox: telemetry.NewBacklogGauges("whisper_decide_outbox",
+			"Decisions in the outbox: committed, not yet acknowledged by the broker on whisper.decisions (or acknowledged and not yet deleted), as of the last sweep.",
+			"Age of the oldest decision in the outbox as of the last sweep; 0 when it is empty."),
 	}
 	if reg != nil {
 		reg.MustRegister(m.decisions, m.duplicates, m.policyDuration, m.regoDuration, m.waits, m.records, m.failures, m.conversions,
-			m.outboxBacklog, m.outboxAge)
+			m.outbox.Items, m.outbox.OldestAge)
 	}
 	return m
 }

@@ -571,7 +571,7 @@ func TestOutboxBacklogIsMeasured(t *testing.T) {
 	}
 	h.decisionsOf(t, c.GetId(), 1)
 	gauges := func() (float64, float64) {
-		return testutil.ToFloat64(h.svc.metrics.outboxBacklog), testutil.ToFloat64(h.svc.metrics.outboxAge)
+		return testutil.ToFloat64(h.svc.metrics.outbox.Items), testutil.ToFloat64(h.svc.metrics.outbox.OldestAge)
 	}
 	waitFor(t, func() bool { n, age := gauges(); return n == 0 && age == 0 })
 	// A decision ten minutes old, as if its publisher had died then.

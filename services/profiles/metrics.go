@@ -4,6 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/whisperhq/whisper/internal/kafka"
+	"github.com/whisperhq/whisper/internal/telemetry"
 )
 
 // Record outcomes, the values of the outcome label.
@@ -33,8 +34,7 @@ type metrics struct {
 	transitions   *prometheus.CounterVec
 	swept         prometheus.Counter
 	published     prometheus.Counter
-	outboxBacklog prometheus.Gauge
-	outboxAge     prometheus.Gauge
+	outbox        telemetry.BacklogGauges
 	users         *prometheus.GaugeVec
 }
 
@@ -75,14 +75,9 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "whisper_profiles_outbox_published_total",
 			Help: "Profile changes produced to whisper.profiles from the outbox.",
 		}),
-		outboxBacklog: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "whisper_profiles_outbox_backlog_records",
-			Help: "Profile changes waiting in the outbox to be produced to whisper.profiles.",
-		}),
-		outboxAge: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "whisper_profiles_outbox_oldest_age_seconds",
-			Help: "Age of the oldest profile change waiting in the outbox; 0 when it is empty.",
-		}),
+		outbox: telemetry.NewBacklogGauges("whisper_profiles_outbox",
+			"Profile changes waiting in the outbox to be produced to whisper.profiles.",
+			"Age of the oldest profile change waiting in the outbox; 0 when it is empty."),
 		users: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "whisper_profiles_users",
 			Help: "Profiles in each lifecycle stage, all workspaces together, as of the last periodic count.",
@@ -95,7 +90,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.lag = lag
 	if reg != nil {
 		reg.MustRegister(m.records, m.failures, m.batchDuration, m.applyDuration, m.batchRecords,
-			m.transitions, m.swept, m.published, m.outboxBacklog, m.outboxAge, m.users)
+			m.transitions, m.swept, m.published, m.outbox.Items, m.outbox.OldestAge, m.users)
 	}
 	return m
 }

@@ -484,15 +484,9 @@ func (s *Service) relayLoop(ctx context.Context) {
 			}
 		}
 		if tick {
-			n, age, err := s.store.outboxBacklog(ctx, s.now())
-			if err != nil {
-				if ctx.Err() == nil {
-					s.logger.WarnContext(ctx, "measure the outbox backlog", "err", err)
-				}
-				continue
-			}
-			s.metrics.outboxBacklog.Set(float64(n))
-			s.metrics.outboxAge.Set(age.Seconds())
+			s.metrics.outbox.Measure(ctx, s.logger.With("queue", "profile outbox"), func(ctx context.Context) (int64, time.Duration, error) {
+				return s.store.outboxBacklog(ctx, s.now())
+			})
 		}
 	}
 }
