@@ -214,6 +214,9 @@ func decodeBatch(body []byte) (*request, error) {
 		return nil, err
 	}
 	req := &request{bodyBytes: len(body)}
+	// The items' strings (ids, names, timestamps) are cut out of one copy
+	// of the body rather than allocated one by one.
+	text := string(body)
 	sawBatch := false
 	for {
 		switch dec.PeekKind() {
@@ -240,7 +243,7 @@ func decodeBatch(body []byte) (*request, error) {
 		switch key := name.String(); key {
 		case "batch":
 			sawBatch = true
-			if err := decodeItems(dec, body, req); err != nil {
+			if err := decodeItems(dec, body, text, req); err != nil {
 				return nil, err
 			}
 		case "context", "integrations":
@@ -275,7 +278,8 @@ func decodeBatch(body []byte) (*request, error) {
 	}
 }
 
-func decodeItems(dec *jsontext.Decoder, body []byte, req *request) error {
+// decodeItems decodes the batch array; text is body as a string.
+func decodeItems(dec *jsontext.Decoder, body []byte, text string, req *request) error {
 	if dec.PeekKind() != '[' {
 		if dec.PeekKind() == 0 {
 			_, err := dec.ReadToken()
@@ -284,6 +288,11 @@ func decodeItems(dec *jsontext.Decoder, body []byte, req *request) error {
 		return &InputError{Field: "batch", Msg: "must be an array"}
 	}
 	dec.ReadToken()
+	if req.calls == nil {
+		// About one call per 256 bytes: a batch of typical events then
+		// grows its calls at most once.
+		req.calls = make([]call, 0, len(body)/256+1)
+	}
 	for i := 0; ; i++ {
 		switch dec.PeekKind() {
 		case ']':
@@ -296,7 +305,7 @@ func decodeItems(dec *jsontext.Decoder, body []byte, req *request) error {
 		at := itemRef{list: "batch", index: i}
 		start := dec.InputOffset()
 		var w segmentJSON
-		if err := w.decodeFrom(dec, body, at); err != nil {
+		if err := w.decodeFrom(dec, body, text, at); err != nil {
 			return err
 		}
 		if dec.InputOffset()-start > MaxEventBytes {
@@ -320,9 +329,10 @@ func decodeItems(dec *jsontext.Decoder, body []byte, req *request) error {
 // decodeFrom reads one call object from dec, which parses body. It walks
 // the object's members itself rather than through reflection: a batch item
 // is then scanned once, and its objects (properties, context...) are slices
-// of body, not copies. Member names are matched as sent; one spelled with
+// of body, not copies, as are its strings of text (body as a string) when
+// they hold no escapes. Member names are matched as sent; one spelled with
 // escapes is ignored like any unknown member.
-func (w *segmentJSON) decodeFrom(dec *jsontext.Decoder, body []byte, at itemRef) error {
+func (w *segmentJSON) decodeFrom(dec *jsontext.Decoder, body []byte, text string, at itemRef) error {
 	tok, err := dec.ReadToken()
 	if err != nil {
 		return jsonInputError(at.String(), err)
@@ -387,26 +397,25 @@ func (w *segmentJSON) decodeFrom(dec *jsontext.Decoder, body []byte, at itemRef)
 			return at.field(string(unquoted))
 		}
 		switch {
-		case str != nil:
-			tok, err := dec.ReadToken()
+		case str != nil || flex != nil:
+			v, err := dec.ReadValue()
 			if err != nil {
 				return jsonInputError(field(), err)
 			}
-			switch tok.Kind() {
-			case '"':
-				*str = tok.String()
-			case 'n':
+			end := int(dec.InputOffset())
+			s, kind := scalarText(v, text[end-len(v):end])
+			switch {
+			case kind == '"' || kind == 'n':
+			case kind == '0' && flex != nil:
+			case flex != nil:
+				return &InputError{Field: field(), Msg: "expected a string or a number, got " + kindName(kind)}
 			default:
-				return &InputError{Field: field(), Msg: "expected a string, got " + kindName(tok.Kind())}
+				return &InputError{Field: field(), Msg: "expected a string, got " + kindName(kind)}
 			}
-		case flex != nil:
-			if err := flex.UnmarshalJSONFrom(dec); err != nil {
-				var input *InputError
-				if errors.As(err, &input) {
-					input.Field = field()
-					return input
-				}
-				return jsonInputError(field(), err)
+			if str != nil {
+				*str = s
+			} else {
+				*flex = flexString(s)
 			}
 		case raw != nil:
 			start := dec.InputOffset()
@@ -422,10 +431,36 @@ func (w *segmentJSON) decodeFrom(dec *jsontext.Decoder, body []byte, at itemRef)
 	}
 }
 
+// scalarText returns what a string, number or null value v holds, as text:
+// src is v's text, sliced when v needs no unescaping, and a null is "". For
+// other kinds it returns only the kind.
+func scalarText(v jsontext.Value, src string) (string, jsontext.Kind) {
+	kind := v.Kind()
+	switch kind {
+	case '"':
+		if bytes.IndexByte(v, '\\') < 0 {
+			return src[1 : len(src)-1], kind
+		}
+		unquoted, _ := jsontext.AppendUnquote(nil, v) // v is valid: the decoder read it
+		return string(unquoted), kind
+	case '0':
+		return src, kind
+	}
+	return "", kind
+}
+
 // trimValue cuts what precedes a value between two decoder offsets: the
 // name separator and white space.
 func trimValue(b []byte) jsontext.Value {
-	return bytes.TrimLeft(b, " \t\r\n:,")
+	for len(b) > 0 {
+		switch b[0] {
+		case ' ', '\t', '\r', '\n', ':', ',':
+			b = b[1:]
+			continue
+		}
+		break
+	}
+	return b
 }
 
 func (w *segmentJSON) toCall(typ eventv1.EventType, at itemRef) (call, error) {
