@@ -27,6 +27,21 @@ func NewCluster(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, []string) {
 // deadline passes, and returns what it read.
 func ReadAll(t testing.TB, brokers []string, topic string, want int, timeout time.Duration) []*kgo.Record {
 	t.Helper()
+	return read(t, brokers, topic, want, timeout, 0)
+}
+
+// ReadSettled consumes topic from the start until it has at least want
+// records or the deadline passes, then goes on reading for settle, and
+// returns all it read: for tests that nothing was written more than want
+// times, which a single short read could not tell from a consumer slow to
+// start on a busy machine.
+func ReadSettled(t testing.TB, brokers []string, topic string, want int, timeout, settle time.Duration) []*kgo.Record {
+	t.Helper()
+	return read(t, brokers, topic, want, timeout, settle)
+}
+
+func read(t testing.TB, brokers []string, topic string, want int, timeout, settle time.Duration) []*kgo.Record {
+	t.Helper()
 	cl, err := kgo.NewClient(
 		kgo.SeedBrokers(brokers...),
 		kgo.ConsumeTopics(topic),
@@ -36,18 +51,26 @@ func ReadAll(t testing.TB, brokers []string, topic string, want int, timeout tim
 		t.Fatalf("consumer: %v", err)
 	}
 	defer cl.Close()
+	var out []*kgo.Record
+	poll := func(ctx context.Context, until func() bool) {
+		for !until() {
+			fs := cl.PollFetches(ctx)
+			if ctx.Err() != nil {
+				return
+			}
+			fs.EachError(func(topic string, p int32, err error) {
+				t.Errorf("fetch %s/%d: %v", topic, p, err)
+			})
+			out = append(out, fs.Records()...)
+		}
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	var out []*kgo.Record
-	for len(out) < want {
-		fs := cl.PollFetches(ctx)
-		if ctx.Err() != nil {
-			break
-		}
-		fs.EachError(func(topic string, p int32, err error) {
-			t.Errorf("fetch %s/%d: %v", topic, p, err)
-		})
-		out = append(out, fs.Records()...)
+	poll(ctx, func() bool { return len(out) >= want })
+	if settle > 0 {
+		ctx, cancel := context.WithTimeout(context.Background(), settle)
+		defer cancel()
+		poll(ctx, func() bool { return false })
 	}
 	return out
 }

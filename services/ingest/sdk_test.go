@@ -144,7 +144,7 @@ func TestSDKs(t *testing.T) {
 				// Nothing of the refused attempt was produced, and nothing
 				// twice: the topic holds exactly one record per call.
 				got := s.events(t, len(calls))
-				if extra := kafkatest.ReadAll(t, s.brokers, kafka.TopicEvents, len(calls)+1, time.Second); len(extra) != len(calls) {
+				if extra := kafkatest.ReadSettled(t, s.brokers, kafka.TopicEvents, len(calls), 10*time.Second, time.Second); len(extra) != len(calls) {
 					t.Errorf("topic holds %d records, want %d", len(extra), len(calls))
 				}
 				for i, c := range calls {
